@@ -1,0 +1,80 @@
+"""Offline stand-ins for the quickstart: a tiny GPT-2 and a corpus that every Python installation ships.
+
+`builtin:tiny-gpt2` is a 2-layer GPT-2 with random weights and a byte-level BPE tokenizer trained on
+`builtin:python-docs`, the text of Python's own reference documentation (`pydoc_data.topics`). Both are
+written once into the cache as ordinary folders and files, so from there on they travel the same
+`from_pretrained` / `load_dataset` paths as a hub model and a user's files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cache import atomic_folder, cache_root
+from .errors import ToolkitError
+
+TINY_GPT2 = "builtin:tiny-gpt2"
+PYTHON_DOCS = "builtin:python-docs"
+EOS = "<|endoftext|>"
+# Bump when what these builders write changes, so that stale cache entries are never reused.
+VERSION = "v1"
+
+
+def is_builtin(name: str) -> bool:
+    return name.startswith("builtin:")
+
+
+def python_docs() -> dict[str, Path]:
+    """Write the Python reference topics as train.txt / validation.txt (every 10th topic) and return them."""
+    folder = cache_root() / "builtin" / f"python-docs-{VERSION}"
+    if not folder.exists():
+        try:
+            from pydoc_data.topics import topics
+        except ImportError:
+            raise ToolkitError(
+                f"{PYTHON_DOCS}: this Python has no pydoc_data module; use data.train_files with your own text"
+            ) from None
+        with atomic_folder(folder) as tmp:
+            names = sorted(topics)
+            for split, keep in (("train", lambda i: i % 10 != 0), ("validation", lambda i: i % 10 == 0)):
+                text = "\n".join(topics[n].strip() for i, n in enumerate(names) if keep(i))
+                (tmp / f"{split}.txt").write_text(text + "\n", encoding="utf-8")
+    return {"train": folder / "train.txt", "validation": folder / "validation.txt"}
+
+
+def tiny_gpt2() -> Path:
+    """A local GPT-2 checkpoint folder: 2 layers, 128 dimensions, 256 positions, a 4,096-token BPE."""
+    folder = cache_root() / "builtin" / f"tiny-gpt2-{VERSION}"
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=4096, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    files = python_docs()
+    bpe.train([str(files["train"])], trainer)
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, model_max_length=256
+    )
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=128,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):  # fixed weights that leave the caller's RNG untouched
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(config)
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return folder

@@ -1,0 +1,124 @@
+"""The `gpt2-adapt` command line: a thin Click layer over the toolkit's modules.
+
+A ToolkitError becomes one line per problem on standard error and exit code 2; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import click
+
+from . import __version__
+from .errors import ToolkitError
+
+
+class ToolkitGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ToolkitError as err:
+            for problem in err.problems:
+                click.echo(f"error: {problem}", err=True)
+            ctx.exit(2)
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    toolkit_log = logging.getLogger("toolkit")
+    toolkit_log.handlers[:] = [handler]
+    toolkit_log.setLevel(level)
+    toolkit_log.propagate = False
+    if verbosity <= 0:
+        # The libraries' notices (8-bit casts, kernel hints, deprecations) are noise for a user; -v shows them.
+        warnings.filterwarnings("ignore")
+        for name in ("transformers", "peft", "bitsandbytes", "datasets", "accelerate", "evaluate"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        import os
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DATASETS_VERBOSITY", "error")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+overrides_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe key, e.g. --set lora.r=8 (repeatable; type-checked like the file).",
+)
+
+
+@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gpt2-adapt")
+@click.option("-v", "--verbose", count=True, help="Show more (the libraries' own messages too).")
+@click.option("-q", "--quiet", count=True, help="Show only warnings and errors.")
+def main(verbose: int, quiet: int) -> None:
+    """LoRA adapters for GPT-2-family models, trained from TOML recipes.
+
+    Example: gpt2-adapt train recipes/quickstart.toml
+    """
+    _setup_logging(verbose - quiet)
+
+
+@main.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@overrides_option
+@click.option("--store", type=click.Path(file_okay=False), envvar="GPT2_ADAPT_STORE", help="Adapter store folder [env GPT2_ADAPT_STORE; default ./adapters].")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint (start fresh if there is none).")
+@click.option("--overwrite", is_flag=True, help="Retrain an adapter that exists; the old one stays until the new one is saved.")
+def train(recipe_path: str, overrides: tuple[str, ...], store: str | None, resume: bool, overwrite: bool) -> None:
+    """Train a LoRA adapter from a recipe and save it in the store.
+
+    Prints the base and adapted perplexity. Example:
+
+        gpt2-adapt train recipes/wikitext2.toml --set training.max_steps=200
+    """
+    from .recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    from .store import AdapterStore
+    from .train import train as run_training
+
+    result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite)
+    m = result.metrics
+    protocol = m.get("protocol", {})
+    click.echo(f"adapter {result.name}: {result.path}")
+    click.echo(
+        f"perplexity: base {m['base']['perplexity']:.3f} -> adapted {m['adapted']['perplexity']:.3f} "
+        f"({m['adapted']['tokens']:,} tokens, disjoint blocks of {protocol.get('context')})"
+    )
+    t = m["train"]
+    click.echo(
+        f"trained {t['steps']} steps, {t['tokens']:,} tokens in {t['seconds']:.1f} s "
+        f"({t['tokens_per_second']:,.0f} tokens/s)"
+    )
+
+
+@main.group()
+def recipe() -> None:
+    """Inspect recipes."""
+
+
+@recipe.command("show")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@overrides_option
+def recipe_show(recipe_path: str, overrides: tuple[str, ...]) -> None:
+    """Print the resolved, validated recipe as TOML (every key, defaults filled in).
+
+    Example: gpt2-adapt recipe show recipes/wikitext103.toml --set lora.r=8
+    """
+    from .recipe import load_recipe
+
+    click.echo(load_recipe(recipe_path, overrides).to_toml(), nl=False)
+
+
+if __name__ == "__main__":
+    main()

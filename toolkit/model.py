@@ -1,0 +1,130 @@
+"""The model: tokenizer, base weights (full precision or 8-bit), and the LoRA adapter attached through peft."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+
+import torch
+
+from . import sources
+from .errors import ToolkitError
+from .recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(precision: str) -> str:
+    """"auto" means bf16 (else fp16) mixed precision on CUDA and fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def load_config(recipe: Recipe):
+    """The base model's config, checked to be GPT-2 family and long enough for the recipe's blocks."""
+    from transformers import AutoConfig
+
+    source = sources.model_source(recipe.model.name, recipe.model.revision)
+    try:
+        config = AutoConfig.from_pretrained(**source)
+    except (OSError, ValueError) as err:
+        raise ToolkitError(f"model.name: could not load {recipe.model.name!r}: {_first_line(err)}") from None
+    if config.model_type != "gpt2":
+        raise ToolkitError(
+            f"model.name: {recipe.model.name} is a {config.model_type!r} model; gpt2-adapt trains GPT-2-family "
+            "checkpoints (gpt2, gpt2-medium/large/xl, distilgpt2 or a local GPT-2 folder)"
+        )
+    if recipe.data.block_size > config.n_positions:
+        raise ToolkitError(
+            f"data.block_size: {recipe.data.block_size} exceeds the context of {recipe.model.name} "
+            f"({config.n_positions} tokens); set data.block_size to at most {config.n_positions}"
+        )
+    return config
+
+
+def load_tokenizer(recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    source = sources.model_source(recipe.model.name, recipe.model.revision)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(**source)
+    except (OSError, ValueError) as err:
+        raise ToolkitError(f"model.name: could not load the tokenizer of {recipe.model.name!r}: {_first_line(err)}") from None
+    if tokenizer.pad_token is None:  # GPT-2 has none; batched generation needs one, packed training never pads
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(recipe: Recipe):
+    """The frozen base model: fp32 weights (mixed precision comes from autocast), or 8-bit weights."""
+    from transformers import AutoModelForCausalLM
+
+    source = sources.model_source(recipe.model.name, recipe.model.revision)
+    if recipe.quantization.mode == "int8":
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None
+        model = AutoModelForCausalLM.from_pretrained(
+            **source, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map=device_map
+        )
+        # Casts the layer norms and head to fp32 for stable training; checkpointing is the Trainer's job.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32)
+    # With loss_type unset, the Trainer counts one unpredicted label per row when it normalises the loss.
+    model.loss_type = "ForCausalLM"
+    return model
+
+
+def attach_lora(model, recipe: Recipe):
+    """Wrap the base in a peft LoRA model with the recipe's rank, scaling, dropout and target modules."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = recipe.target_modules
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        layers = sorted({n.rsplit(".", 1)[-1] for n in names if re.search(r"\.h\.\d+\.", n)})
+        raise ToolkitError(
+            f"lora.targets: {', '.join(missing)} match no module of {recipe.model.name}; "
+            f"GPT-2 layers are named {', '.join(layers)}"
+        )
+    config = LoraConfig(
+        r=recipe.lora.r,
+        lora_alpha=recipe.lora.alpha,
+        lora_dropout=recipe.lora.dropout,
+        target_modules=targets,
+        # GPT-2's Conv1D stores weights transposed; the 8-bit base replaces it by a normal Linear8bitLt.
+        fan_in_fan_out=recipe.quantization.mode != "int8",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def describe_adapter(peft_model) -> dict:
+    """Matched layers and trainable parameter counts, for the user to check before training starts."""
+    from peft.tuners.lora import LoraLayer
+
+    matched = [name for name, module in peft_model.named_modules() if isinstance(module, LoraLayer)]
+    patterns = Counter(re.sub(r"\.h\.\d+\.", ".h.*.", name.removeprefix("base_model.model.")) for name in matched)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    return {
+        "layers": dict(patterns),
+        "matched": len(matched),
+        "trainable": trainable,
+        "total": total,
+        "share": trainable / total,
+    }
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
