@@ -45,8 +45,15 @@ def python_docs() -> dict[str, Path]:
 def tiny_gpt2() -> Path:
     """A local GPT-2 checkpoint folder: 2 layers, 128 dimensions, 256 positions, a 4,096-token BPE."""
     folder = cache_root() / "builtin" / f"tiny-gpt2-{VERSION}"
-    if (folder / "config.json").exists():
-        return folder
+    if not (folder / "config.json").exists():
+        with atomic_folder(folder) as tmp:
+            write_gpt2(tmp, [python_docs()["train"]], vocab_size=4096, n_positions=256, n_embd=128, n_layer=2, n_head=4)
+    return folder
+
+
+def write_gpt2(folder: Path, corpus: list[Path], vocab_size: int, seed: int = 0, **dims) -> None:
+    """Save a GPT-2 with random weights (`dims`: GPT2Config sizes) and a byte-level BPE tokenizer
+    trained on `corpus` into `folder`, as save_pretrained would for a real checkpoint."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
@@ -55,26 +62,17 @@ def tiny_gpt2() -> Path:
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=4096, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    files = python_docs()
-    bpe.train([str(files["train"])], trainer)
+    bpe.train([str(path) for path in corpus], trainer)
     tokenizer = GPT2TokenizerFast(
-        tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, model_max_length=256
+        tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, model_max_length=dims["n_positions"]
     )
     config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=256,
-        n_embd=128,
-        n_layer=2,
-        n_head=4,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, **dims
     )
     with torch.random.fork_rng(devices=[]):  # fixed weights that leave the caller's RNG untouched
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)
-    with atomic_folder(folder) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return folder
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

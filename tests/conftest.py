@@ -1,0 +1,107 @@
+"""Shared fixtures: a tiny GPT-2 checkpoint and a corpus made here, and a store and cache per test.
+
+Nothing touches the Hugging Face Hub: HF_HUB_OFFLINE is set before any library is imported, and every
+model and dataset is a local folder or file that these fixtures write.
+"""
+
+import os
+import random
+import tempfile
+
+_HF_HOME = tempfile.mkdtemp(prefix="gpt2-adapt-tests-hf-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = _HF_HOME  # an empty Hugging Face cache: nothing of the user's is read or written
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import tomli_w  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from toolkit import builtin  # noqa: E402
+from toolkit.cli import main  # noqa: E402
+
+SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the bird", "a child"]
+VERBS = ["sees", "likes", "finds", "follows", "paints", "hears"]
+OBJECTS = ["the river", "a red ball", "the small house", "an apple", "the moon", "a green door"]
+
+
+def make_corpus(lines: int, seed: int) -> str:
+    """Sentences from a tiny grammar: structured enough for a LoRA on a random model to learn quickly."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(lines):
+        sentences = [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}." for _ in range(rng.randint(1, 3))]
+        out.append(" ".join(sentences).capitalize())
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "train.txt").write_text(make_corpus(1500, seed=1))
+    (folder / "valid.txt").write_text(make_corpus(150, seed=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, corpus_dir) -> Path:
+    """A GPT-2 checkpoint folder: 2 layers, 32 dimensions, 64 positions, a 300-token BPE."""
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    builtin.write_gpt2(folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Each test gets its own store, cache and working directory."""
+    monkeypatch.setenv("GPT2_ADAPT_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("GPT2_ADAPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def write_recipe(tmp_path, tiny_model, corpus_dir):
+    """write_recipe(**sections) -> path of a recipe that trains the tiny model on the corpus in seconds.
+
+    Each keyword is a section whose keys replace the defaults below, e.g. write_recipe(lora={"r": 2}).
+    """
+
+    def write(name: str = "recipe.toml", **sections) -> Path:
+        recipe = {
+            "model": {"name": str(tiny_model)},
+            "data": {
+                "train_files": [str(corpus_dir / "train.txt")],
+                "eval_files": [str(corpus_dir / "valid.txt")],
+                "block_size": 32,
+            },
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "all"},
+            "training": {
+                "max_steps": 30,
+                "batch_size": 8,
+                "learning_rate": 1e-2,
+                "warmup_ratio": 0.0,
+                "eval_every": 0,
+                "save_every": 10,
+                "log_every": 10,
+            },
+            "output": {"name": "tiny"},
+        }
+        for section, keys in sections.items():
+            recipe.setdefault(section, {}).update(keys)
+        path = tmp_path / name
+        path.write_text(tomli_w.dumps(recipe))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli():
+    """cli(*args) -> click Result of running `gpt2-adapt args...` in this process."""
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return run
