@@ -22,7 +22,7 @@ import torch
 
 from . import builtin, sources
 from .cache import atomic_folder, cache_root
-from .errors import ToolkitError
+from .errors import ToolkitError, first_line
 from .recipe import DataSpec
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def _files_source(spec: DataSpec, train: list[Path], evals: list[Path]) -> _Sour
         try:
             loaded = datasets.load_dataset(builder, data_files=data_files)
         except (ValueError, datasets.exceptions.DatasetGenerationError) as err:
-            raise ToolkitError(f"data.train_files: could not read the files as {builder}: {_first_line(err)}") from None
+            raise ToolkitError(f"data.train_files: could not read the files as {builder}: {first_line(err)}") from None
         return _pick_splits(spec, loaded, "validation" if evals else "")
 
     return _Source("files:" + digest.hexdigest(), splits)
@@ -245,9 +245,9 @@ def _load_hub_dataset(spec: DataSpec):
     try:
         return datasets.load_dataset(spec.dataset, spec.config or None)
     except ValueError as err:  # an unknown config, among others
-        raise ToolkitError(f"data.config: {spec.dataset}: {_first_line(err)}") from None
+        raise ToolkitError(f"data.config: {spec.dataset}: {first_line(err)}") from None
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise ToolkitError(f"data.dataset: could not load {spec.dataset!r}: {_first_line(err)}") from None
+        raise ToolkitError(f"data.dataset: could not load {spec.dataset!r}: {first_line(err)}") from None
 
 
 def _pick_splits(spec: DataSpec, loaded, eval_split: str):
@@ -287,7 +287,3 @@ def _file_sha256(path: Path) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -11,3 +11,9 @@ class ToolkitError(Exception):
     def __init__(self, *problems: str):
         self.problems = [p for p in problems if p]
         super().__init__("\n".join(self.problems))
+
+
+def first_line(err: BaseException) -> str:
+    """A library exception's message cut to its first line, for a one-line error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

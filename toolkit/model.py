@@ -10,7 +10,7 @@ from collections import Counter
 import torch
 
 from . import sources
-from .errors import ToolkitError
+from .errors import ToolkitError, first_line
 from .recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def load_config(recipe: Recipe):
     try:
         config = AutoConfig.from_pretrained(**source)
     except (OSError, ValueError) as err:
-        raise ToolkitError(f"model.name: could not load {recipe.model.name!r}: {_first_line(err)}") from None
+        raise ToolkitError(f"model.name: could not load {recipe.model.name!r}: {first_line(err)}") from None
     if config.model_type != "gpt2":
         raise ToolkitError(
             f"model.name: {recipe.model.name} is a {config.model_type!r} model; gpt2-adapt trains GPT-2-family "
@@ -54,7 +54,7 @@ def load_tokenizer(recipe: Recipe):
     try:
         tokenizer = AutoTokenizer.from_pretrained(**source)
     except (OSError, ValueError) as err:
-        raise ToolkitError(f"model.name: could not load the tokenizer of {recipe.model.name!r}: {_first_line(err)}") from None
+        raise ToolkitError(f"model.name: could not load the tokenizer of {recipe.model.name!r}: {first_line(err)}") from None
     if tokenizer.pad_token is None:  # GPT-2 has none; batched generation needs one, packed training never pads
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -124,7 +124,3 @@ def describe_adapter(peft_model) -> dict:
         "share": trainable / total,
     }
 
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

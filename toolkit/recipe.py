@@ -62,7 +62,7 @@ class DataSpec:
 @dataclass(frozen=True)
 class LoraSpec:
     r: int = _key(16, "rank of the LoRA update")
-    alpha: float = _key(32, "LoRA scaling numerator: the update is scaled by alpha / r")
+    alpha: float = _key(32.0, "LoRA scaling numerator: the update is scaled by alpha / r")
     dropout: float = _key(0.05, "dropout on the LoRA input during training")
     targets: str | list[str] = _key(
         "attn", '"attn" (c_attn), "attn+proj" (c_attn and attn.c_proj), "all" (c_attn, c_proj, c_fc) or module names'

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator, set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from . import __version__, data, model_card
 from .errors import ToolkitError
@@ -70,6 +71,11 @@ def train(recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: 
         data_collator=default_data_collator,
         callbacks=[clock],
     )
+    # The Trainer prints raw metric dicts; keep its progress bar (when not -q) and print readable lines.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if log.isEnabledFor(logging.INFO):
+        trainer.add_callback(ProgressLines())
     record = _read_json(checkpoints / RUN_RECORD) if checkpoint else {}
     if "base" not in record:
         record = {"recipe": recipe.fingerprint(), "base": _public(trainer.evaluate(metric_key_prefix="base"))}
@@ -231,6 +237,28 @@ class TrainClock(TrainerCallback):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             (folder / PROGRESS).write_text(json.dumps({"seconds": self.seconds()}))
+
+
+class ProgressLines(ProgressCallback):
+    """The Trainer's progress bar, with log lines a person reads: step, loss, learning rate, perplexity."""
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass  # the evaluation is the toolkit's own loop; its result is one line
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        step = f"step {state.global_step}/{state.max_steps}"
+        if "loss" in logs:
+            line = f"{step}  loss {logs['loss']:.4f}  lr {logs.get('learning_rate', 0):.2e}"
+        elif "eval_perplexity" in logs:
+            line = f"{step}  eval perplexity {logs['eval_perplexity']:.3f}"
+        else:
+            return
+        if self.training_bar is not None:
+            self.training_bar.write(line)
+        else:
+            log.info(line)
 
 
 class AdapterTrainer(Trainer):
