@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import math
 import re
 import tomllib
 import types
@@ -28,7 +29,7 @@ TARGET_PRESETS = {
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTIZATION_MODES = ("none", "int8")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 def _key(default, help: str):
@@ -148,7 +149,7 @@ def default_adapter_name(data: DataSpec) -> str:
         source = Path(data.train_files[0]).stem.replace("*", "") or Path(data.train_files[0]).parent.name
     else:
         source = "adapter"
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", source).strip("-.").lower()
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", source).strip("-._").lower()
     return slug[:64] or "adapter"
 
 
@@ -172,10 +173,11 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     problems: list[str] = []
     for item in overrides:
         problems += _apply_override(raw, item)
-    recipe, more = _build(raw)
+    recipe, more, failed = _build(raw)
     problems += more
-    if recipe is not None:
-        problems += _check_values(recipe) + _check_machine(recipe)
+    for problem in _check_values(recipe) + _check_machine(recipe):  # keys already reported stand at defaults
+        if not any(re.search(rf"\b{re.escape(key)}\b", problem) for key in failed):
+            problems.append(problem)
     if problems:
         raise ToolkitError(*(f"{path}: {p}" for p in problems))
     return recipe
@@ -197,8 +199,10 @@ def _apply_override(raw: dict, item: str) -> list[str]:
     return []
 
 
-def _build(raw: dict) -> tuple[Recipe | None, list[str]]:
+def _build(raw: dict) -> tuple[Recipe, list[str], set[str]]:
+    """The recipe from every well-typed value (the rest at defaults), the problems, and the keys that failed."""
     problems: list[str] = []
+    failed: set[str] = set()
     sections = {}
     classes = section_classes()
     for name, value in raw.items():
@@ -206,6 +210,7 @@ def _build(raw: dict) -> tuple[Recipe | None, list[str]]:
             problems.append(f"{name}: unknown section{_closest(name, classes)}")
         elif not isinstance(value, dict):
             problems.append(f"{name}: must be a table ([{name}])")
+            failed.add(name)
     for name, cls in classes.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
@@ -217,12 +222,15 @@ def _build(raw: dict) -> tuple[Recipe | None, list[str]]:
                 problems.append(f"{name}.{key}: unknown key{_closest(key, hints)}")
                 continue
             error = _type_error(value, hints[key])
+            if not error and isinstance(value, float) and not math.isfinite(value):
+                error = f"must be a finite number (got {value})"
             if error:
                 problems.append(f"{name}.{key}: {error}")
+                failed.add(f"{name}.{key}")
             else:
                 values[key] = float(value) if hints[key] is float else value
         sections[name] = cls(**values)
-    return (Recipe(**sections) if not problems else None), problems
+    return Recipe(**sections), problems, failed
 
 
 def _closest(word: str, options) -> str:
