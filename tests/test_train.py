@@ -96,6 +96,15 @@ def test_fp32_adapter_records_conv1d_layout(write_recipe, cli):
     assert json.loads(Path("store/tiny/adapter_config.json").read_text())["fan_in_fan_out"] is True
 
 
+def test_bf16_mixed_precision_trains_on_cpu(write_recipe, cli):
+    result = cli("train", write_recipe(training={"max_steps": 6, "precision": "bf16"}))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(Path("store/tiny/metrics.json").read_text())
+    assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
+    weights = load_file("store/tiny/adapter_model.safetensors")
+    assert all(w.dtype == torch.float32 for w in weights.values())  # autocast: the adapter stays fp32
+
+
 def test_existing_adapter_is_refused_then_overwritten(write_recipe, cli):
     recipe = write_recipe(training={"max_steps": 4})
     assert cli("train", recipe).exit_code == 0

@@ -126,6 +126,7 @@ def _fingerprint(spec: DataSpec, tokenizer, source_fingerprint: str) -> str:
     what_matters = {
         "packing": PACKING_VERSION,
         "source": source_fingerprint,
+        "train_split": spec.train_split,
         "text_column": spec.text_column,
         "block_size": spec.block_size,
         "eval_fraction": spec.eval_fraction,
@@ -194,12 +195,15 @@ def _files_source(spec: DataSpec, train: list[Path], evals: list[Path]) -> _Sour
         if evals:
             data_files["validation"] = [str(p) for p in evals]
         try:
-            loaded = datasets.load_dataset(builder, data_files=data_files)
+            # datasets caches local files by path and mtime only; the packed cache already missed on content.
+            loaded = datasets.load_dataset(builder, data_files=data_files, download_mode="force_redownload")
         except (ValueError, datasets.exceptions.DatasetGenerationError) as err:
-            raise ToolkitError(f"data.train_files: could not read the files as {builder}: {first_line(err)}") from None
+            raise ToolkitError(
+                f"data.train_files / data.eval_files: could not read the files as {builder}: {first_line(err)}"
+            ) from None
         return _pick_splits(spec, loaded, "validation" if evals else "")
 
-    return _Source("files:" + digest.hexdigest(), splits)
+    return _Source(f"files:{FILE_BUILDERS[train[0].suffix.lower()]}:{digest.hexdigest()}", splits)
 
 
 def _dataset_source(spec: DataSpec) -> _Source:

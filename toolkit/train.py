@@ -205,6 +205,7 @@ def _training_arguments(recipe: Recipe, output_dir: Path, precision: str) -> Tra
         logging_steps=t.log_every,
         seed=t.seed,
         data_seed=t.seed,
+        use_cpu=not torch.cuda.is_available(),  # without it the Trainer refuses bf16 on a CPU
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=t.gradient_checkpointing,
