@@ -12,8 +12,8 @@ import warnings
 
 import click
 
-from . import __version__
-from .errors import ToolkitError
+from .. import __version__
+from ..errors import ToolkitError
 
 
 class ToolkitGroup(click.Group):
@@ -47,6 +47,12 @@ def _setup_logging(verbosity: int) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+store_option = click.option(
+    "--store",
+    type=click.Path(file_okay=False),
+    envvar="GPT2_ADAPT_STORE",
+    help="Adapter store folder [env GPT2_ADAPT_STORE; default ./adapters].",
+)
 overrides_option = click.option(
     "--set",
     "overrides",
@@ -68,57 +74,8 @@ def main(verbose: int, quiet: int) -> None:
     _setup_logging(verbose - quiet)
 
 
-@main.command()
-@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
-@overrides_option
-@click.option("--store", type=click.Path(file_okay=False), envvar="GPT2_ADAPT_STORE", help="Adapter store folder [env GPT2_ADAPT_STORE; default ./adapters].")
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint (start fresh if there is none).")
-@click.option("--overwrite", is_flag=True, help="Retrain an adapter that exists; the old one stays until the new one is saved.")
-def train(recipe_path: str, overrides: tuple[str, ...], store: str | None, resume: bool, overwrite: bool) -> None:
-    """Train a LoRA adapter from a recipe and save it in the store.
-
-    Prints the base and adapted perplexity. Example:
-
-        gpt2-adapt train recipes/wikitext2.toml --set training.max_steps=200
-    """
-    from .recipe import load_recipe
-
-    recipe = load_recipe(recipe_path, overrides)
-    from .store import AdapterStore
-    from .train import train as run_training
-
-    result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite)
-    m = result.metrics
-    protocol = m.get("protocol", {})
-    click.echo(f"adapter {result.name}: {result.path}")
-    click.echo(
-        f"perplexity: base {m['base']['perplexity']:.3f} -> adapted {m['adapted']['perplexity']:.3f} "
-        f"({m['adapted']['tokens']:,} tokens, disjoint blocks of {protocol.get('context')})"
-    )
-    t = m["train"]
-    click.echo(
-        f"trained {t['steps']} steps, {t['tokens']:,} tokens in {t['seconds']:.1f} s "
-        f"({t['tokens_per_second']:,.0f} tokens/s)"
-    )
-
-
-@main.group()
-def recipe() -> None:
-    """Inspect recipes."""
-
-
-@recipe.command("show")
-@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
-@overrides_option
-def recipe_show(recipe_path: str, overrides: tuple[str, ...]) -> None:
-    """Print the resolved, validated recipe as TOML (every key, defaults filled in).
-
-    Example: gpt2-adapt recipe show recipes/wikitext103.toml --set lora.r=8
-    """
-    from .recipe import load_recipe
-
-    click.echo(load_recipe(recipe_path, overrides).to_toml(), nl=False)
-
+# Each module adds its commands to `main`.
+from . import recipe_cmd, train_cmd  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,41 @@
+"""`gpt2-adapt train`."""
+
+from __future__ import annotations
+
+import click
+
+from . import main, overrides_option, store_option
+
+
+@main.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@overrides_option
+@store_option
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint (start fresh if there is none).")
+@click.option("--overwrite", is_flag=True, help="Retrain an adapter that exists; the old one stays until the new one is saved.")
+def train(recipe_path: str, overrides: tuple[str, ...], store: str | None, resume: bool, overwrite: bool) -> None:
+    """Train a LoRA adapter from a recipe and save it in the store.
+
+    Prints the base and adapted perplexity. Example:
+
+        gpt2-adapt train recipes/wikitext2.toml --set training.max_steps=200
+    """
+    from ..recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    from ..store import AdapterStore
+    from ..train import train as run_training
+
+    result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite)
+    m = result.metrics
+    protocol = m.get("protocol", {})
+    click.echo(f"adapter {result.name}: {result.path}")
+    click.echo(
+        f"perplexity: base {m['base']['perplexity']:.3f} -> adapted {m['adapted']['perplexity']:.3f} "
+        f"({m['adapted']['tokens']:,} tokens, disjoint blocks of {protocol.get('context')})"
+    )
+    t = m["train"]
+    click.echo(
+        f"trained {t['steps']} steps, {t['tokens']:,} tokens in {t['seconds']:.1f} s "
+        f"({t['tokens_per_second']:,.0f} tokens/s)"
+    )
