@@ -196,6 +196,7 @@ BAD = [
     ({"output": {"name": ".hidden"}}, "output.name", "not a valid adapter name"),
     ({"output": {"name": "a" * 65}}, "output.name", "not a valid adapter name"),
     ({"output": {"name": "a/b"}}, "output.name", "not a valid adapter name"),
+    ({"output": {"name": "v1.2"}}, "output.name", "not a valid adapter name"),  # peft names cannot hold a dot
     pytest.param({"output": {"name": "tiny\n"}}, "output.name", "not a valid adapter name"),
     pytest.param({"training": {"learning_rate": float("nan")}}, "training.learning_rate", ""),
     ({"data": {"dataset": "Salesforce/wikitext"}}, "data.dataset and data.train_files", "not both"),
@@ -219,7 +220,7 @@ def test_each_invalid_value_is_one_problem_naming_its_key(write_recipe, sections
         {"data": {"block_size": 2, "eval_fraction": 0.5}},
         {"training": {"max_steps": -1, "warmup_ratio": 0.0, "eval_batch_size": 0, "eval_every": 0, "max_grad_norm": 0}},
         {"output": {"name": "a" * 64}},
-        {"output": {"name": "v1.2_final-run"}},
+        {"output": {"name": "v1-2_final-run"}},
         {"output": {"name": ""}},
         {"training": {"precision": "bf16", "scheduler": "constant_with_warmup"}},
     ],

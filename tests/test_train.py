@@ -15,7 +15,15 @@ from transformers import AutoModelForCausalLM
 from toolkit.data import BlockDataset
 from toolkit.perplexity import perplexity
 
-ADAPTER_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "metrics.json", "recipe.toml"}
+ADAPTER_FILES = {
+    "README.md",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "manifest.json",
+    "metrics.json",
+    "recipe.toml",
+    "training.png",
+}
 
 
 def store_tree(store: Path) -> dict[str, bytes]:
@@ -37,7 +45,7 @@ def test_train_writes_a_complete_adapter_that_plain_peft_loads(write_recipe, cli
     result = cli("train", write_recipe())
     assert result.exit_code == 0, result.output
     store = Path("store")
-    assert sorted(p.name for p in store.iterdir()) == [".checkpoints", "tiny"]  # no temporary folder left
+    assert sorted(p.name for p in store.iterdir()) == [".checkpoints", ".locks", "tiny"]  # no temporary folder left
     assert {p.name for p in (store / "tiny").iterdir()} == ADAPTER_FILES
 
     metrics = json.loads((store / "tiny" / "metrics.json").read_text())
@@ -121,7 +129,7 @@ def test_existing_adapter_is_refused_then_overwritten(write_recipe, cli):
     assert tomllib.loads(Path("store/tiny/recipe.toml").read_text())["training"]["learning_rate"] == 5e-2
     new = load_file("store/tiny/adapter_model.safetensors")
     assert any(not torch.equal(old[k], new[k]) for k in old)
-    assert sorted(p.name for p in Path("store").iterdir()) == [".checkpoints", "tiny"]
+    assert sorted(p.name for p in Path("store").iterdir()) == [".checkpoints", ".locks", "tiny"]
 
 
 def test_resume_continues_from_the_newest_checkpoint_and_matches_an_uninterrupted_run(write_recipe, cli):

@@ -1,8 +1,10 @@
-"""Where the toolkit keeps derived files, and the one way it writes a folder: complete or not at all."""
+"""Where the toolkit keeps derived files, the one way it writes a folder (complete or not at all), and
+how it reads the small JSON records it writes."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -61,3 +63,11 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_json(path: Path) -> dict:
+    """A JSON record, or {} when it is absent or unreadable (the callers treat both as 'not recorded')."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}

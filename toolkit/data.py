@@ -23,6 +23,7 @@ import torch
 from . import builtin, sources
 from .cache import atomic_folder, cache_root
 from .errors import ToolkitError, first_line
+from .provenance import file_sha256, tokenizer_fingerprint
 from .recipe import DataSpec
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def _fingerprint(spec: DataSpec, tokenizer, source_fingerprint: str) -> str:
         "text_column": spec.text_column,
         "block_size": spec.block_size,
         "eval_fraction": spec.eval_fraction,
-        "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
         "eos": tokenizer.eos_token_id,
     }
     return hashlib.sha256(json.dumps(what_matters, sort_keys=True).encode()).hexdigest()[:32]
@@ -183,7 +184,7 @@ def _files_source(spec: DataSpec, train: list[Path], evals: list[Path]) -> _Sour
     for group in (train, evals):
         digest.update(b"|")
         for path in group:
-            digest.update(_file_sha256(path).encode())
+            digest.update(file_sha256(path).encode())
 
     def splits():
         import datasets
@@ -283,11 +284,4 @@ def _pick_splits(spec: DataSpec, loaded, eval_split: str):
     parts = train.train_test_split(test_size=spec.eval_fraction, seed=CARVE_SEED)
     return parts["train"], parts["test"]
 
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 

@@ -48,37 +48,60 @@ def load_config(recipe: Recipe):
 
 
 def load_tokenizer(recipe: Recipe):
+    return tokenizer_from(sources.model_source(recipe.model.name, recipe.model.revision), recipe.model.name)
+
+
+def tokenizer_from(source: dict, label: str | None = None):
+    """The fast tokenizer of a model source, with EOS doubling as the (left) padding token."""
     from transformers import AutoTokenizer
 
-    source = sources.model_source(recipe.model.name, recipe.model.revision)
+    label = label or source["pretrained_model_name_or_path"]
     try:
-        tokenizer = AutoTokenizer.from_pretrained(**source)
+        tokenizer = AutoTokenizer.from_pretrained(**source, trust_remote_code=False)
     except (OSError, ValueError) as err:
-        raise ToolkitError(f"model.name: could not load the tokenizer of {recipe.model.name!r}: {first_line(err)}") from None
+        raise ToolkitError(f"model.name: could not load the tokenizer of {label!r}: {first_line(err)}") from None
     if tokenizer.pad_token is None:  # GPT-2 has none; batched generation needs one, packed training never pads
         tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation continues from the right end of every row
     return tokenizer
 
 
 def load_base(recipe: Recipe):
-    """The frozen base model: fp32 weights (mixed precision comes from autocast), or 8-bit weights."""
+    """The frozen base model for training: fp32 weights (mixed precision comes from autocast), or 8-bit."""
+    source = sources.model_source(recipe.model.name, recipe.model.revision)
+    int8 = recipe.quantization.mode == "int8"
+    model = base_from(source, int8=int8)
+    if int8:
+        from peft import prepare_model_for_kbit_training
+
+        # Casts the layer norms and head to fp32 for stable training; checkpointing is the Trainer's job.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # With loss_type unset, the Trainer counts one unpredicted label per row when it normalises the loss.
+    model.loss_type = "ForCausalLM"
+    return model
+
+
+def base_from(source: dict, int8: bool = False, dtype: torch.dtype = torch.float32):
+    """A GPT-2-family model from safetensors only, never with remote code; 8-bit through bitsandbytes."""
     from transformers import AutoModelForCausalLM
 
-    source = sources.model_source(recipe.model.name, recipe.model.revision)
-    if recipe.quantization.mode == "int8":
-        from peft import prepare_model_for_kbit_training
+    kwargs = {"use_safetensors": True, "trust_remote_code": False}
+    if int8:
         from transformers import BitsAndBytesConfig
 
         device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None
-        model = AutoModelForCausalLM.from_pretrained(
-            **source, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map=device_map
-        )
-        # Casts the layer norms and head to fp32 for stable training; checkpointing is the Trainer's job.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        kwargs |= {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": device_map}
     else:
-        model = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32)
-    # With loss_type unset, the Trainer counts one unpredicted label per row when it normalises the loss.
-    model.loss_type = "ForCausalLM"
+        kwargs["dtype"] = dtype
+    try:
+        model = AutoModelForCausalLM.from_pretrained(**source, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ToolkitError(f"could not load {source['pretrained_model_name_or_path']!r}: {first_line(err)}") from None
+    if model.config.model_type != "gpt2":
+        raise ToolkitError(
+            f"{source['pretrained_model_name_or_path']} is a {model.config.model_type!r} model; "
+            "gpt2-adapt works with GPT-2-family checkpoints"
+        )
     return model
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .recipe import Recipe
 
 
@@ -9,13 +11,30 @@ def render(recipe: Recipe, metrics: dict) -> str:
     data = recipe.data
     source = data.dataset + (f" ({data.config})" if data.config else "") if data.dataset else ", ".join(data.train_files)
     base, adapted, train = metrics["base"], metrics["adapted"], metrics["train"]
+    hub_dataset = data.dataset if data.dataset and "/" in data.dataset and not data.dataset.startswith((".", "/")) else ""
+    datasets_yaml = f"datasets:\n- {hub_dataset}\n" if hub_dataset else ""
     return f"""---
 base_model: {recipe.model.name}
 library_name: peft
 pipeline_tag: text-generation
-tags:
+{datasets_yaml}tags:
 - gpt2-adapt
 - lora
+model-index:
+- name: {recipe.adapter_name}
+  results:
+  - task:
+      type: text-generation
+    dataset:
+      name: {source}
+      type: {hub_dataset or "text"}
+    metrics:
+    - type: perplexity
+      name: adapted perplexity
+      value: {adapted["perplexity"]:.4f}
+    - type: perplexity
+      name: base perplexity
+      value: {base["perplexity"]:.4f}
 ---
 
 # {recipe.adapter_name}
@@ -39,5 +58,24 @@ base = AutoModelForCausalLM.from_pretrained("{recipe.model.name}")
 model = PeftModel.from_pretrained(base, "path/to/{recipe.adapter_name}")
 ```
 
-The full recipe is in `recipe.toml`, the figures in `metrics.json`.
+![training loss and evaluation perplexity](training.png)
+
+The full recipe is in `recipe.toml`, the figures in `metrics.json`, the provenance (base and data
+fingerprints, every file's sha256) in `manifest.json`.
+"""
+
+
+def render_imported(name: str, base: str, source: Path) -> str:
+    return f"""---
+base_model: {base}
+library_name: peft
+tags:
+- gpt2-adapt
+- lora
+---
+
+# {name}
+
+A LoRA adapter for `{base}`, imported into a gpt2-adapt store from `{source}` and checked against its
+base. It was trained elsewhere: its data and figures are not recorded here.
 """

@@ -29,7 +29,8 @@ TARGET_PRESETS = {
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTIZATION_MODES = ("none", "int8")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# Store names are also peft adapter names, which become module keys: those cannot hold a '.'.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 
 def _key(default, help: str):
@@ -149,7 +150,7 @@ def default_adapter_name(data: DataSpec) -> str:
         source = Path(data.train_files[0]).stem.replace("*", "") or Path(data.train_files[0]).parent.name
     else:
         source = "adapter"
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", source).strip("-._").lower()
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", source).strip("-_").lower()
     return slug[:64] or "adapter"
 
 
@@ -301,7 +302,7 @@ def _check_values(recipe: Recipe) -> list[str]:
         (t.precision not in PRECISIONS, f"training.precision: must be one of {', '.join(PRECISIONS)} (got {t.precision!r})"),
         (
             bool(o.name) and not NAME_PATTERN.match(o.name),
-            f"output.name: {o.name!r} is not a valid adapter name; use up to 64 letters, digits, '.', '_' or '-',"
+            f"output.name: {o.name!r} is not a valid adapter name; use up to 64 letters, digits, '_' or '-',"
             " starting with a letter or digit",
         ),
     ]

@@ -5,9 +5,11 @@ Reads top to bottom: `train()` is the whole path from a recipe to an adapter in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,7 +19,8 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from . import __version__, data, model_card
+from . import __version__, data, model_card, plots, provenance, sources
+from .cache import read_json
 from .errors import ToolkitError
 from .model import attach_lora, describe_adapter, load_base, load_config, load_tokenizer, resolve_precision
 from .perplexity import perplexity
@@ -41,10 +44,11 @@ class TrainResult:
 def train(recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: bool = False) -> TrainResult:
     name = recipe.adapter_name
     target, checkpoints = store.path(name), store.checkpoints(name)
+    store.check_unlocked(name)
     checkpoint = _check_store(recipe, store, resume, overwrite)
     if resume and checkpoint is None and store.exists(name):
         log.info("%s: the run had finished; nothing to do", name)
-        return TrainResult(name, target, _read_json(target / "metrics.json"), trained=False)
+        return TrainResult(name, target, read_json(target / "metrics.json"), trained=False)
 
     # Everything that can fail on bad input happens before anything is written to the store.
     precision = resolve_precision(recipe.training.precision)
@@ -59,9 +63,18 @@ def train(recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: 
     model = attach_lora(load_base(recipe), recipe)
     _report_adapter(describe_adapter(model))
 
+    # One process per adapter name: a second run of the same name fails here instead of interleaving.
+    with store.lock(name) if _is_main_process() else contextlib.nullcontext():
+        return _run(recipe, store, checkpoint, model, tokenizer, packed, precision)
+
+
+def _run(recipe, store, checkpoint, model, tokenizer, packed, precision) -> TrainResult:
+    """Train (or resume) and save: the part of `train` that writes to the store."""
+    name = recipe.adapter_name
+    checkpoints = store.checkpoints(name)
     if checkpoint is None and checkpoints.exists():  # a fresh start must never pick up an older run's state
         shutil.rmtree(checkpoints)
-    clock = TrainClock(_read_json(checkpoint / PROGRESS).get("seconds", 0.0) if checkpoint else 0.0)
+    clock = TrainClock(read_json(checkpoint / PROGRESS).get("seconds", 0.0) if checkpoint else 0.0)
     trainer = AdapterTrainer(
         clock=clock,
         model=model,
@@ -76,7 +89,7 @@ def train(recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: 
     trainer.remove_callback(ProgressCallback)
     if log.isEnabledFor(logging.INFO):
         trainer.add_callback(ProgressLines())
-    record = _read_json(checkpoints / RUN_RECORD) if checkpoint else {}
+    record = read_json(checkpoints / RUN_RECORD) if checkpoint else {}
     if "base" not in record:
         record = {"recipe": recipe.fingerprint(), "base": _public(trainer.evaluate(metric_key_prefix="base"))}
         if trainer.is_world_process_zero():
@@ -108,13 +121,61 @@ def train(recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: 
         "versions": _versions(),
     }
     if trainer.is_world_process_zero():
-        with store.saving(name) as folder:
-            model.save_pretrained(folder)
-            (folder / "recipe.toml").write_text(recipe.to_toml(), encoding="utf-8")
-            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-            (folder / "README.md").write_text(model_card.render(recipe, metrics), encoding="utf-8")
+        _save_adapter(store, recipe, model, tokenizer, metrics, state.log_history)
     trainer.accelerator.wait_for_everyone()
-    return TrainResult(name, target, metrics, trained=True)
+    return TrainResult(name, store.path(name), metrics, trained=True)
+
+
+def _save_adapter(store: AdapterStore, recipe: Recipe, model, tokenizer, metrics: dict, log_history: list) -> None:
+    """Write the adapter folder atomically: weights, recipe, metrics, card, curves, then the manifest
+    that records every file's sha256 and the base and data it was trained on."""
+    source = sources.model_source(recipe.model.name, recipe.model.revision)
+    with store.saving(recipe.adapter_name) as folder:
+        model.save_pretrained(folder)
+        (folder / "recipe.toml").write_text(recipe.to_toml(), encoding="utf-8")
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        (folder / "README.md").write_text(model_card.render(recipe, metrics), encoding="utf-8")
+        plots.training_curves(log_history, metrics["base"]["perplexity"], folder / "training.png")
+        provenance.write_manifest(
+            folder,
+            name=recipe.adapter_name,
+            base={
+                "name": _recorded_path(recipe.model.name),
+                "revision": recipe.model.revision,
+                "weights_sha256": provenance.weights_fingerprint(source),
+                "tokenizer_sha256": provenance.tokenizer_fingerprint(tokenizer),
+            },
+            dataset=_dataset_record(recipe, metrics["data"]["fingerprint"]),
+            recipe_sha256=recipe.fingerprint(),
+            versions=metrics["versions"],
+        )
+
+
+def _recorded_path(name: str) -> str:
+    """A local folder is recorded as an absolute path, so that the adapter loads from anywhere."""
+    return str(Path(name).expanduser().resolve()) if Path(name).expanduser().is_dir() else name
+
+
+def _dataset_record(recipe: Recipe, fingerprint: str) -> dict:
+    d = recipe.data
+    if d.train_files:
+        files = {
+            "train_files": [str(p.resolve()) for p in data.expand_files(d.train_files, "data.train_files")],
+            "eval_files": [str(p.resolve()) for p in data.expand_files(d.eval_files, "data.eval_files")] if d.eval_files else [],
+        }
+        return {**files, "text_column": d.text_column, "fingerprint": fingerprint}
+    return {
+        "dataset": _recorded_path(d.dataset),
+        "config": d.config,
+        "train_split": d.train_split,
+        "eval_split": d.eval_split,
+        "text_column": d.text_column,
+        "fingerprint": fingerprint,
+    }
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _check_store(recipe: Recipe, store: AdapterStore, resume: bool, overwrite: bool) -> Path | None:
@@ -141,15 +202,15 @@ def _check_store(recipe: Recipe, store: AdapterStore, resume: bool, overwrite: b
         if not store.exists(name):
             log.info("%s: no checkpoint to resume from; starting fresh", name)
         return None
-    record = _read_json(checkpoints / RUN_RECORD)
+    record = read_json(checkpoints / RUN_RECORD)
     if record.get("recipe") not in (None, recipe.fingerprint()):
         raise ToolkitError(
             f"the recipe of {name!r} changed since its checkpoints were written; "
             "restore it, or pass --overwrite to start over"
         )
     if store.exists(name):
-        done = _read_json(store.path(name) / "metrics.json").get("train", {}).get("steps", -1)
-        if done >= _read_json(checkpoint / "trainer_state.json").get("global_step", 0):
+        done = read_json(store.path(name) / "metrics.json").get("train", {}).get("steps", -1)
+        if done >= read_json(checkpoint / "trainer_state.json").get("global_step", 0):
             return None  # the adapter already holds the newest checkpoint's training: finished
     return checkpoint
 
@@ -172,7 +233,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def _finished(checkpoint: Path) -> bool:
-    state = _read_json(checkpoint / "trainer_state.json")
+    state = read_json(checkpoint / "trainer_state.json")
     return state.get("global_step", 0) >= state.get("max_steps", math.inf)
 
 
@@ -314,9 +375,3 @@ def _versions() -> dict:
 
     return {"toolkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}

@@ -75,7 +75,7 @@ def main(verbose: int, quiet: int) -> None:
 
 
 # Each module adds its commands to `main`.
-from . import recipe_cmd, train_cmd  # noqa: E402,F401
+from . import adapters_cmd, recipe_cmd, train_cmd  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
