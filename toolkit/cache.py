@@ -33,7 +33,7 @@ def atomic_folder(final: Path, replace: bool = False):
     tmp.mkdir()
     try:
         yield tmp
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if final.exists():
             if not replace:
                 shutil.rmtree(tmp)
@@ -50,7 +50,7 @@ def atomic_folder(final: Path, replace: bool = False):
         raise
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
             _fsync_path(path)

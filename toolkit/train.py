@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -16,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator, set_seed
+from transformers import Trainer, TrainingArguments, default_data_collator, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from . import __version__, data, model_card, plots, provenance, sources
+from . import __version__, checkpoints, data, model_card, plots, provenance, safety, sources
 from .cache import read_json
+from .checkpoints import CheckpointKeeper
 from .errors import ToolkitError
 from .model import attach_lora, describe_adapter, load_base, load_config, load_tokenizer, resolve_precision
 from .perplexity import perplexity
@@ -28,9 +28,6 @@ from .recipe import Recipe
 from .store import AdapterStore
 
 log = logging.getLogger(__name__)
-
-RUN_RECORD = "run.json"  # in the checkpoints folder: the recipe it belongs to and the base perplexity
-PROGRESS = "toolkit_progress.json"  # in each checkpoint: training seconds so far
 
 
 @dataclass(frozen=True)
@@ -41,14 +38,18 @@ class TrainResult:
     trained: bool  # False when --resume found the run already finished
 
 
-def train(recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: bool = False) -> TrainResult:
+def train(
+    recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: bool = False, force: bool = False
+) -> TrainResult:
+    """Train the recipe's adapter into the store. `resume` continues from the newest complete
+    checkpoint; `overwrite` replaces an existing adapter; `force` resumes even if the recipe, the data or
+    the base changed since the checkpoint."""
     name = recipe.adapter_name
-    target, checkpoints = store.path(name), store.checkpoints(name)
     store.check_unlocked(name)
     checkpoint = _check_store(recipe, store, resume, overwrite)
     if resume and checkpoint is None and store.exists(name):
         log.info("%s: the run had finished; nothing to do", name)
-        return TrainResult(name, target, read_json(target / "metrics.json"), trained=False)
+        return TrainResult(name, store.path(name), read_json(store.path(name) / "metrics.json"), trained=False)
 
     # Everything that can fail on bad input happens before anything is written to the store.
     precision = resolve_precision(recipe.training.precision)
@@ -59,55 +60,84 @@ def train(recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: 
         "data: %d training blocks and %d evaluation blocks of %d tokens",
         len(packed.train), len(packed.eval), recipe.data.block_size,
     )
+    identity = {
+        "recipe": recipe.fingerprint(),
+        "data": packed.fingerprint,
+        "base": provenance.weights_fingerprint(sources.model_source(recipe.model.name, recipe.model.revision)),
+    }
+    if checkpoint is not None:
+        _check_same_run(store, name, identity, force)
     set_seed(recipe.training.seed)  # before the adapter is built: LoRA A is drawn from the global RNG
     model = attach_lora(load_base(recipe), recipe)
-    _report_adapter(describe_adapter(model))
+    summary = describe_adapter(model)
+    _report_adapter(summary)
+    safety.check_free_space(store.root, summary["trainable"], recipe.training.keep_checkpoints)
 
     # One process per adapter name: a second run of the same name fails here instead of interleaving.
     with store.lock(name) if _is_main_process() else contextlib.nullcontext():
-        return _run(recipe, store, checkpoint, model, tokenizer, packed, precision)
+        try:
+            return _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precision)
+        except (OSError, RuntimeError) as err:
+            if not safety.is_disk_full(err, store.root):
+                raise
+            latest = checkpoints.latest_checkpoint(store.checkpoints(name), report=False)
+            raise ToolkitError(
+                f"the disk filled up while writing in {store.root}; incomplete files are ignored, the last "
+                f"complete checkpoint is {latest or 'none'}; free some space and run again with --resume"
+            ) from None
 
 
-def _run(recipe, store, checkpoint, model, tokenizer, packed, precision) -> TrainResult:
+def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precision) -> TrainResult:
     """Train (or resume) and save: the part of `train` that writes to the store."""
     name = recipe.adapter_name
-    checkpoints = store.checkpoints(name)
-    if checkpoint is None and checkpoints.exists():  # a fresh start must never pick up an older run's state
-        shutil.rmtree(checkpoints)
-    clock = TrainClock(read_json(checkpoint / PROGRESS).get("seconds", 0.0) if checkpoint else 0.0)
+    run_folder = store.checkpoints(name)
+    if checkpoint is None and run_folder.exists():  # a fresh start must never pick up an older run's state
+        shutil.rmtree(run_folder)
+    keeper = CheckpointKeeper(recipe.training.keep_checkpoints, checkpoints.training_seconds(checkpoint))
     trainer = AdapterTrainer(
-        clock=clock,
+        keeper=keeper,
         model=model,
-        args=_training_arguments(recipe, checkpoints, precision),
+        args=_training_arguments(recipe, run_folder, precision),
         train_dataset=packed.train,
         eval_dataset=packed.eval,
         data_collator=default_data_collator,
-        callbacks=[clock],
+        callbacks=[keeper],
     )
     # The Trainer prints raw metric dicts; keep its progress bar (when not -q) and print readable lines.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if log.isEnabledFor(logging.INFO):
         trainer.add_callback(ProgressLines())
-    record = read_json(checkpoints / RUN_RECORD) if checkpoint else {}
-    if "base" not in record:
-        record = {"recipe": recipe.fingerprint(), "base": _public(trainer.evaluate(metric_key_prefix="base"))}
-        if trainer.is_world_process_zero():
-            (checkpoints / RUN_RECORD).write_text(json.dumps(record, indent=2))
-    log.info("base perplexity: %.3f over %d tokens", record["base"]["perplexity"], record["base"]["tokens"])
 
-    if checkpoint is not None and _finished(checkpoint):
+    record = checkpoints.read_run_record(run_folder) if checkpoint else {}
+    if "base_perplexity" not in record:
+        record = {**identity, "base_perplexity": _public(trainer.evaluate(metric_key_prefix="base"))}
+        if trainer.is_world_process_zero():
+            checkpoints.write_run_record(run_folder, record)
+    base = record["base_perplexity"]
+    log.info("base perplexity: %.3f over %d tokens", base["perplexity"], base["tokens"])
+
+    if checkpoint is not None and checkpoints.is_finished(checkpoint):
         # The Trainer would train one more step; the weights are all there, so load them instead.
-        _load_checkpoint_weights(model, checkpoint)
+        checkpoints.load_weights(model, checkpoint)
         trainer.state = trainer.state.load_from_json(str(checkpoint / "trainer_state.json"))
     else:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        stop = safety.StopOnInterrupt()
+        trainer.add_callback(stop)
+        with stop:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if stop.requested:
+            saved = checkpoints.latest_checkpoint(run_folder, report=False)
+            raise safety.Interrupted(
+                f"stopped at step {trainer.state.global_step}; checkpoint saved in {saved}. "
+                "Continue with the same command and --resume"
+            )
     adapted = trainer.final_evaluation()
 
     state = trainer.state
-    seconds = clock.seconds()
+    seconds = keeper.seconds()
     metrics = {
-        "base": record["base"],
+        "base": base,
         "adapted": _public(adapted),
         "protocol": {"kind": "disjoint", "context": recipe.data.block_size, "stride": recipe.data.block_size},
         "train": {
@@ -121,15 +151,14 @@ def _run(recipe, store, checkpoint, model, tokenizer, packed, precision) -> Trai
         "versions": _versions(),
     }
     if trainer.is_world_process_zero():
-        _save_adapter(store, recipe, model, tokenizer, metrics, state.log_history)
+        _save_adapter(store, recipe, model, tokenizer, identity, metrics, state.log_history)
     trainer.accelerator.wait_for_everyone()
     return TrainResult(name, store.path(name), metrics, trained=True)
 
 
-def _save_adapter(store: AdapterStore, recipe: Recipe, model, tokenizer, metrics: dict, log_history: list) -> None:
+def _save_adapter(store, recipe: Recipe, model, tokenizer, identity: dict, metrics: dict, log_history: list) -> None:
     """Write the adapter folder atomically: weights, recipe, metrics, card, curves, then the manifest
     that records every file's sha256 and the base and data it was trained on."""
-    source = sources.model_source(recipe.model.name, recipe.model.revision)
     with store.saving(recipe.adapter_name) as folder:
         model.save_pretrained(folder)
         (folder / "recipe.toml").write_text(recipe.to_toml(), encoding="utf-8")
@@ -142,11 +171,11 @@ def _save_adapter(store: AdapterStore, recipe: Recipe, model, tokenizer, metrics
             base={
                 "name": _recorded_path(recipe.model.name),
                 "revision": recipe.model.revision,
-                "weights_sha256": provenance.weights_fingerprint(source),
+                "weights_sha256": identity["base"],
                 "tokenizer_sha256": provenance.tokenizer_fingerprint(tokenizer),
             },
             dataset=_dataset_record(recipe, metrics["data"]["fingerprint"]),
-            recipe_sha256=recipe.fingerprint(),
+            recipe_sha256=identity["recipe"],
             versions=metrics["versions"],
         )
 
@@ -183,65 +212,43 @@ def _check_store(recipe: Recipe, store: AdapterStore, resume: bool, overwrite: b
     name = recipe.adapter_name
     if resume and overwrite:
         raise ToolkitError("--resume and --overwrite: choose one (continue the run, or start it over)")
-    checkpoints = store.checkpoints(name)
+    run_folder = store.checkpoints(name)
     if not resume and not overwrite:
         if store.exists(name):
             raise ToolkitError(
                 f"adapter {name!r} already exists in {store.root}; pass --overwrite to retrain it, "
                 "or set output.name to another name"
             )
-        if latest_checkpoint(checkpoints) is not None:
+        if checkpoints.latest_checkpoint(run_folder, report=False) is not None:
             raise ToolkitError(
-                f"an unfinished run of {name!r} left checkpoints in {checkpoints}; "
+                f"an unfinished run of {name!r} left checkpoints in {run_folder}; "
                 "pass --resume to continue it or --overwrite to start over"
             )
     if not resume:
         return None
-    checkpoint = latest_checkpoint(checkpoints)
+    checkpoint = checkpoints.latest_checkpoint(run_folder)
     if checkpoint is None:
         if not store.exists(name):
-            log.info("%s: no checkpoint to resume from; starting fresh", name)
+            log.info("%s: no complete checkpoint to resume from; starting fresh", name)
         return None
-    record = read_json(checkpoints / RUN_RECORD)
-    if record.get("recipe") not in (None, recipe.fingerprint()):
-        raise ToolkitError(
-            f"the recipe of {name!r} changed since its checkpoints were written; "
-            "restore it, or pass --overwrite to start over"
-        )
     if store.exists(name):
         done = read_json(store.path(name) / "metrics.json").get("train", {}).get("steps", -1)
-        if done >= read_json(checkpoint / "trainer_state.json").get("global_step", 0):
+        if done >= checkpoints.checkpoint_step(checkpoint):
             return None  # the adapter already holds the newest checkpoint's training: finished
     return checkpoint
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint with its state and weights written; a half-written one is skipped."""
-    if not folder.is_dir():
-        return None
-    complete = [
-        p
-        for p in folder.glob("checkpoint-*")
-        if p.name.removeprefix("checkpoint-").isdigit()
-        and (p / "trainer_state.json").is_file()
-        and (p / "adapter_model.safetensors").is_file()
-    ]
-    for p in sorted(folder.glob("checkpoint-*")):
-        if p not in complete:
-            log.warning("skipping incomplete checkpoint %s", p)
-    return max(complete, key=lambda p: int(p.name.removeprefix("checkpoint-")), default=None)
-
-
-def _finished(checkpoint: Path) -> bool:
-    state = read_json(checkpoint / "trainer_state.json")
-    return state.get("global_step", 0) >= state.get("max_steps", math.inf)
-
-
-def _load_checkpoint_weights(model, checkpoint: Path) -> None:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
+def _check_same_run(store: AdapterStore, name: str, identity: dict, force: bool) -> None:
+    """Resuming is only exact on the same recipe, data and base; say what changed, or go on if forced."""
+    record = checkpoints.read_run_record(store.checkpoints(name))
+    changed = [what for what in ("recipe", "data", "base") if record.get(what) not in (None, identity[what])]
+    if not changed:
+        return
+    what = {"recipe": "the recipe", "data": "the training data", "base": "the base model's weights"}
+    message = f"{' and '.join(what[c] for c in changed)} changed since the checkpoints of {name!r} were written"
+    if not force:
+        raise ToolkitError(f"{message}; restore them, pass --force to resume anyway, or --overwrite to start over")
+    log.warning("%s; resuming anyway (--force)", message)
 
 
 def _training_arguments(recipe: Recipe, output_dir: Path, precision: str) -> TrainingArguments:
@@ -262,7 +269,7 @@ def _training_arguments(recipe: Recipe, output_dir: Path, precision: str) -> Tra
         eval_steps=t.eval_every or None,
         save_strategy="steps",
         save_steps=t.save_every,
-        save_total_limit=t.keep_checkpoints,
+        save_total_limit=None,  # retention is the CheckpointKeeper's: it never deletes the only complete one
         logging_steps=t.log_every,
         seed=t.seed,
         data_seed=t.seed,
@@ -277,28 +284,6 @@ def _training_arguments(recipe: Recipe, output_dir: Path, precision: str) -> Tra
         ddp_find_unused_parameters=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-
-
-class TrainClock(TrainerCallback):
-    """Training seconds across resumes, not counting evaluation; saved into every checkpoint."""
-
-    def __init__(self, seconds_before: float = 0.0):
-        self.before = seconds_before
-        self.started: float | None = None
-        self.paused = 0.0
-
-    def seconds(self) -> float:
-        if self.started is None:
-            return self.before
-        return self.before + time.perf_counter() - self.started - self.paused
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            (folder / PROGRESS).write_text(json.dumps({"seconds": self.seconds()}))
 
 
 class ProgressLines(ProgressCallback):
@@ -326,10 +311,15 @@ class ProgressLines(ProgressCallback):
 class AdapterTrainer(Trainer):
     """The Trainer with its evaluation replaced by the toolkit's token-weighted perplexity."""
 
-    def __init__(self, clock: TrainClock, **kwargs):
+    def __init__(self, keeper: CheckpointKeeper, **kwargs):
         super().__init__(**kwargs)
-        self.clock = clock
+        self.keeper = keeper
         self.last_evaluation: tuple[int, dict] | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        safety.check_loss(loss, self.state.global_step + 1, Path(self.args.output_dir))
+        return loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         started = time.perf_counter()
@@ -343,8 +333,8 @@ class AdapterTrainer(Trainer):
         metrics = {f"{metric_key_prefix}_{key}": value for key, value in result.items()}
         self.log(dict(metrics))  # log() adds epoch and token counts to the dict it is given
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        if self.clock.started is not None:
-            self.clock.paused += time.perf_counter() - started
+        if self.keeper.started is not None:
+            self.keeper.paused += time.perf_counter() - started
         self.last_evaluation = (self.state.global_step, metrics)
         return metrics
 

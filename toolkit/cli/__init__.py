@@ -23,7 +23,7 @@ class ToolkitGroup(click.Group):
         except ToolkitError as err:
             for problem in err.problems:
                 click.echo(f"error: {problem}", err=True)
-            ctx.exit(2)
+            ctx.exit(getattr(err, "exit_code", 2))
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -77,5 +77,3 @@ def main(verbose: int, quiet: int) -> None:
 # Each module adds its commands to `main`.
 from . import adapters_cmd, recipe_cmd, train_cmd  # noqa: E402,F401
 
-if __name__ == "__main__":
-    main()

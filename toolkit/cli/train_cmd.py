@@ -13,7 +13,8 @@ from . import main, overrides_option, store_option
 @store_option
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint (start fresh if there is none).")
 @click.option("--overwrite", is_flag=True, help="Retrain an adapter that exists; the old one stays until the new one is saved.")
-def train(recipe_path: str, overrides: tuple[str, ...], store: str | None, resume: bool, overwrite: bool) -> None:
+@click.option("--force", is_flag=True, help="With --resume: continue even if the recipe, data or base changed.")
+def train(recipe_path: str, overrides: tuple[str, ...], store: str | None, resume: bool, overwrite: bool, force: bool) -> None:
     """Train a LoRA adapter from a recipe and save it in the store.
 
     Prints the base and adapted perplexity. Example:
@@ -26,7 +27,7 @@ def train(recipe_path: str, overrides: tuple[str, ...], store: str | None, resum
     from ..store import AdapterStore
     from ..train import train as run_training
 
-    result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite)
+    result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite, force=force)
     m = result.metrics
     protocol = m.get("protocol", {})
     click.echo(f"adapter {result.name}: {result.path}")
