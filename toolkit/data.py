@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +34,23 @@ PACKING_VERSION = "1"
 FILE_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 CARVE_SEED = 0  # the held-out share must not move when the training seed does
 TOKENIZE_BATCH = 1000
+# Without --split, evaluation reads the first of these that the dataset has.
+EVAL_SPLITS = ("test", "validation")
+
+
+class Keys(NamedTuple):
+    """What error messages call each input: a recipe's keys, or the options of `gpt2-adapt eval`."""
+
+    data: str = "data"
+    dataset: str = "data.dataset"
+    config: str = "data.config"
+    split: str = "data.eval_split"
+    text_column: str = "data.text_column"
+    files: str = "data.train_files"
+
+
+RECIPE_KEYS = Keys()
+OPTION_KEYS = Keys("--dataset", "--dataset", "--config", "--split", "--text-column", "--files")
 
 
 class BlockDataset(torch.utils.data.Dataset):
@@ -80,8 +98,11 @@ def prepare_data(spec: DataSpec, tokenizer, cache: Path | None = None) -> Prepar
         }
         for split, (blocks, stats) in packed.items():
             if len(blocks) == 0:
+                where = "data.dataset"
+                if spec.train_files:
+                    where = "data.eval_files" if split == "eval" and spec.eval_files else "data.train_files"
                 raise ToolkitError(
-                    f"data: the {split} text has {stats['tokens']} tokens, fewer than one block of "
+                    f"{where}: the {split} text has {stats['tokens']} tokens, fewer than one block of "
                     f"data.block_size={spec.block_size}; add text or lower data.block_size"
                 )
         with atomic_folder(folder) as tmp:
@@ -103,10 +124,7 @@ def pack(documents, text_column: str, tokenizer, block_size: int) -> tuple[np.nd
     """Tokenize documents in batches, append EOS to each, and cut the stream into full blocks."""
     eos = tokenizer.eos_token_id
     pieces, documents_seen = [], 0
-    for batch in documents.select_columns([text_column]).iter(batch_size=TOKENIZE_BATCH):
-        texts = [t for t in batch[text_column] if isinstance(t, str) and t.strip()]
-        if not texts:
-            continue
+    for texts in document_batches(documents, text_column):
         encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)
         for ids in encoded["input_ids"]:
             pieces.append(np.asarray(ids + [eos], dtype=np.int32))
@@ -121,6 +139,14 @@ def pack(documents, text_column: str, tokenizer, block_size: int) -> tuple[np.nd
         "dropped": int(len(stream) - n_blocks * block_size),
     }
     return blocks, stats
+
+
+def document_batches(documents, text_column: str):
+    """The documents' texts in batches of up to TOKENIZE_BATCH rows, blank rows (and non-strings) left out."""
+    for batch in documents.select_columns([text_column]).iter(batch_size=TOKENIZE_BATCH):
+        texts = [t for t in batch[text_column] if isinstance(t, str) and t.strip()]
+        if texts:
+            yield texts
 
 
 def _fingerprint(spec: DataSpec, tokenizer, source_fingerprint: str) -> str:
@@ -155,7 +181,7 @@ def open_source(spec: DataSpec) -> _Source:
         return _files_source(spec, train, evals)
     if builtin.is_builtin(spec.dataset):
         if spec.dataset != builtin.PYTHON_DOCS:
-            raise ToolkitError(f"data.dataset: unknown builtin {spec.dataset!r}; the builtin is {builtin.PYTHON_DOCS}")
+            raise ToolkitError(f"data.dataset: unknown builtin {spec.dataset!r}; use {builtin.PYTHON_DOCS}, the only one")
         files = builtin.python_docs()
         return _files_source(spec, [files["train"]], [files["validation"]])
     return _dataset_source(spec)
@@ -187,41 +213,64 @@ def _files_source(spec: DataSpec, train: list[Path], evals: list[Path]) -> _Sour
             digest.update(file_sha256(path).encode())
 
     def splits():
-        import datasets
-
         builder = FILE_BUILDERS[train[0].suffix.lower()]
         if evals and FILE_BUILDERS[evals[0].suffix.lower()] != builder:
             raise ToolkitError("data.eval_files: must be the same kind of file as data.train_files")
-        data_files = {"train": [str(p) for p in train]}
+        data_files = {"train": train}
         if evals:
-            data_files["validation"] = [str(p) for p in evals]
-        try:
-            # datasets caches local files by path and mtime only; the packed cache already missed on content.
-            loaded = datasets.load_dataset(builder, data_files=data_files, download_mode="force_redownload")
-        except (ValueError, datasets.exceptions.DatasetGenerationError) as err:
-            raise ToolkitError(
-                f"data.train_files / data.eval_files: could not read the files as {builder}: {first_line(err)}"
-            ) from None
+            data_files["validation"] = evals
+        loaded = _read_files(data_files, "data.train_files / data.eval_files")
         return _pick_splits(spec, loaded, "validation" if evals else "")
 
     return _Source(f"files:{FILE_BUILDERS[train[0].suffix.lower()]}:{digest.hexdigest()}", splits)
 
 
+def _read_files(data_files: dict[str, list[Path]], key: str):
+    """Local files of one kind (see FILE_BUILDERS) as a DatasetDict with the given splits, read afresh."""
+    import datasets
+
+    builder = FILE_BUILDERS[next(iter(data_files.values()))[0].suffix.lower()]
+    try:
+        # datasets caches local files by path and mtime only; callers key their own caches on content.
+        return datasets.load_dataset(
+            builder,
+            data_files={split: [str(p) for p in files] for split, files in data_files.items()},
+            download_mode="force_redownload",
+        )
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as err:
+        # "An error occurred while generating the dataset": the parser's own message is the one that helps.
+        detail = first_line(err.__cause__ or err)
+        raise ToolkitError(
+            f"{key}: could not read the files as {builder}: {detail}; check that each is valid {builder}"
+        ) from None
+
+
+def _load_dataset(name: str, config: str, keys: Keys):
+    """A save_to_disk folder or a hub dataset (from the local cache when the Hub cannot be reached)."""
+    import datasets
+
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        try:
+            return datasets.load_from_disk(str(folder))
+        except FileNotFoundError:
+            raise ToolkitError(
+                f"{keys.dataset}: {name} is not a save_to_disk folder; use {keys.files} for plain files"
+            ) from None
+        except IndexError:  # datasets 5 writes a split that has no rows as no shards, then cannot read it
+            raise ToolkitError(
+                f"{keys.dataset}: datasets cannot read {name} back (a split saved with no rows has no shards); "
+                "save it again without the empty split"
+            ) from None
+    if sources.looks_like_path(name):
+        raise ToolkitError(f"{keys.dataset}: no such folder {name}; check the path or give a hub id")
+    return _load_hub_dataset(name, config, keys)
+
+
 def _dataset_source(spec: DataSpec) -> _Source:
     import datasets
 
-    folder = Path(spec.dataset).expanduser()
-    if folder.is_dir():
-        try:
-            loaded = datasets.load_from_disk(str(folder))
-        except FileNotFoundError:
-            raise ToolkitError(
-                f"data.dataset: {spec.dataset} is not a save_to_disk folder; use data.train_files for plain files"
-            ) from None
-    elif sources.looks_like_path(spec.dataset):
-        raise ToolkitError(f"data.dataset: no such folder {spec.dataset}; check the path or give a hub id")
-    else:
-        loaded = _load_hub_dataset(spec)
+    loaded = _load_dataset(spec.dataset, spec.config, RECIPE_KEYS)
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({spec.train_split: loaded})
     fingerprint = "dataset:" + ",".join(f"{name}={split._fingerprint}" for name, split in sorted(loaded.items()))
@@ -236,23 +285,23 @@ def _dataset_source(spec: DataSpec) -> _Source:
     return _Source(f"{fingerprint};eval={eval_split}", lambda: _pick_splits(spec, loaded, eval_split))
 
 
-def _load_hub_dataset(spec: DataSpec):
+def _load_hub_dataset(name: str, config: str, keys: Keys):
     import datasets
 
     offline = not sources.hub_reachable()
-    if offline and not sources.dataset_cached(spec.dataset):
+    if offline and not sources.dataset_cached(name):
         raise ToolkitError(
-            f"data.dataset: {spec.dataset!r} is not in the local Hugging Face cache and the Hub cannot be reached; "
-            "save it with save_to_disk on a connected machine and set data.dataset to that folder"
+            f"{keys.dataset}: {name!r} is not in the local Hugging Face cache and the Hub cannot be reached; "
+            f"save it with save_to_disk on a connected machine and set {keys.dataset} to that folder"
         )
     if offline:
         datasets.config.HF_HUB_OFFLINE = True  # use the cached copy without the libraries' retries
     try:
-        return datasets.load_dataset(spec.dataset, spec.config or None)
+        return datasets.load_dataset(name, config or None)
     except ValueError as err:  # an unknown config, among others
-        raise ToolkitError(f"data.config: {spec.dataset}: {first_line(err)}") from None
+        raise ToolkitError(f"{keys.config}: {name}: {first_line(err)}") from None
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise ToolkitError(f"data.dataset: could not load {spec.dataset!r}: {first_line(err)}") from None
+        raise ToolkitError(f"{keys.dataset}: could not load {name!r}: {first_line(err)}") from None
 
 
 def _pick_splits(spec: DataSpec, loaded, eval_split: str):
@@ -263,19 +312,7 @@ def _pick_splits(spec: DataSpec, loaded, eval_split: str):
     train = loaded[spec.train_split]
     splits = [(spec.train_split, train)] + ([(eval_split, loaded[eval_split])] if eval_split else [])
     for name, split in splits:
-        if len(split) == 0:
-            raise ToolkitError(f"data: the {name!r} split is empty; add text or name another split")
-        if spec.text_column not in split.column_names:
-            raise ToolkitError(
-                f"data.text_column: the {name!r} split has no column {spec.text_column!r} "
-                f"(it has {', '.join(split.column_names)}); name the column that holds the text"
-            )
-        dtype = getattr(split.features[spec.text_column], "dtype", None)
-        if dtype not in ("string", "large_string"):
-            raise ToolkitError(
-                f"data.text_column: column {spec.text_column!r} holds {dtype or 'nested values'}, not text; "
-                "name the column that holds the text"
-            )
+        check_text(split, f"the {name!r} split", spec.text_column, RECIPE_KEYS)
     if eval_split:
         return train, loaded[eval_split]
     log.info("no evaluation split: holding out %.1f%% of the training documents", 100 * spec.eval_fraction)
@@ -285,3 +322,56 @@ def _pick_splits(spec: DataSpec, loaded, eval_split: str):
     return parts["train"], parts["test"]
 
 
+def check_text(documents, what: str, text_column: str, keys: Keys = RECIPE_KEYS) -> None:
+    """Refuse an empty split, or one without a text column of strings; `what` names it in the message."""
+    if len(documents) == 0:
+        raise ToolkitError(f"{keys.data}: {what} is empty; add text or name another split")
+    if text_column not in documents.column_names:
+        raise ToolkitError(
+            f"{keys.text_column}: {what} has no column {text_column!r} "
+            f"(it has {', '.join(documents.column_names)}); name the column that holds the text"
+        )
+    dtype = getattr(documents.features[text_column], "dtype", None)
+    if dtype not in ("string", "large_string"):
+        raise ToolkitError(
+            f"{keys.text_column}: column {text_column!r} holds {dtype or 'nested values'}, not text; "
+            "name the column that holds the text"
+        )
+
+
+# ---------------------------------------------------------------- documents for evaluation
+
+
+def read_split(name: str, config: str = "", split: str = "", text_column: str = "text", keys: Keys = OPTION_KEYS):
+    """(documents, split name): one split of a dataset (hub id, save_to_disk folder or builtin), checked to
+    hold text. Without `split`, the first of EVAL_SPLITS the dataset has; a single saved split is itself."""
+    import datasets
+
+    if builtin.is_builtin(name):
+        if name != builtin.PYTHON_DOCS:
+            raise ToolkitError(f"{keys.dataset}: unknown builtin {name!r}; use {builtin.PYTHON_DOCS}, the only one")
+        if config:
+            raise ToolkitError(f"{keys.config}: {name} has no configurations; leave {keys.config} out")
+        loaded = _read_files({s: [path] for s, path in builtin.python_docs().items()}, keys.dataset)
+    else:
+        loaded = _load_dataset(name, config, keys)
+    if isinstance(loaded, datasets.Dataset):  # save_to_disk of one split: there is nothing to choose
+        chosen, documents = split or "(saved split)", loaded
+    else:
+        chosen = split or next((s for s in EVAL_SPLITS if s in loaded), "")
+        if chosen not in loaded:
+            wanted = repr(split) if split else f"{' or '.join(map(repr, EVAL_SPLITS))}"
+            raise ToolkitError(
+                f"{keys.split}: {name} has no split {wanted} (it has {', '.join(loaded)}); name one of those"
+            )
+        documents = loaded[chosen]
+    check_text(documents, f"the {chosen!r} split of {name}", text_column, keys)
+    return documents, chosen
+
+
+def read_files(pattern: str, text_column: str = "text", keys: Keys = OPTION_KEYS):
+    """The documents of the files a path or glob matches (sorted, one kind), checked to hold text."""
+    files = expand_files([pattern], keys.files)
+    documents = _read_files({"train": files}, keys.files)["train"]
+    check_text(documents, pattern, text_column, keys)
+    return documents

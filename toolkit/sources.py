@@ -37,21 +37,22 @@ def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
 
 
-def model_source(name: str, revision: str = "main") -> dict:
-    """`from_pretrained` arguments for a model name: {"pretrained_model_name_or_path": ..., ...}."""
+def model_source(name: str, revision: str = "main", key: str = "model.name") -> dict:
+    """`from_pretrained` arguments for a model name: {"pretrained_model_name_or_path": ..., ...}.
+    `key` is what error messages call the name: a recipe key or a command's option."""
     if builtin.is_builtin(name):
         if name != builtin.TINY_GPT2:
-            raise ToolkitError(f"model.name: unknown builtin {name!r}; the builtin model is {builtin.TINY_GPT2}")
+            raise ToolkitError(f"{key}: unknown builtin {name!r}; use {builtin.TINY_GPT2}, the only one")
         return {"pretrained_model_name_or_path": str(builtin.tiny_gpt2())}
     folder = Path(name).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise ToolkitError(
-                f"model.name: {name} has no config.json; point it at a folder written by save_pretrained"
+                f"{key}: {name} has no config.json; point it at a folder written by save_pretrained"
             )
         return {"pretrained_model_name_or_path": str(folder)}
     if looks_like_path(name):
-        raise ToolkitError(f"model.name: no such folder {name}; check the path or give a hub id such as gpt2")
+        raise ToolkitError(f"{key}: no such folder {name}; check the path or give a hub id such as gpt2")
     if hub_reachable():
         return {"pretrained_model_name_or_path": name, "revision": revision}
     from huggingface_hub import try_to_load_from_cache
@@ -59,8 +60,8 @@ def model_source(name: str, revision: str = "main") -> dict:
     if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
         return {"pretrained_model_name_or_path": name, "revision": revision, "local_files_only": True}
     raise ToolkitError(
-        f"model.name: {name!r} is not in the local Hugging Face cache and the Hub cannot be reached; "
-        "download it on a connected machine (save_pretrained) and set model.name to that folder"
+        f"{key}: {name!r} is not in the local Hugging Face cache and the Hub cannot be reached; "
+        f"download it on a connected machine (save_pretrained) and set {key} to that folder"
     )
 
 
