@@ -79,3 +79,51 @@ tags:
 A LoRA adapter for `{base}`, imported into a gpt2-adapt store from `{source}` and checked against its
 base. It was trained elsewhere: its data and figures are not recorded here.
 """
+
+
+def render_merged(name: str, base: str, weights: dict[str, float], dtype: str, adapters: dict[str, dict],
+                  full_precision: list[str]) -> str:
+    """The card of a standalone model merged from adapters. `adapters`: name -> manifest."""
+    def row(adapter: str, weight: float) -> str:
+        manifest = adapters.get(adapter, {})
+        sha256 = manifest.get("files", {}).get("adapter_model.safetensors", {}).get("sha256", "-")
+        return f"| {adapter} | {weight:g} | {_dataset(manifest)} | `{sha256[:16]}` |"
+
+    rows = "\n".join(row(adapter, weight) for adapter, weight in weights.items())
+    int8_note = (
+        f"\n{', '.join(full_precision)} {'was' if len(full_precision) == 1 else 'were'} trained on an 8-bit base; "
+        "the update was merged into the base reloaded at full precision (exact), not into 8-bit weights.\n"
+        if full_precision else ""
+    )
+    return f"""---
+base_model: {base}
+library_name: transformers
+pipeline_tag: text-generation
+tags:
+- gpt2-adapt
+- lora
+- merged
+---
+
+# {name}
+
+`{base}` with LoRA adapters merged into its weights by gpt2-adapt: W' = W + sum of weight x scaling x B A,
+computed in float32 and saved as {dtype}. It is a plain GPT-2 checkpoint: transformers loads it without peft.
+
+| adapter | weight | trained on | adapter_model.safetensors sha256 |
+| --- | --- | --- | --- |
+{rows}
+{int8_note}
+```python
+from transformers import pipeline
+
+generate = pipeline("text-generation", model="path/to/{name}")
+print(generate("The", max_new_tokens=20)[0]["generated_text"])
+```
+"""
+
+
+def _dataset(manifest: dict) -> str:
+    dataset = manifest.get("dataset", {})
+    text = dataset.get("dataset") or ", ".join(dataset.get("train_files", [])) or dataset.get("imported_from") or "-"
+    return text + (f" ({dataset['config']})" if dataset.get("config") else "")
