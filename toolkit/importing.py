@@ -22,7 +22,10 @@ def import_adapter(path: str | Path, store: AdapterStore, name: str | None = Non
     if not config:
         raise ToolkitError(f"{folder}: no readable adapter_config.json; point at a folder written by peft's save_pretrained")
     if config.get("peft_type") != "LORA":
-        raise ToolkitError(f"{folder}: a {config.get('peft_type')!r} adapter; only LoRA adapters can be imported")
+        raise ToolkitError(
+            f"{folder}: a {config.get('peft_type')!r} adapter; only LoRA adapters can be imported: "
+            "point at a folder that holds one (peft_type LORA)"
+        )
     if not (folder / "adapter_model.safetensors").is_file():
         raise ToolkitError(
             f"{folder}: no adapter_model.safetensors; only safetensors are loaded (re-save it with "
@@ -35,10 +38,11 @@ def import_adapter(path: str | Path, store: AdapterStore, name: str | None = Non
     base_name = base or config.get("base_model_name_or_path")
     if not base_name:
         raise ToolkitError(f"{folder}: the adapter does not name its base; pass --base ID_OR_DIR")
-    source = sources.model_source(base_name, config.get("revision") or "main")
+    key = "--base" if base else "base_model_name_or_path in adapter_config.json (or --base)"
+    source = sources.model_source(base_name, config.get("revision") or "main", key=key)
     problems = _shape_problems(folder, config, base_from(source))
     if problems:
-        raise ToolkitError(*(f"{folder}: {p} on base {base_name}; is this adapter for another model?" for p in problems))
+        raise ToolkitError(*(f"{folder}: {p} on base {base_name}; pass --base with the model it was trained on" for p in problems))
     tokenizer = tokenizer_from(source)
     store.check_unlocked(name)
     with store.lock(name), store.saving(name) as tmp:

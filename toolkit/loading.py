@@ -13,13 +13,15 @@ from pathlib import Path
 import torch
 
 from . import sources
-from .errors import ToolkitError
+from .errors import ToolkitError, first_line
 from .model import base_from, tokenizer_from
 from .provenance import MANIFEST, folder_problems, tokenizer_fingerprint, weights_fingerprint
 from .cache import read_json
 from .store import AdapterStore
 
 log = logging.getLogger(__name__)
+
+NO_MANIFEST = f"has no readable {MANIFEST}; bring adapters trained elsewhere in with `gpt2-adapt adapters import`"
 
 
 def load(
@@ -45,12 +47,14 @@ def load(
         raise ToolkitError(f"adapters {', '.join(names)}: each adapter may be named once")
     manifests = {name: _manifest(store, name, strict) for name in names}
     base_name, revision = _choose_base(base, manifests)
-    source = sources.model_source(base_name, revision)
+    key = "base" if base else f"the base of adapter {names[0]!r} (point base= or --model at a copy of it)"
+    source = sources.model_source(base_name, revision, key=key)
     tokenizer = tokenizer_from(source)
 
     problems = []
-    for name, manifest in manifests.items():
-        problems += [f"adapter {name!r}: {p}" for p in verify(store.path(name), manifest, source, tokenizer)]
+    for name in names:
+        recorded = read_json(store.path(name) / MANIFEST)  # not the stand-in that strict=False makes
+        problems += [f"adapter {name!r}: {p}" for p in verify(store.path(name), recorded, source, tokenizer)]
     if problems and strict:
         raise ToolkitError(*[f"{p}; pass --force (strict=False) to load it anyway" for p in problems])
     for problem in problems:
@@ -62,10 +66,22 @@ def load(
     if not names:
         return model.eval(), tokenizer
     from peft import PeftModel
+    from safetensors import SafetensorError
 
-    model = PeftModel.from_pretrained(model, store.path(names[0]), adapter_name=names[0], is_trainable=False)
-    for name in names[1:]:
-        model.load_adapter(store.path(name), adapter_name=name, is_trainable=False)
+    for name in names:
+        try:
+            if name == names[0]:
+                model = PeftModel.from_pretrained(model, store.path(name), adapter_name=name, is_trainable=False)
+            else:
+                model.load_adapter(store.path(name), adapter_name=name, is_trainable=False)
+        except torch.OutOfMemoryError:
+            raise
+        except (SafetensorError, RuntimeError, ValueError, TypeError, KeyError, OSError) as err:
+            # Only when forced past verification: a damaged file, or weights that do not fit the base.
+            raise ToolkitError(
+                f"adapter {name!r}: peft cannot load {store.path(name)}: {first_line(err).rstrip(':')}; "
+                "retrain it (train --overwrite) or import it again"
+            ) from None
     model.set_adapter(names[0])
     return model.eval(), tokenizer
 
@@ -73,7 +89,7 @@ def load(
 def verify(folder: Path, manifest: dict, source: dict, tokenizer) -> list[str]:
     """What differs between an adapter and what it was trained with: its files, the base, the tokenizer."""
     if not manifest:
-        return [f"has no {MANIFEST}; bring adapters trained elsewhere in with `gpt2-adapt adapters import`"]
+        return [NO_MANIFEST]
     problems = folder_problems(folder, manifest)
     recorded = manifest.get("base", {})
     actual = weights_fingerprint(source)
@@ -90,7 +106,9 @@ def verify(folder: Path, manifest: dict, source: dict, tokenizer) -> list[str]:
 def _manifest(store: AdapterStore, name: str, strict: bool) -> dict:
     folder = store.require(name)
     manifest = read_json(folder / MANIFEST)
-    if not manifest and not strict:
+    if not manifest:
+        if strict:  # say so now, before choosing a base finds that the manifest names none
+            raise ToolkitError(f"adapter {name!r}: {NO_MANIFEST}; pass --force (strict=False) to load it anyway")
         # Without a record, the base can only come from peft's own config.
         config = read_json(folder / "adapter_config.json")
         manifest = {"base": {"name": config.get("base_model_name_or_path"), "revision": config.get("revision")}}

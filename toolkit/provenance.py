@@ -50,7 +50,10 @@ def weight_files(source: dict) -> list[Path]:
         )
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise ToolkitError(f"{name}: has no .safetensors weights; only safetensors are loaded (no pickle)")
+        raise ToolkitError(
+            f"{name}: has no .safetensors weights; only safetensors are loaded (no pickle): "
+            "save the model again with save_pretrained, which writes safetensors"
+        )
     return files
 
 
@@ -146,11 +149,11 @@ def folder_problems(folder: Path, manifest: dict) -> list[str]:
         elif file_sha256(path) != record["sha256"]:
             problems.append(f"file {file_name} was modified since it was written (sha256 differs)")
     weights = folder / "adapter_model.safetensors"
-    if weights.is_file() and not problems:
+    if weights.is_file():
         try:
             shapes = tensor_shapes(weights)
         except Exception as err:  # a damaged header: safetensors raises its own error types
-            return problems + [f"adapter_model.safetensors cannot be read: {err}"]
+            return problems or [f"adapter_model.safetensors cannot be read: {err}"]
         expected = manifest.get("tensors", {})
         for missing in sorted(set(expected) - set(shapes)):
             problems.append(f"tensor {missing} is missing")

@@ -48,7 +48,7 @@ class AdapterStore:
             known = ", ".join(self.names()) or "none"
             raise ToolkitError(
                 f"no adapter named {name!r} in {self.root} (it has: {known}); "
-                "`gpt2-adapt adapters list` shows them, --store points at another store"
+                "run `gpt2-adapt adapters list` to see them, or pass --store to use another store"
             )
         return self.path(name)
 
