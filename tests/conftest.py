@@ -6,6 +6,7 @@ model and dataset is a local folder or file that these fixtures write.
 
 import os
 import random
+import shutil
 import tempfile
 
 _HF_HOME = tempfile.mkdtemp(prefix="gpt2-adapt-tests-hf-")
@@ -60,6 +61,33 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+def tiny_recipe(base: Path, corpus_dir: Path, name: str = "tiny", /, **sections) -> dict:
+    """A recipe (as a dict) that trains `model` on the corpus in seconds; each keyword is a section
+    whose keys replace the defaults, e.g. lora={"r": 2}."""
+    recipe = {
+        "model": {"name": str(base)},
+        "data": {
+            "train_files": [str(corpus_dir / "train.txt")],
+            "eval_files": [str(corpus_dir / "valid.txt")],
+            "block_size": 32,
+        },
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "all"},
+        "training": {
+            "max_steps": 30,
+            "batch_size": 8,
+            "learning_rate": 1e-2,
+            "warmup_ratio": 0.0,
+            "eval_every": 0,
+            "save_every": 10,
+            "log_every": 10,
+        },
+        "output": {"name": name},
+    }
+    for section, keys in sections.items():
+        recipe.setdefault(section, {}).update(keys)
+    return recipe
+
+
 @pytest.fixture
 def write_recipe(tmp_path, tiny_model, corpus_dir):
     """write_recipe(**sections) -> path of a recipe that trains the tiny model on the corpus in seconds.
@@ -68,29 +96,8 @@ def write_recipe(tmp_path, tiny_model, corpus_dir):
     """
 
     def write(name: str = "recipe.toml", **sections) -> Path:
-        recipe = {
-            "model": {"name": str(tiny_model)},
-            "data": {
-                "train_files": [str(corpus_dir / "train.txt")],
-                "eval_files": [str(corpus_dir / "valid.txt")],
-                "block_size": 32,
-            },
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "all"},
-            "training": {
-                "max_steps": 30,
-                "batch_size": 8,
-                "learning_rate": 1e-2,
-                "warmup_ratio": 0.0,
-                "eval_every": 0,
-                "save_every": 10,
-                "log_every": 10,
-            },
-            "output": {"name": "tiny"},
-        }
-        for section, keys in sections.items():
-            recipe.setdefault(section, {}).update(keys)
         path = tmp_path / name
-        path.write_text(tomli_w.dumps(recipe))
+        path.write_text(tomli_w.dumps(tiny_recipe(tiny_model, corpus_dir, **sections)))
         return path
 
     return write
@@ -105,3 +112,48 @@ def cli():
         return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
 
     return run
+
+
+# name -> (base: "tiny" or "other", lora section, quantization mode) of the adapters in `trained_adapters`
+TRAINED = {
+    "quickstart": ("tiny", {"r": 2, "alpha": 4, "dropout": 0.0, "targets": "all"}, "none"),
+    "poems": ("tiny", {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attn"}, "none"),
+    "poems8": ("tiny", {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "all"}, "int8"),
+    "elsewhere": ("other", {"r": 2, "alpha": 4, "dropout": 0.0, "targets": "all"}, "none"),
+}
+
+
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory, corpus_dir) -> Path:
+    """Another tiny GPT-2: the same shapes and tokenizer as `tiny_model`, other weights."""
+    folder = tmp_path_factory.mktemp("other-gpt2")
+    builtin.write_gpt2(folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=64, n_embd=32, n_layer=2,
+                       n_head=2, seed=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_adapters(tmp_path_factory, tiny_model, other_model, corpus_dir) -> Path:
+    """A store with the TRAINED adapters (5 steps each, by `gpt2-adapt train`), built once per session;
+    tests copy it rather than change it."""
+    root = tmp_path_factory.mktemp("trained-adapters")
+    bases = {"tiny": tiny_model, "other": other_model}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPT2_ADAPT_CACHE", str(root / "cache"))
+        mp.chdir(root)
+        for name, (base, lora, quantization) in TRAINED.items():
+            recipe = tiny_recipe(bases[base], corpus_dir, name, lora=lora, quantization={"mode": quantization},
+                                 training={"max_steps": 5})
+            path = root / f"{name}.toml"
+            path.write_text(tomli_w.dumps(recipe))
+            result = CliRunner().invoke(main, ["train", str(path), "--store", str(root / "store")], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+    return root / "store"
+
+
+@pytest.fixture
+def store(trained_adapters) -> Path:
+    """This test's store ($GPT2_ADAPT_STORE), holding a copy of the adapters in `trained_adapters`."""
+    root = Path(os.environ["GPT2_ADAPT_STORE"])
+    shutil.copytree(trained_adapters, root)
+    return root

@@ -296,7 +296,7 @@ def test_a_missing_recipe_file_is_a_clear_error():
 
 def test_a_non_utf8_file_is_a_clear_error():
     Path("latin1.toml").write_bytes(MINIMAL.encode() + '[model]\nname = "café"\n'.encode("latin-1"))
-    assert problems_of("latin1.toml") == ["latin1.toml: not a UTF-8 text file; a recipe is TOML text"]
+    assert problems_of("latin1.toml") == ["latin1.toml: not a UTF-8 text file; save the recipe as UTF-8 text"]
 
 
 # ---------------------------------------------------------------- round trip and fingerprint

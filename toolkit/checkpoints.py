@@ -14,17 +14,23 @@ import math
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
+from safetensors import SafetensorError
 from transformers import TrainerCallback
 
 from .cache import fsync_tree, read_json
+from .errors import ToolkitError
+from .provenance import tensor_shapes
 
 log = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"  # beside the checkpoints: what the run is (recipe, data, base) and the base perplexity
 PROGRESS = "gpt2_adapt_progress.json"  # in a checkpoint, written last: its presence marks it complete
 PREFIX = "checkpoint-"
+# What resuming reads from a checkpoint besides the marker (the Trainer resumes without the last two, silently).
+RESUME_FILES = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
 
 
 def checkpoint_step(folder: Path) -> int:
@@ -51,6 +57,34 @@ def latest_checkpoint(folder: Path, report: bool = True) -> Path | None:
         elif report:
             log.warning("skipping incomplete checkpoint %s (the run stopped while writing it)", checkpoint)
     return latest
+
+
+def check_resumable(checkpoint: Path) -> None:
+    """Refuse a complete checkpoint that was damaged afterwards (a file deleted, truncated or overwritten)
+    before anything reads it: the Trainer would stop with a traceback, or go on with a fresh optimizer."""
+    problem = _damage(checkpoint)
+    if problem:
+        raise ToolkitError(
+            f"checkpoint {checkpoint} is damaged: {problem}; delete that folder to resume from the checkpoint "
+            "before it (or from the start), or pass --overwrite to start over"
+        )
+
+
+def _damage(checkpoint: Path) -> str | None:
+    for name in RESUME_FILES:
+        if not (checkpoint / name).is_file():
+            return f"{name} is missing"
+    state = read_json(checkpoint / "trainer_state.json")
+    if not isinstance(state, dict) or "global_step" not in state:
+        return "trainer_state.json is not a trainer state"
+    try:
+        tensor_shapes(checkpoint / "adapter_model.safetensors")
+    except (SafetensorError, OSError) as err:
+        return f"adapter_model.safetensors cannot be read ({err})"
+    for path in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip; a truncated one has lost its directory
+            return f"{path.name} cannot be read (truncated?)"
+    return None
 
 
 def is_finished(checkpoint: Path) -> bool:

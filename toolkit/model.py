@@ -6,14 +6,18 @@ import logging
 import os
 import re
 from collections import Counter
+from pathlib import Path
 
 import torch
 
 from . import sources
 from .errors import ToolkitError, first_line
-from .recipe import Recipe
+from .recipe import TARGET_PRESETS, Recipe
 
 log = logging.getLogger(__name__)
+
+# A model folder holds its tokenizer as one of these (the fast tokenizer's file, or GPT-2's vocabulary).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 
 
 def resolve_precision(precision: str) -> str:
@@ -27,22 +31,29 @@ def resolve_precision(precision: str) -> str:
 
 def load_config(recipe: Recipe):
     """The base model's config, checked to be GPT-2 family and long enough for the recipe's blocks."""
-    from transformers import AutoConfig
-
-    source = sources.model_source(recipe.model.name, recipe.model.revision)
-    try:
-        config = AutoConfig.from_pretrained(**source)
-    except (OSError, ValueError) as err:
-        raise ToolkitError(f"model.name: could not load {recipe.model.name!r}: {first_line(err)}") from None
-    if config.model_type != "gpt2":
-        raise ToolkitError(
-            f"model.name: {recipe.model.name} is a {config.model_type!r} model; gpt2-adapt trains GPT-2-family "
-            "checkpoints (gpt2, gpt2-medium/large/xl, distilgpt2 or a local GPT-2 folder)"
-        )
+    config = gpt2_config(recipe.model.name, recipe.model.revision, key="model.name")
     if recipe.data.block_size > config.n_positions:
         raise ToolkitError(
             f"data.block_size: {recipe.data.block_size} exceeds the context of {recipe.model.name} "
             f"({config.n_positions} tokens); set data.block_size to at most {config.n_positions}"
+        )
+    return config
+
+
+def gpt2_config(name: str, revision: str = "main", key: str = "model.name"):
+    """A model's config, read without its weights and refused unless it is GPT-2 family; `key` is the
+    recipe key or option the user named it with."""
+    from transformers import AutoConfig
+
+    source = sources.model_source(name, revision, key=key)
+    try:
+        config = AutoConfig.from_pretrained(**source, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise ToolkitError(f"{key}: could not load {name!r}: {first_line(err)}") from None
+    if config.model_type != "gpt2":
+        raise ToolkitError(
+            f"{key}: {name} is a {config.model_type!r} model; gpt2-adapt works with GPT-2-family checkpoints: "
+            f"point {key} at gpt2, gpt2-medium/large/xl, distilgpt2 or a local GPT-2 folder"
         )
     return config
 
@@ -56,6 +67,13 @@ def tokenizer_from(source: dict, label: str | None = None):
     from transformers import AutoTokenizer
 
     label = label or source["pretrained_model_name_or_path"]
+    folder = Path(source["pretrained_model_name_or_path"])
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        # transformers would build an empty tokenizer here without a word, and training would go on with it.
+        raise ToolkitError(
+            f"model.name: {label} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer into that folder too (tokenizer.save_pretrained)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(**source, trust_remote_code=False)
     except (OSError, ValueError) as err:
@@ -100,7 +118,7 @@ def base_from(source: dict, int8: bool = False, dtype: torch.dtype = torch.float
     if model.config.model_type != "gpt2":
         raise ToolkitError(
             f"{source['pretrained_model_name_or_path']} is a {model.config.model_type!r} model; "
-            "gpt2-adapt works with GPT-2-family checkpoints"
+            "gpt2-adapt works with GPT-2-family checkpoints only, so use one of those"
         )
     return model
 
@@ -116,7 +134,7 @@ def attach_lora(model, recipe: Recipe):
         layers = sorted({n.rsplit(".", 1)[-1] for n in names if re.search(r"\.h\.\d+\.", n)})
         raise ToolkitError(
             f"lora.targets: {', '.join(missing)} match no module of {recipe.model.name}; "
-            f"GPT-2 layers are named {', '.join(layers)}"
+            f"name some of {', '.join(layers)}, or use a preset ({', '.join(TARGET_PRESETS)})"
         )
     config = LoraConfig(
         r=recipe.lora.r,

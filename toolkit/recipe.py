@@ -96,6 +96,8 @@ class TrainingSpec:
     precision: str = _key("auto", '"auto" (bf16/fp16 on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16"')
     gradient_checkpointing: bool = _key(False, "recompute activations in the backward pass to save memory")
     report_to: list[str] = _key([], 'Trainer loggers such as "tensorboard"; empty: none')
+    fsdp: str = _key("", 'FSDP options passed to the Trainer, e.g. "full_shard auto_wrap"; empty: DDP')
+    deepspeed: str = _key("", "path of a DeepSpeed config JSON passed to the Trainer; empty: none")
 
 
 @dataclass(frozen=True)
@@ -168,9 +170,9 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
-        raise ToolkitError(f"{path}: not valid TOML: {err}") from None
+        raise ToolkitError(f"{path}: not valid TOML: {err}; fix the syntax there") from None
     except UnicodeDecodeError:
-        raise ToolkitError(f"{path}: not a UTF-8 text file; a recipe is TOML text") from None
+        raise ToolkitError(f"{path}: not a UTF-8 text file; save the recipe as UTF-8 text") from None
     problems: list[str] = []
     for item in overrides:
         problems += _apply_override(raw, item)
@@ -269,8 +271,11 @@ def _check_values(recipe: Recipe) -> list[str]:
         (not m.name.strip(), "model.name: must name a hub id, a local folder or builtin:tiny-gpt2"),
         (bool(d.dataset) and bool(d.train_files), "data.dataset and data.train_files: give one or the other, not both"),
         (not d.dataset and not d.train_files, "data.dataset: give a dataset or data.train_files"),
-        (bool(d.eval_files) and not d.train_files, "data.eval_files: only with data.train_files (datasets have splits)"),
-        (bool(d.config) and bool(d.train_files), "data.config: only with data.dataset, not with data.train_files"),
+        (
+            bool(d.eval_files) and not d.train_files,
+            "data.eval_files: only with data.train_files (datasets have splits); remove it, or set data.eval_split",
+        ),
+        (bool(d.config) and bool(d.train_files), "data.config: only with data.dataset, not with data.train_files; remove it"),
         (not 0 < d.eval_fraction < 1, f"data.eval_fraction: must be between 0 and 1 (got {d.eval_fraction})"),
         (not d.text_column, "data.text_column: must not be empty"),
         (not d.train_split, "data.train_split: must not be empty"),
@@ -299,6 +304,11 @@ def _check_values(recipe: Recipe) -> list[str]:
         (t.keep_checkpoints < 1, f"training.keep_checkpoints: must be >= 1 (got {t.keep_checkpoints})"),
         (t.log_every < 1, f"training.log_every: must be >= 1 (got {t.log_every})"),
         (t.seed < 0, f"training.seed: must be >= 0 (got {t.seed})"),
+        (bool(t.fsdp) and bool(t.deepspeed), "training.fsdp and training.deepspeed: choose one"),
+        (
+            bool(t.deepspeed) and not Path(t.deepspeed).expanduser().is_file(),
+            f"training.deepspeed: no such file {t.deepspeed!r}; point it at a DeepSpeed config JSON",
+        ),
         (t.precision not in PRECISIONS, f"training.precision: must be one of {', '.join(PRECISIONS)} (got {t.precision!r})"),
         (
             bool(o.name) and not NAME_PATTERN.match(o.name),

@@ -7,6 +7,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
@@ -22,12 +23,22 @@ class ToolkitGroup(click.Group):
             return super().invoke(ctx)
         except ToolkitError as err:
             for problem in err.problems:
-                click.echo(f"error: {problem}", err=True)
+                click.echo(click.style("error:", fg="red", bold=True) + f" {problem}", err=True)
             ctx.exit(getattr(err, "exit_code", 2))
+        except click.UsageError as err:
+            if isinstance(err, click.exceptions.NoArgsIsHelpError):  # a bare group: its help is the answer
+                raise
+            # A sub-command's bad arguments read like every other error: one line, with where to look.
+            command = err.ctx.command_path if err.ctx else ctx.command_path
+            problem = f"{err.format_message().rstrip('.')}; run `{command} -h` for its usage"
+            click.echo(click.style("error:", fg="red", bold=True) + f" {problem}", err=True)
+            ctx.exit(err.exit_code)
 
 
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one process speaks for all
+        level = max(level, logging.WARNING)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     toolkit_log = logging.getLogger("toolkit")
@@ -39,12 +50,15 @@ def _setup_logging(verbosity: int) -> None:
         warnings.filterwarnings("ignore")
         for name in ("transformers", "peft", "bitsandbytes", "datasets", "accelerate", "evaluate"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        import os
-
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DATASETS_VERBOSITY", "error")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # The variables above are read at import; a library already imported (the Python API, tests) is told.
+        if "datasets" in sys.modules:
+            sys.modules["datasets"].disable_progress_bars()
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 store_option = click.option(
@@ -75,5 +89,5 @@ def main(verbose: int, quiet: int) -> None:
 
 
 # Each module adds its commands to `main`.
-from . import adapters_cmd, recipe_cmd, train_cmd  # noqa: E402,F401
+from . import adapters_cmd, eval_cmd, generate_cmd, merge_cmd, plan_cmd, recipe_cmd, train_cmd  # noqa: E402,F401
 
