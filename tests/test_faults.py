@@ -7,7 +7,6 @@ give an adapter bit-identical to an uninterrupted run with the same seed.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from toolkit.data import BlockDataset
-from toolkit.perplexity import perplexity
 
 ADAPTER_FILES = {
     "README.md",
@@ -21,6 +20,7 @@ ADAPTER_FILES = {
     "adapter_model.safetensors",
     "manifest.json",
     "metrics.json",
+    "metrics.jsonl",
     "recipe.toml",
     "training.png",
 }

@@ -10,11 +10,13 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from transformers import Trainer, TrainingArguments, default_data_collator, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -55,7 +57,8 @@ def train(
     precision = resolve_precision(recipe.training.precision)
     load_config(recipe)
     tokenizer = load_tokenizer(recipe)
-    packed = data.prepare_data(recipe.data, tokenizer)
+    with PartialState().main_process_first():  # under torchrun: rank 0 packs, the others read its cache
+        packed = data.prepare_data(recipe.data, tokenizer)
     log.info(
         "data: %d training blocks and %d evaluation blocks of %d tokens",
         len(packed.train), len(packed.eval), recipe.data.block_size,
@@ -74,7 +77,7 @@ def train(
     safety.check_free_space(store.root, summary["trainable"], recipe.training.keep_checkpoints)
 
     # One process per adapter name: a second run of the same name fails here instead of interleaving.
-    with store.lock(name) if _is_main_process() else contextlib.nullcontext():
+    with store.lock(name) if _is_main_process() else contextlib.nullcontext(), _process_group():
         try:
             return _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precision)
         except (OSError, RuntimeError) as err:
@@ -107,7 +110,7 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if log.isEnabledFor(logging.INFO):
-        trainer.add_callback(ProgressLines())
+        trainer.add_callback(ProgressLines(bar=sys.stderr.isatty()))
 
     record = checkpoints.read_run_record(run_folder) if checkpoint else {}
     if "base_perplexity" not in record:
@@ -163,6 +166,9 @@ def _save_adapter(store, recipe: Recipe, model, tokenizer, identity: dict, metri
         model.save_pretrained(folder)
         (folder / "recipe.toml").write_text(recipe.to_toml(), encoding="utf-8")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        # Every logged step (loss, learning rate, evaluations) of the whole run, resumes included.
+        lines = "".join(json.dumps(entry) + "\n" for entry in log_history)
+        (folder / "metrics.jsonl").write_text(lines, encoding="utf-8")
         (folder / "README.md").write_text(model_card.render(recipe, metrics), encoding="utf-8")
         plots.training_curves(log_history, metrics["base"]["perplexity"], folder / "training.png")
         provenance.write_manifest(
@@ -207,6 +213,17 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+@contextlib.contextmanager
+def _process_group():
+    """Under torchrun, tear the process group down when training ends, so that every rank exits cleanly
+    (without it, an exit at interpreter shutdown crashed one run in nine)."""
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def _check_store(recipe: Recipe, store: AdapterStore, resume: bool, overwrite: bool) -> Path | None:
     """Refuse to clobber an adapter or a run, and find the checkpoint to resume from (None: start fresh)."""
     name = recipe.adapter_name
@@ -235,6 +252,7 @@ def _check_store(recipe: Recipe, store: AdapterStore, resume: bool, overwrite: b
         done = read_json(store.path(name) / "metrics.json").get("train", {}).get("steps", -1)
         if done >= checkpoints.checkpoint_step(checkpoint):
             return None  # the adapter already holds the newest checkpoint's training: finished
+    checkpoints.check_resumable(checkpoint)
     return checkpoint
 
 
@@ -279,6 +297,8 @@ def _training_arguments(recipe: Recipe, output_dir: Path, precision: str) -> Tra
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         report_to=t.report_to or "none",
+        fsdp=t.fsdp or None,  # passed through: the Trainer and accelerate implement both
+        deepspeed=t.deepspeed or None,
         remove_unused_columns=False,  # the blocks carry exactly what the model takes
         include_num_input_tokens_seen="all",  # packed blocks have no padding: every token counts
         ddp_find_unused_parameters=False,
@@ -287,7 +307,25 @@ def _training_arguments(recipe: Recipe, output_dir: Path, precision: str) -> Tra
 
 
 class ProgressLines(ProgressCallback):
-    """The Trainer's progress bar, with log lines a person reads: step, loss, learning rate, perplexity."""
+    """The Trainer's progress bar on a terminal, with log lines a person reads: step, loss, learning
+    rate, perplexity. Off a terminal (a log file, CI) only the lines: a bar redrawn with carriage
+    returns is unreadable there."""
+
+    def __init__(self, bar: bool):
+        super().__init__()
+        self.bar = bar
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.bar:
+            super().on_train_begin(args, state, control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_step_end(args, state, control, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_train_end(args, state, control, **kwargs)
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         pass  # the evaluation is the toolkit's own loop; its result is one line

@@ -115,7 +115,10 @@ def show(name: str, store: str | None, as_json: bool) -> None:
 @click.argument("name")
 @store_option
 def path(name: str, store: str | None) -> None:
-    """Print the folder of an adapter (for scripts: cd "$(gpt2-adapt adapters path NAME)")."""
+    """Print the folder of an adapter, for scripts.
+
+    Example: cd "$(gpt2-adapt adapters path wikitext103)"
+    """
     click.echo(str(_store(store).require(name)))
 
 

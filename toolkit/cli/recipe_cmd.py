@@ -9,7 +9,10 @@ from . import main, overrides_option
 
 @main.group()
 def recipe() -> None:
-    """Inspect recipes."""
+    """Inspect recipes.
+
+    Example: gpt2-adapt recipe show recipes/quickstart.toml
+    """
 
 
 @recipe.command("show")

@@ -1,0 +1,55 @@
+"""`gpt2-adapt plan`: what a recipe will cost before it runs."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import main, overrides_option
+
+
+@main.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@overrides_option
+@click.option("--measure-steps", default=3, show_default=True, help="Training steps to time (0: no timing).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def plan(recipe_path: str, overrides: tuple[str, ...], measure_steps: int, as_json: bool) -> None:
+    """Parameter counts, adapter size, memory per precision, tokens and a time estimate for a recipe.
+
+    Loads the model's config (not its weights) for the counts, packs the data (cached for the run),
+    and times a few steps on random tokens. Example:
+
+        gpt2-adapt plan recipes/wikitext103.toml --set quantization.mode=int8
+    """
+    from ..planning import plan as make_plan
+    from ..recipe import load_recipe
+
+    result = make_plan(load_recipe(recipe_path, overrides), measure_steps=measure_steps)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    p = result["parameters"]
+    click.echo(f"model: {result['model']} on {result['device']}")
+    click.echo(f"parameters: {p['total']:,} total, {p['trainable']:,} trainable ({100 * p['share']:.3f}%)")
+    click.echo(f"adapter on disk: {_mb(result['adapter_bytes'])}")
+    click.echo(
+        f"tokens: {result['tokens_per_epoch']:,} per epoch, {result['tokens_per_step']:,} per step, "
+        f"{result['steps']:,} steps; evaluation scores {result['eval_tokens']:,} tokens"
+    )
+    for precision, size in result["memory_bytes"].items():
+        click.echo(f"memory with a {precision} base: about {_mb(size)}")
+    if "seconds_per_step" in result:
+        click.echo(
+            f"time: {result['seconds_per_step']:.3f} s per step measured, about "
+            f"{_duration(result['estimated_seconds'])} for the run (evaluation not included)"
+        )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
