@@ -22,10 +22,8 @@ from pathlib import Path
 import torch
 
 from . import sources
-from .cache import read_json
 from .decoding import GenerationSettings
-from .errors import ToolkitError, first_line
-from .provenance import MANIFEST
+from .errors import ToolkitError
 from .store import AdapterStore
 
 log = logging.getLogger(__name__)
@@ -64,32 +62,19 @@ def load_adapter(model, tokenizer, name: str, *, store: AdapterStore | str | Pat
     """Load one more adapter from the store onto a loaded model, verified like toolkit.load does against
     the base in memory; returns the model (a new peft model when `model` was a plain base). Does not
     switch to it."""
-    from .loading import verify
+    from .loading import attach, check_adapters
 
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     if name in loaded_adapters(model):
         return model
-    folder = store.require(name)
-    base = _base_of(model)
-    source = sources.model_source(base.config.name_or_path)
-    problems = [f"adapter {name!r}: {p}" for p in verify(folder, read_json(folder / MANIFEST), source, tokenizer)]
-    if problems and strict:
-        raise ToolkitError(*[f"{p}; pass --force (strict=False) to load it anyway" for p in problems])
-    for problem in problems:
-        log.warning("%s (loading anyway, as asked)", problem)
-    from peft import PeftModel
-    from safetensors import SafetensorError
-
-    try:
-        if not loaded_adapters(model):
-            model = PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False).eval()
-            model.base_model.disable_adapter_layers()  # the plain base runs until use() says otherwise
-            return model
-        disabled = _adapters_disabled(model)
-        model.load_adapter(folder, adapter_name=name, is_trainable=False)
-    except (SafetensorError, RuntimeError, ValueError, TypeError, KeyError, OSError) as err:
-        # Only when forced past verification: a damaged file, or weights that do not fit the base.
-        raise ToolkitError(f"adapter {name!r}: peft cannot load {folder}: {first_line(err)}") from None
+    store.require(name)
+    check_adapters(store, [name], sources.model_source(_base_of(model).config.name_or_path), tokenizer, strict)
+    if not loaded_adapters(model):
+        model = attach(model, store, name).eval()
+        model.base_model.disable_adapter_layers()  # the plain base runs until use() says otherwise
+        return model
+    disabled = _adapters_disabled(model)
+    model = attach(model, store, name)
     if disabled:  # a new adapter's layers start enabled; keep the base alone running
         model.base_model.disable_adapter_layers()
     return model

@@ -51,6 +51,21 @@ def load(
     source = sources.model_source(base_name, revision, key=key)
     tokenizer = tokenizer_from(source)
 
+    check_adapters(store, names, source, tokenizer, strict)
+
+    model = base_from(source, int8=int8, dtype=dtype)
+    if torch.cuda.is_available() and not int8:
+        model = model.to("cuda")
+    if not names:
+        return model.eval(), tokenizer
+    for name in names:
+        model = attach(model, store, name)
+    model.set_adapter(names[0])
+    return model.eval(), tokenizer
+
+
+def check_adapters(store: AdapterStore, names: Sequence[str], source: dict, tokenizer, strict: bool) -> None:
+    """Verify each adapter against its manifest and the base about to be used: refuse, or warn if not strict."""
     problems = []
     for name in names:
         recorded = read_json(store.path(name) / MANIFEST)  # not the stand-in that strict=False makes
@@ -60,30 +75,26 @@ def load(
     for problem in problems:
         log.warning("%s (loading anyway, as asked)", problem)
 
-    model = base_from(source, int8=int8, dtype=dtype)
-    if torch.cuda.is_available() and not int8:
-        model = model.to("cuda")
-    if not names:
-        return model.eval(), tokenizer
+
+def attach(model, store: AdapterStore, name: str):
+    """Load a (verified) adapter onto a model under its store name; a plain base becomes a peft model."""
     from peft import PeftModel
     from safetensors import SafetensorError
 
-    for name in names:
-        try:
-            if name == names[0]:
-                model = PeftModel.from_pretrained(model, store.path(name), adapter_name=name, is_trainable=False)
-            else:
-                model.load_adapter(store.path(name), adapter_name=name, is_trainable=False)
-        except torch.OutOfMemoryError:
-            raise
-        except (SafetensorError, RuntimeError, ValueError, TypeError, KeyError, OSError) as err:
-            # Only when forced past verification: a damaged file, or weights that do not fit the base.
-            raise ToolkitError(
-                f"adapter {name!r}: peft cannot load {store.path(name)}: {first_line(err).rstrip(':')}; "
-                "retrain it (train --overwrite) or import it again"
-            ) from None
-    model.set_adapter(names[0])
-    return model.eval(), tokenizer
+    folder = store.path(name)
+    try:
+        if isinstance(model, PeftModel):
+            model.load_adapter(folder, adapter_name=name, is_trainable=False)
+            return model
+        return PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
+    except torch.OutOfMemoryError:
+        raise
+    except (SafetensorError, RuntimeError, ValueError, TypeError, KeyError, OSError) as err:
+        # Only when forced past verification: a damaged file, or weights that do not fit the base.
+        raise ToolkitError(
+            f"adapter {name!r}: peft cannot load {folder}: {first_line(err).rstrip(':')}; "
+            "retrain it (train --overwrite) or import it again"
+        ) from None
 
 
 def verify(folder: Path, manifest: dict, source: dict, tokenizer) -> list[str]:
