@@ -18,6 +18,8 @@ over the scored tokens they are the `bytes` and `words` that bits per byte and w
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import re
 import time
@@ -212,9 +214,9 @@ def score(
     started = time.perf_counter()
     try:
         with tqdm(total=total, unit="tok", unit_scale=True, desc=label, disable=not progress, leave=False) as bar:
-            queue = _batches(todo, batch_size)
+            queue = collections.deque(_batches(todo, batch_size))
             while queue:
-                batch = queue.pop(0)
+                batch = queue.popleft()
                 try:
                     nll = _score_windows(lm, stream.ids, batch, device)
                 except torch.OutOfMemoryError:
@@ -225,7 +227,8 @@ def score(
                     torch.cuda.empty_cache()
                     batch_size = len(batch) // 2
                     log.info("out of memory: batches of %d windows from here on", batch_size)
-                    queue[:0] = [batch[:batch_size], batch[batch_size:]]
+                    # Re-plan everything not yet scored at the smaller size, not just this batch.
+                    queue = collections.deque(_batches([*batch, *itertools.chain.from_iterable(queue)], batch_size))
                     continue
                 metric.add_batch(
                     nll=nll.tolist(),

@@ -67,9 +67,10 @@ def load(
 def check_adapters(store: AdapterStore, names: Sequence[str], source: dict, tokenizer, strict: bool) -> None:
     """Verify each adapter against its manifest and the base about to be used: refuse, or warn if not strict."""
     problems = []
+    base = {"weights": weights_fingerprint(source), "tokenizer": tokenizer_fingerprint(tokenizer)}  # once for all
     for name in names:
         recorded = read_json(store.path(name) / MANIFEST)  # not the stand-in that strict=False makes
-        problems += [f"adapter {name!r}: {p}" for p in verify(store.path(name), recorded, source, tokenizer)]
+        problems += [f"adapter {name!r}: {p}" for p in verify(store.path(name), recorded, source, base)]
     if problems and strict:
         raise ToolkitError(*[f"{p}; pass --force (strict=False) to load it anyway" for p in problems])
     for problem in problems:
@@ -97,19 +98,20 @@ def attach(model, store: AdapterStore, name: str):
         ) from None
 
 
-def verify(folder: Path, manifest: dict, source: dict, tokenizer) -> list[str]:
-    """What differs between an adapter and what it was trained with: its files, the base, the tokenizer."""
+def verify(folder: Path, manifest: dict, source: dict, base: dict) -> list[str]:
+    """What differs between an adapter and what it was trained with: its files, the base, the tokenizer.
+    `base` holds the fingerprints of the base in use: {"weights": ..., "tokenizer": ...}."""
     if not manifest:
         return [NO_MANIFEST]
     problems = folder_problems(folder, manifest)
     recorded = manifest.get("base", {})
-    actual = weights_fingerprint(source)
+    actual = base["weights"]
     if recorded.get("weights_sha256") != actual:
         problems.append(
             f"it was trained on base {recorded.get('name')!r} (weights {str(recorded.get('weights_sha256'))[:12]}), "
             f"but {source['pretrained_model_name_or_path']} has other weights ({actual[:12]})"
         )
-    if recorded.get("tokenizer_sha256") != tokenizer_fingerprint(tokenizer):
+    if recorded.get("tokenizer_sha256") != base["tokenizer"]:
         problems.append(f"the tokenizer of {source['pretrained_model_name_or_path']} differs from the one it was trained with")
     return problems
 
