@@ -276,8 +276,9 @@ def trained(tmp_path_factory, tiny_model, corpus_dir):
         mp.setenv("GPT2_ADAPT_CACHE", str(root / "cache"))
         mp.chdir(root)
         for name, learning_rate, steps in (("alpha", 1e-2, 10), ("beta", 3e-2, 5)):
+            # fp32: `eval` scores in fp32 by default, and reproduces an fp32 training's figures exactly
             recipe = tiny_recipe(tiny_model, corpus_dir, name,
-                                 training={"max_steps": steps, "learning_rate": learning_rate})
+                                 training={"max_steps": steps, "learning_rate": learning_rate, "precision": "fp32"})
             (root / f"{name}.toml").write_text(tomli_w.dumps(recipe))
             result = run_cli("train", root / f"{name}.toml", "--store", root / "store")
             assert result.exit_code == 0, result.output

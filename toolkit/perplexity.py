@@ -12,7 +12,8 @@ import contextlib
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+from .head_loss import summed_nll
 
 METRIC_PATH = Path(__file__).parent / "metrics" / "token_perplexity.py"
 
@@ -25,14 +26,12 @@ def load_metric():
 
 @torch.no_grad()
 def score_blocks(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per block: the summed NLL (float64) of tokens 1..n-1 given their left context, and their count."""
-    logits = model(input_ids=input_ids).logits
-    targets = input_ids[:, 1:]
-    # One row at a time keeps the fp32 copy of the logits to one block's worth (50k x block_size).
-    nll = torch.stack(
-        [F.cross_entropy(logits[i, :-1].float(), targets[i], reduction="sum") for i in range(len(input_ids))]
-    )
-    tokens = torch.full_like(nll, targets.shape[1], dtype=torch.int64)
+    """Per block: the summed NLL (float64) of tokens 1..n-1 given their left context, and their count.
+    The output layer runs a chunk of positions at a time (head_loss), as in training."""
+    hidden = model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+    weight = model.get_output_embeddings().weight
+    nll = torch.stack([summed_nll(hidden[i : i + 1], weight, input_ids[i : i + 1]) for i in range(len(input_ids))])
+    tokens = torch.full_like(nll, input_ids.shape[1] - 1, dtype=torch.int64)
     return nll.double(), tokens
 
 

@@ -13,10 +13,9 @@ import time
 
 import torch
 
-from . import data
-from .model import attach_lora, base_from, load_config, load_tokenizer
+from . import data, head_loss
+from .model import attach_lora, load_base, load_config, load_tokenizer, resolve_precision
 from .recipe import Recipe
-from .sources import model_source
 
 # Activation memory a transformer layer keeps for the backward pass, in 16-bit: 34 bytes per token per
 # hidden unit plus 5 bytes per attention score (Korthikanti et al., 2022, "Reducing Activation
@@ -80,14 +79,16 @@ def _memory(recipe: Recipe, config, counts: dict, precision: str) -> int:
     if recipe.training.gradient_checkpointing:  # one layer's activations plus each layer's input
         activations = activations // config.n_layer + tokens * config.n_embd * config.n_layer * 2 * scale
         attention //= config.n_layer
-    logits = tokens * config.vocab_size * 4 * 2  # fp32 logits and their gradient
+    if recipe.training.fsdp or recipe.training.deepspeed:
+        logits = tokens * config.vocab_size * 4 * 2  # the model's own loss: fp32 logits and their gradient
+    else:
+        logits = head_loss.CHUNK_ELEMENTS * 4 * 2  # head_loss: one chunk of fp32 logits and its copy
     return int(weights + lora + activations + attention + logits)
 
 
 def _seconds_per_step(recipe: Recipe, steps: int) -> float:
     """Median seconds of a few optimizer steps (forward, backward, AdamW) on random tokens."""
-    source = model_source(recipe.model.name, recipe.model.revision)
-    model = attach_lora(base_from(source, int8=recipe.quantization.mode == "int8"), recipe)
+    model = attach_lora(load_base(recipe), recipe)
     device = "cuda" if torch.cuda.is_available() and recipe.quantization.mode != "int8" else None
     if device:
         model.to(device)
@@ -95,14 +96,17 @@ def _seconds_per_step(recipe: Recipe, steps: int) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     shape = (recipe.training.batch_size, recipe.data.block_size)
     ids = torch.randint(0, model.config.vocab_size, shape, device=device or "cpu")
-    precision = recipe.training.precision
-    autocast = torch.autocast(device or "cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    precision = resolve_precision(recipe.training.precision)
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    autocast = torch.autocast(device or "cpu", dtype=dtype, enabled=precision in ("bf16", "fp16"))
+    head = model.get_output_embeddings()
     timings = []
     for _ in range(steps + 1):  # the first step warms up allocators and kernels
         started = time.perf_counter()
         for _ in range(recipe.training.grad_accum):
-            with autocast:
-                loss = model(input_ids=ids, labels=ids).loss
+            with autocast:  # the loss as training computes it
+                hidden = model(input_ids=ids, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+                loss = head_loss.summed_nll(hidden, head.weight, ids) / ids[:, 1:].numel()
             loss.backward()
         optimizer.step()
         optimizer.zero_grad()

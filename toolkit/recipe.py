@@ -93,7 +93,12 @@ class TrainingSpec:
     keep_checkpoints: int = _key(2, "checkpoints kept; older ones are deleted")
     log_every: int = _key(10, "steps between loss log lines")
     seed: int = _key(42, "seed for LoRA initialisation, dropout and data order")
-    precision: str = _key("auto", '"auto" (bf16/fp16 on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16"')
+    precision: str = _key(
+        "auto", '"auto" (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), "fp32", "bf16" or "fp16"'
+    )
+    base_dropout: bool = _key(
+        True, "keep the base's own dropout (GPT-2: 0.1) while training; false: none, about 1.4x faster on CPU"
+    )
     gradient_checkpointing: bool = _key(False, "recompute activations in the backward pass to save memory")
     report_to: list[str] = _key([], 'Trainer loggers such as "tensorboard"; empty: none')
     fsdp: str = _key("", 'FSDP options passed to the Trainer, e.g. "full_shard auto_wrap"; empty: DDP')

@@ -20,11 +20,13 @@ from accelerate import PartialState
 from transformers import Trainer, TrainingArguments, default_data_collator, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from . import __version__, checkpoints, data, model_card, plots, provenance, safety, sources
+from . import __version__, checkpoints, data, head_loss, model_card, plots, provenance, safety, sources
 from .cache import read_json
 from .checkpoints import CheckpointKeeper
 from .errors import ToolkitError
-from .model import attach_lora, describe_adapter, load_base, load_config, load_tokenizer, resolve_precision
+from .model import (
+    attach_lora, describe_adapter, load_base, load_config, load_tokenizer, resolve_precision, scoring_attention,
+)
 from .perplexity import perplexity
 from .recipe import Recipe
 from .store import AdapterStore
@@ -41,11 +43,12 @@ class TrainResult:
 
 
 def train(
-    recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: bool = False, force: bool = False
+    recipe: Recipe, store: AdapterStore, resume: bool = False, overwrite: bool = False, force: bool = False,
+    callbacks: tuple = (),
 ) -> TrainResult:
     """Train the recipe's adapter into the store. `resume` continues from the newest complete
     checkpoint; `overwrite` replaces an existing adapter; `force` resumes even if the recipe, the data or
-    the base changed since the checkpoint."""
+    the base changed since the checkpoint. `callbacks` are more Trainer callbacks (the benchmark's timer)."""
     name = recipe.adapter_name
     store.check_unlocked(name)
     checkpoint = _check_store(recipe, store, resume, overwrite)
@@ -79,7 +82,7 @@ def train(
     # One process per adapter name: a second run of the same name fails here instead of interleaving.
     with store.lock(name) if _is_main_process() else contextlib.nullcontext(), _process_group():
         try:
-            return _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precision)
+            return _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precision, callbacks)
         except (OSError, RuntimeError) as err:
             if not safety.is_disk_full(err, store.root):
                 raise
@@ -90,7 +93,7 @@ def train(
             ) from None
 
 
-def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precision) -> TrainResult:
+def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precision, callbacks=()) -> TrainResult:
     """Train (or resume) and save: the part of `train` that writes to the store."""
     name = recipe.adapter_name
     run_folder = store.checkpoints(name)
@@ -104,7 +107,7 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
         train_dataset=packed.train,
         eval_dataset=packed.eval,
         data_collator=default_data_collator,
-        callbacks=[keeper],
+        callbacks=[keeper, *callbacks],
     )
     # The Trainer prints raw metric dicts; keep its progress bar (when not -q) and print readable lines.
     trainer.remove_callback(PrinterCallback)
@@ -143,6 +146,7 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
         "base": base,
         "adapted": _public(adapted),
         "protocol": {"kind": "disjoint", "context": recipe.data.block_size, "stride": recipe.data.block_size},
+        "precision": precision,  # of training and of its evaluations (bf16: under autocast)
         "train": {
             "steps": state.global_step,
             "epochs": state.epoch,
@@ -347,12 +351,34 @@ class ProgressLines(ProgressCallback):
 
 
 class AdapterTrainer(Trainer):
-    """The Trainer with its evaluation replaced by the toolkit's token-weighted perplexity."""
+    """The Trainer with its evaluation replaced by the toolkit's token-weighted perplexity, and its loss
+    computed by `head_loss` (no full-vocabulary logits) wherever the output layer is whole on every process."""
 
     def __init__(self, keeper: CheckpointKeeper, **kwargs):
+        args = kwargs["args"]
+        # FSDP and DeepSpeed shard the output layer's weight outside the forward pass: the model's own loss there.
+        self.fused_head = not (args.fsdp or args.deepspeed)
+        if self.fused_head:
+            kwargs["compute_loss_func"] = self._head_loss
         super().__init__(**kwargs)
         self.keeper = keeper
         self.last_evaluation: tuple[int, dict] | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.fused_head:
+            # Only the last position's logits (the model insists on some) and the final hidden states.
+            inputs = {**inputs, "output_hidden_states": True, "logits_to_keep": 1}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _head_loss(self, outputs, labels, num_items_in_batch=None):
+        """The mean NLL over the scored tokens of the whole (accumulated, all-process) batch, as the model's
+        own loss with num_items_in_batch; the Trainer then scales it as it scales that one."""
+        head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
+        # accelerate's autocast wraps the model's forward only; the output layer belongs under it too.
+        with self.accelerator.autocast():
+            total = head_loss.summed_nll(outputs.hidden_states[-1], head.weight, labels)
+        count = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != head_loss.IGNORE_INDEX).sum()
+        return total / count
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -361,13 +387,14 @@ class AdapterTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         started = time.perf_counter()
-        result = perplexity(
-            self.model,
-            self.get_eval_dataloader(eval_dataset),
-            device=self.args.device if not getattr(self.model, "hf_device_map", None) else None,
-            gather=self.accelerator.gather_for_metrics,
-            autocast=self.autocast_smart_context_manager,
-        )
+        with scoring_attention(self.model):
+            result = perplexity(
+                self.model,
+                self.get_eval_dataloader(eval_dataset),
+                device=self.args.device if not getattr(self.model, "hf_device_map", None) else None,
+                gather=self.accelerator.gather_for_metrics,
+                autocast=self.autocast_smart_context_manager,
+            )
         metrics = {f"{metric_key_prefix}_{key}": value for key, value in result.items()}
         self.log(dict(metrics))  # log() adds epoch and token counts to the dict it is given
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)

@@ -45,7 +45,7 @@ def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, 
     click.echo(f"adapter {result.name}: {result.path}")
     click.echo(
         f"perplexity: base {m['base']['perplexity']:.3f} -> adapted {m['adapted']['perplexity']:.3f} "
-        f"({m['adapted']['tokens']:,} tokens, disjoint blocks of {protocol.get('context')})"
+        f"({m['adapted']['tokens']:,} tokens, disjoint blocks of {protocol.get('context')}, {m.get('precision', 'fp32')})"
     )
     t = m["train"]
     click.echo(
