@@ -89,5 +89,5 @@ def main(verbose: int, quiet: int) -> None:
 
 
 # Each module adds its commands to `main`.
-from . import adapters_cmd, eval_cmd, generate_cmd, merge_cmd, plan_cmd, recipe_cmd, train_cmd  # noqa: E402,F401
+from . import adapters_cmd, bench_cmd, eval_cmd, generate_cmd, merge_cmd, plan_cmd, recipe_cmd, train_cmd  # noqa: E402,F401
 

@@ -1,0 +1,107 @@
+"""The benchmark's results as one table, with each target and whether this machine met it."""
+
+from __future__ import annotations
+
+PARTS = ("training", "memory", "eval", "generation", "data")
+LABELS = {
+    "seed": "seed pipeline: padded lines, full fine-tune, fp32",
+    "peft": "plain peft + Trainer: run_clm packing, fp32",
+    "toolkit": "gpt2-adapt default recipe",
+    "toolkit-nodropout": "gpt2-adapt, training.base_dropout = false",
+    "toolkit-fp32": "gpt2-adapt, fp32 (training.precision = fp32)",
+    "toolkit-int8": "gpt2-adapt, int8 base, fp32",
+    "toolkit-int8-checkpointing": "gpt2-adapt, int8 base + gradient checkpointing",
+}
+LORA_FLOPS_PER_PARAMETER = 4  # forward 2 + backward to the activations 2; the frozen base has no weight gradients
+
+
+def table(results: dict) -> str:
+    s, machine = results["setup"], results["machine"]
+    peak = machine["gemm_peak_flops"]["bf16"]
+    out = [
+        describe_machine(machine),
+        f"model: the architecture of {s['model']} (random weights); batch {s['batch_size']} x {s['block_size']} tokens",
+    ]
+    training = results.get("training", {})
+    if training:
+        single = " (the fp32 and int8 rows: 1 run)" if "toolkit-fp32" in training else ""
+        out += ["", f"Training: {s['steps']} timed steps after a warm-up step; median of {_runs(s['repeats'])}{single}",
+                f"{'':50s} {'precision':>9s} {'useful tok/s':>12s} {'% bf16 peak':>11s} {'peak memory':>11s} "
+                f"{'(training)':>10s}"]
+        for name, r in training.items():
+            share = "" if name == "seed" else f"{100 * _flops(r) / peak:10.0f}%"
+            out.append(f"{LABELS[name]:50s} {r['precision']:>9s} {r['tokens_per_second']:12,.1f} {share:>11s} "
+                       f"{r['peak_memory'] / 2**30:7.2f} GiB {r['training_memory'] / 2**30:6.2f} GiB")
+        out.append(f"  peak memory: the process's peak {'allocated on the GPU' if machine['device'] == 'cuda' else 'RSS'}; "
+                   "(training): less what the process held before loading anything")
+        if "seed" in training:
+            out.append(f"  (seed pipeline: {100 * training['seed']['padding_share']:.0f}% of its positions are padding)")
+    out += ["", "Targets"] + [
+        f"  {what:55s} {figure:>10s}   target {target:8s} {'met' if met else 'MISSED'}"
+        for what, figure, target, met in _targets(results)
+    ]
+    if results.get("eval"):
+        out += ["", f"Evaluation (`gpt2-adapt eval`, disjoint blocks of {s['block_size']}):"]
+        out += [f"  {e['precision']:5s} {e['tokens_per_second']:10,.1f} tokens/s over {e['tokens']:,} tokens"
+                for e in results["eval"]]
+    if results.get("generation"):
+        g = results["generation"]
+        out += ["", f"Generation (greedy, {s['new_tokens']} new tokens, median of {_runs(s['repeats'])}):",
+                f"  base {g['base']:.1f}, unmerged adapter {g['unmerged']:.1f}, merged {g['merged']:.1f} new tokens/s",
+                f"  switch to a loaded adapter {1e3 * g['switch_seconds']:.2f} ms; "
+                f"load and verify one from the store {1e3 * g['load_seconds']:.0f} ms"]
+    if results.get("data"):
+        d = results["data"]
+        out += ["", f"Data preparation ({d['tokens']:,} tokens): first run {d['first_seconds']:.2f} s "
+                f"({d['tokens'] / d['first_seconds']:,.0f} tokens/s), cached {d['cached_seconds']:.3f} s"]
+    return "\n".join(out)
+
+
+def describe_machine(machine: dict) -> str:
+    peak = machine["gemm_peak_flops"]
+    return (f"{machine['name']} ({machine['device']}, {machine['threads']} threads), torch {machine['torch']}; "
+            f"GEMM peak measured in this run: bf16 {peak['bf16'] / 1e9:,.0f} GFLOP/s, fp32 {peak['fp32'] / 1e9:,.0f} GFLOP/s")
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
+def _flops(run: dict) -> float:
+    return LORA_FLOPS_PER_PARAMETER * run["parameters"] * run["tokens_per_second"]
+
+
+def _targets(results: dict) -> list[tuple[str, str, str, bool]]:
+    """(what, figure, target, met) for each target whose measurements are in the results."""
+    t = results.get("training", {})
+    peak = results["machine"]["gemm_peak_flops"]["bf16"]
+    rows = []
+    if "toolkit" in t:
+        default = t["toolkit"]["tokens_per_second"]
+        if "seed" in t:
+            ratio = default / t["seed"]["tokens_per_second"]
+            rows.append(("default vs seed pipeline, useful tokens/s", f"{ratio:.1f}x", ">= 10x", ratio >= 10))
+        if "peft" in t:
+            ratio = default / t["peft"]["tokens_per_second"]
+            rows.append(("default vs plain peft + Trainer, tokens/s", f"{ratio:.2f}x", ">= 1.5x", ratio >= 1.5))
+        share = _flops(t["toolkit"]) / peak
+        rows.append(("default, share of the bf16 GEMM peak", f"{100 * share:.0f}%", ">= 50%", share >= 0.5))
+    if "toolkit-fp32" in t and "toolkit-int8" in t:
+        ratio = t["toolkit-int8"]["weights_memory"] / t["toolkit-fp32"]["weights_memory"]
+        rows.append(("base weights in memory, int8 / fp32", f"{100 * ratio:.0f}%", "<= 55%", ratio <= 0.55))
+    if "toolkit-fp32" in t:
+        for name in ("toolkit-int8", "toolkit-int8-checkpointing"):
+            if name in t:
+                ratio = t[name]["training_memory"] / t["toolkit-fp32"]["training_memory"]
+                short = "int8 + checkpointing" if "checkpointing" in name else "int8"
+                rows.append((f"training memory, {short} / fp32",
+                             f"{100 * ratio:.0f}%", "<= 55%", ratio <= 0.55))
+    if results.get("eval") and "toolkit" in t:
+        same = next((e for e in results["eval"] if e["precision"] == t["toolkit"]["precision"]), results["eval"][0])
+        ratio = same["tokens_per_second"] / t["toolkit"]["tokens_per_second"]
+        rows.append((f"evaluation ({same['precision']}) vs training tokens/s", f"{ratio:.2f}x", ">= 2x", ratio >= 2))
+    if results.get("generation"):
+        g = results["generation"]
+        ratio = g["merged"] / g["base"]
+        rows.append(("generation, merged vs base", f"{100 * ratio:.0f}%", ">= 97%", ratio >= 0.97))
+    return rows
