@@ -105,10 +105,20 @@ def test_fp32_adapter_records_conv1d_layout(write_recipe, cli):
 
 
 def test_bf16_mixed_precision_trains_on_cpu(write_recipe, cli):
-    result = cli("train", write_recipe(training={"max_steps": 6, "precision": "bf16"}))
+    recipe = write_recipe(training={"max_steps": 6, "precision": "bf16"})
+    result = cli("train", recipe)
     assert result.exit_code == 0, result.output
     metrics = json.loads(Path("store/tiny/metrics.json").read_text())
+    assert metrics["precision"] == "bf16"
     assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
+    # Both evaluations ran under bf16 autocast, the base's (before the Trainer prepared the model) too:
+    # within bf16 rounding of the fp32 figure, but not equal to it.
+    base = tomllib.loads(recipe.read_text())["model"]["name"]
+    fp32 = json.loads(cli("eval", "--recipe", recipe, "--model", base, "--json").stdout)[0]
+    assert metrics["base"]["tokens"] == fp32["tokens"]
+    assert metrics["base"]["perplexity"] == pytest.approx(fp32["perplexity"], rel=1e-2)
+    # (fp32 under both differs by ~2e-8, from the order of the sums; bf16 autocast moves it by ~2e-5)
+    assert metrics["base"]["perplexity"] != pytest.approx(fp32["perplexity"], rel=1e-6)
     weights = load_file("store/tiny/adapter_model.safetensors")
     assert all(w.dtype == torch.float32 for w in weights.values())  # autocast: the adapter stays fp32
 

@@ -393,7 +393,7 @@ class AdapterTrainer(Trainer):
                 self.get_eval_dataloader(eval_dataset),
                 device=self.args.device if not getattr(self.model, "hf_device_map", None) else None,
                 gather=self.accelerator.gather_for_metrics,
-                autocast=self.autocast_smart_context_manager,
+                autocast=self.accelerator.autocast,  # the training precision, before and after prepare()
             )
         metrics = {f"{metric_key_prefix}_{key}": value for key, value in result.items()}
         self.log(dict(metrics))  # log() adds epoch and token counts to the dict it is given
