@@ -17,9 +17,8 @@ def test_bench_measures_each_training_case_and_the_data_preparation(cli, tiny_mo
     parameters = training["toolkit"]["parameters"]
     for name, run in training.items():
         assert run["tokens_per_second"] > 0 and 0 < run["training_memory"] < run["peak_memory"], name
-        assert run["parameters"] == parameters and run["steps"] == 3, name  # a warm-up step, then 2 timed
+        assert run["parameters"] == parameters and run["steps"] == 3, name  # steps the timer saw: warm-up + 2
     assert training["toolkit"]["precision"] == resolve_precision("auto")
-    assert training["peft"]["precision"] == training["seed"]["precision"] == "fp32"
     assert 0.2 < training["seed"]["padding_share"] < 1  # the corpus' lines vary from one to three sentences
     data = results["data"]
     assert data["tokens"] > 10_000 and data["cached_seconds"] < data["first_seconds"]

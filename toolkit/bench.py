@@ -44,7 +44,6 @@ MEMORY_CASES = {
                                    "training.gradient_checkpointing": True},
 }
 PROMPT = "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure in"
-LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targets": ["c_attn"]}  # the recipe's defaults, for the peft case
 
 
 @dataclass(frozen=True)
@@ -184,7 +183,8 @@ def _train_case(setup: Setup, name: str, overrides: dict | None) -> dict:
     else:
         result = _toolkit(setup, name, overrides, timer)
     peak = _peak_memory(setup.device)
-    result |= {"tokens_per_second": timer.rate(), "peak_memory": peak, "training_memory": peak - baseline}
+    result |= {"steps": len(timer.marks), "tokens_per_second": timer.rate(), "peak_memory": peak,
+               "training_memory": peak - baseline}
     if name in MEMORY_CASES:  # after the peak is taken: what the base's weights alone occupy
         from .model import base_from
 
@@ -215,9 +215,8 @@ def _toolkit(setup: Setup, name: str, overrides: dict, timer) -> dict:
     path = work / f"{name}.toml"
     path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
     loaded = load_recipe(path, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
-    result = train(loaded, AdapterStore(work / "store"), overwrite=True, callbacks=(timer,))
-    return {"parameters": _base_parameters(work / "base"), "precision": resolve_precision(loaded.training.precision),
-            "steps": result.metrics["train"]["steps"]}
+    train(loaded, AdapterStore(work / "store"), overwrite=True, callbacks=(timer,))
+    return {"parameters": _base_parameters(work / "base"), "precision": resolve_precision(loaded.training.precision)}
 
 
 def _plain_peft(setup: Setup, timer) -> dict:
@@ -225,6 +224,8 @@ def _plain_peft(setup: Setup, timer) -> dict:
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, default_data_collator
+
+    from .recipe import TARGET_PRESETS, LoraSpec
 
     base = Path(setup.work) / "base"
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -239,12 +240,13 @@ def _plain_peft(setup: Setup, timer) -> dict:
 
     blocks = tokens.map(group, batched=True, remove_columns=tokens.column_names)
     model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                        target_modules=LORA["targets"], fan_in_fan_out=True, task_type="CAUSAL_LM")
+    lora = LoraSpec()  # the same adapter as the toolkit's default recipe
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=TARGET_PRESETS[lora.targets], fan_in_fan_out=True, task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
     Trainer(model=model, args=_arguments(setup, "peft"), train_dataset=blocks,
             data_collator=default_data_collator, callbacks=[timer]).train()
-    return {"parameters": _base_parameters(base), "precision": "fp32", "steps": setup.steps + 1}
+    return {"parameters": _base_parameters(base), "precision": "fp32"}
 
 
 def _seed_pipeline(setup: Setup, timer) -> dict:
@@ -264,8 +266,7 @@ def _seed_pipeline(setup: Setup, timer) -> dict:
     model = AutoModelForCausalLM.from_pretrained(base)  # every weight trains
     Trainer(model=model, args=_arguments(setup, "seed", non_padding=True), train_dataset=padded,
             data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[timer]).train()
-    return {"parameters": _base_parameters(base), "precision": "fp32", "steps": setup.steps + 1,
-            "padding_share": 1 - useful / positions}
+    return {"parameters": _base_parameters(base), "precision": "fp32", "padding_share": 1 - useful / positions}
 
 
 def _arguments(setup: Setup, name: str, non_padding: bool = False):

@@ -20,6 +20,13 @@ IGNORE_INDEX = -100  # label of a position that is not scored (transformers' con
 CHUNK_ELEMENTS = 1 << 23  # logits per chunk: 8M fp32 values = 32 MB, 166 positions of GPT-2's 50257
 
 
+def applies(training) -> bool:
+    """Whether training settings (the recipe's or the Trainer's: both name `fsdp` and `deepspeed`) allow it:
+    FSDP and DeepSpeed shard the output layer's weight outside the forward pass, so there the model's own
+    loss is used."""
+    return not (training.fsdp or training.deepspeed)
+
+
 def summed_nll(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sum over positions of -log p(labels[t+1] | hidden[t]), labels equal to IGNORE_INDEX skipped.
 
@@ -28,10 +35,17 @@ def summed_nll(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor)
     """
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     targets = labels[:, 1:].reshape(-1)
-    device = hidden.device.type
+    weight = compute_weight(weight)
+    with torch.autocast(hidden.device.type, enabled=False):
+        return _FusedHeadLoss.apply(hidden, weight, targets)
+
+
+def compute_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The output layer's weight in the dtype it multiplies in: autocast's when autocast is on (as
+    `nn.Linear` does), else its own. A caller scoring row by row casts once and passes the result."""
+    device = weight.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-    with torch.autocast(device, enabled=False):
-        return _FusedHeadLoss.apply(hidden, weight.detach().to(dtype), targets)
+    return weight.detach().to(dtype)
 
 
 class _FusedHeadLoss(torch.autograd.Function):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .head_loss import summed_nll
+from .head_loss import compute_weight, summed_nll
 
 METRIC_PATH = Path(__file__).parent / "metrics" / "token_perplexity.py"
 
@@ -29,7 +29,7 @@ def score_blocks(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     """Per block: the summed NLL (float64) of tokens 1..n-1 given their left context, and their count.
     The output layer runs a chunk of positions at a time (head_loss), as in training."""
     hidden = model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-    weight = model.get_output_embeddings().weight
+    weight = compute_weight(model.get_output_embeddings().weight)  # cast once, not once per block
     nll = torch.stack([summed_nll(hidden[i : i + 1], weight, input_ids[i : i + 1]) for i in range(len(input_ids))])
     tokens = torch.full_like(nll, input_ids.shape[1] - 1, dtype=torch.int64)
     return nll.double(), tokens

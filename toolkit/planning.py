@@ -79,10 +79,10 @@ def _memory(recipe: Recipe, config, counts: dict, precision: str) -> int:
     if recipe.training.gradient_checkpointing:  # one layer's activations plus each layer's input
         activations = activations // config.n_layer + tokens * config.n_embd * config.n_layer * 2 * scale
         attention //= config.n_layer
-    if recipe.training.fsdp or recipe.training.deepspeed:
-        logits = tokens * config.vocab_size * 4 * 2  # the model's own loss: fp32 logits and their gradient
+    if head_loss.applies(recipe.training):
+        logits = head_loss.CHUNK_ELEMENTS * 4 * 2  # one chunk of fp32 logits and its copy
     else:
-        logits = head_loss.CHUNK_ELEMENTS * 4 * 2  # head_loss: one chunk of fp32 logits and its copy
+        logits = tokens * config.vocab_size * 4 * 2  # the model's own loss: fp32 logits and their gradient
     return int(weights + lora + activations + attention + logits)
 
 

@@ -355,9 +355,7 @@ class AdapterTrainer(Trainer):
     computed by `head_loss` (no full-vocabulary logits) wherever the output layer is whole on every process."""
 
     def __init__(self, keeper: CheckpointKeeper, **kwargs):
-        args = kwargs["args"]
-        # FSDP and DeepSpeed shard the output layer's weight outside the forward pass: the model's own loss there.
-        self.fused_head = not (args.fsdp or args.deepspeed)
+        self.fused_head = head_loss.applies(kwargs["args"])
         if self.fused_head:
             kwargs["compute_loss_func"] = self._head_loss
         super().__init__(**kwargs)
