@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test
+.PHONY: setup quickstart test test-fast
 
 # --system-site-packages lets a machine's own torch (CUDA or not) satisfy the requirement untouched.
 $(BIN)/gpt2-adapt: setup.cfg pyproject.toml
@@ -23,3 +23,7 @@ quickstart: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The quick loop: everything but the tests marked slow (real processes, torchrun, benchmarks).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"

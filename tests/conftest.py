@@ -19,8 +19,10 @@ import pytest  # noqa: E402
 import tomli_w  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
-from toolkit import builtin  # noqa: E402
 from toolkit.cli import main  # noqa: E402
+from toolkit.sources import builtin  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent  # the repository's root: recipes/, README.md, docs/
 
 SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the bird", "a child"]
 VERBS = ["sees", "likes", "finds", "follows", "paints", "hears"]

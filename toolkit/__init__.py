@@ -1,30 +1,37 @@
 """gpt2-adapt: LoRA adapters for GPT-2-family models, trained from TOML recipes.
 
     import toolkit
-    model, tokenizer = toolkit.load("wikitext103")   # base + verified adapter, ready for generate()
-    store = toolkit.AdapterStore("adapters")          # names(), info(name), path(name), remove(name)
-    toolkit.generate(model, tokenizer, "The")         # also: use, load_adapter, mix, generate_batch, merge
+    result = toolkit.train(toolkit.load_recipe("recipes/quickstart.toml"), store="adapters")
+    model, tokenizer = toolkit.load("quickstart")          # base + verified adapter, ready for generate()
+    toolkit.generate(model, tokenizer, "The", greedy=True)   # also: use, load_adapter, mix, generate_batch
+    rows = toolkit.evaluate("quickstart", files=["notes.txt"])
+    toolkit.merge("quickstart", "merged/quickstart")
+    store = toolkit.AdapterStore("adapters")                 # names(), info(name), path(name), remove(name)
 """
 
-__version__ = "0.1.0"
-__all__ = [
-    "AdapterStore", "GenerationSettings", "ToolkitError", "generate", "generate_batch", "load", "load_adapter",
-    "merge", "mix", "use",
-]
+__version__ = "0.2.0"
 
-# Lazy, so that `gpt2-adapt --help` and `import toolkit` do not pay for importing torch.
+# The public API: name -> the module that defines it. Imported lazily, so that `gpt2-adapt --help` and
+# `import toolkit` do not pay for importing torch.
 _WHERE = {
-    "load": "loading",
-    "AdapterStore": "store",
+    "AdapterStore": "store.store",
+    "EvalResult": "records",
+    "GenerationSettings": "generation.settings",
+    "Recipe": "config.recipe",
     "ToolkitError": "errors",
-    "GenerationSettings": "decoding",
-    "generate": "generation",
-    "generate_batch": "generation",
-    "use": "generation",
-    "load_adapter": "generation",
-    "mix": "mixing",
-    "merge": "merging",
+    "TrainingMetrics": "records",
+    "evaluate": "evaluation.run",
+    "generate": "generation.generate",
+    "generate_batch": "generation.generate",
+    "load": "store.loading",
+    "load_adapter": "generation.switching",
+    "load_recipe": "config.recipe",
+    "merge": "generation.merging",
+    "mix": "generation.mixing",
+    "train": "training.run",
+    "use": "generation.switching",
 }
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name):
@@ -33,3 +40,7 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime
-import json
 
 import click
 
-from . import main, store_option
+from ..errors import ToolkitError
+from .options import emit_json, json_option, store_option
 
 
-@main.group()
+@click.group()
 def adapters() -> None:
     """Manage the adapter store.
 
@@ -19,95 +19,95 @@ def adapters() -> None:
 
 
 def _store(store: str | None):
-    from ..store import AdapterStore
+    from ..store.store import AdapterStore
 
     return AdapterStore(store)
 
 
-def summary(info: dict) -> dict:
-    """One row of `adapters list`: what a person scans the store for."""
-    manifest, metrics, config = info["manifest"], info["metrics"], info["adapter_config"]
-    dataset = manifest.get("dataset", {})
-    data = dataset.get("dataset") or ", ".join(dataset.get("train_files", [])) or dataset.get("imported_from", "")
-    if dataset.get("config"):
-        data += f" ({dataset['config']})"
-    targets = config.get("target_modules") or []
-    return {
-        "name": info["name"],
-        "base": manifest.get("base", {}).get("name") or config.get("base_model_name_or_path"),
-        "dataset": data,
-        "rank": config.get("r"),
-        "targets": sorted(targets) if isinstance(targets, list) else targets,
-        "bytes": info["bytes"],
-        "base_perplexity": metrics.get("base", {}).get("perplexity"),
-        "adapted_perplexity": metrics.get("adapted", {}).get("perplexity"),
-        "created": manifest.get("created"),
-    }
+def _entries(adapter_store) -> list[dict]:
+    """Every adapter's row; one that cannot be shown at all (a symbolic link, say) is a row with its problem."""
+    rows = []
+    for name in adapter_store.names():
+        try:
+            rows.append(adapter_store.info(name).summary())
+        except ToolkitError as err:
+            rows.append({"name": name, "problems": err.problems})
+    return rows
 
 
 @adapters.command("list")
 @store_option
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list for scripts.")
+@json_option
 def list_adapters(store: str | None, as_json: bool) -> None:
-    """List the adapters in the store, one row each.
+    """List the adapters in the store, one row each; a damaged one is marked with what is wrong.
 
     Example: gpt2-adapt adapters list --json
     """
     adapter_store = _store(store)
-    rows = [summary(adapter_store.info(name)) for name in adapter_store.names()]
+    rows = _entries(adapter_store)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit_json(rows)
         return
     if not rows:
         click.echo(f"no adapters in {adapter_store.root}", err=True)
         return
     table = [["NAME", "BASE", "DATASET", "RANK", "TARGETS", "SIZE", "PERPLEXITY", "CREATED"]]
+    damaged = []
     for r in rows:
+        if r["problems"]:
+            damaged.append(r)
+            table.append([r["name"], "DAMAGED: " + "; ".join(r["problems"]), "", "", "", "", "", ""])
+            continue
         ppl = "-"
         if r["base_perplexity"] is not None and r["adapted_perplexity"] is not None:
             ppl = f"{r['base_perplexity']:.2f} -> {r['adapted_perplexity']:.2f}"
         targets = ",".join(r["targets"]) if isinstance(r["targets"], list) else str(r["targets"])
         table.append([r["name"], _short(r["base"]), _short(r["dataset"]), str(r["rank"]), targets,
                       _size(r["bytes"]), ppl, _when(r["created"])])
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    widths = [max(len(row[i]) for row in table if not row[1].startswith("DAMAGED")) for i in range(len(table[0]))]
     for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        cells = row[:2] if row[1].startswith("DAMAGED") else row
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
+    if damaged:
+        click.echo(f"{len(damaged)} damaged: `gpt2-adapt adapters show NAME` says what; retrain or remove them", err=True)
 
 
 @adapters.command("show")
 @click.argument("name")
 @store_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 def show(name: str, store: str | None, as_json: bool) -> None:
     """Everything the store knows of an adapter: recipe, metrics, provenance, files.
 
     Example: gpt2-adapt adapters show wikitext103
     """
     info = _store(store).info(name)
+    if info.problems:
+        raise ToolkitError(*(f"adapter {name!r}: {p}; retrain it or remove it" for p in info.problems))
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        emit_json(info.to_json())
         return
-    row = summary(info)
-    click.echo(f"{name}  ({info['path']})")
+    row = info.summary()
+    click.echo(f"{name}  ({info.path})")
     for key in ("base", "dataset", "rank", "targets", "created"):
         click.echo(f"  {key}: {row[key]}")
-    metrics = info["metrics"]
+    metrics = info.metrics
     for stage in ("base", "adapted"):
         if stage in metrics:
             click.echo(f"  {stage} perplexity: {metrics[stage]['perplexity']:.4f} over {metrics[stage]['tokens']:,} tokens")
     if "train" in metrics:
         t = metrics["train"]
         click.echo(f"  trained: {t['steps']} steps, {t['tokens']:,} tokens, {t['seconds']:.1f} s")
-    base = info["manifest"].get("base", {})
+    base = info.manifest.get("base", {})
     if base:
         click.echo(f"  base weights sha256: {base.get('weights_sha256')}")
         click.echo(f"  tokenizer sha256: {base.get('tokenizer_sha256')}")
     click.echo("  files:")
-    for file_name, size in info["files"].items():
+    for file_name, size in info.files.items():
         click.echo(f"    {file_name}  {_size(size)}")
-    if info["recipe"]:
+    if info.recipe:
         click.echo("  recipe:")
-        for line in info["recipe"].splitlines():
+        for line in info.recipe.splitlines():
             click.echo(f"    {line}")
 
 
@@ -145,15 +145,20 @@ def remove(name: str, store: str | None, yes: bool) -> None:
 @click.option("--base", help="The base model (hub id or folder), when the adapter's config names none or a copy elsewhere.")
 @click.option("--overwrite", is_flag=True, help="Replace an adapter of the same name.")
 @store_option
-def import_(source: str, name: str | None, base: str | None, overwrite: bool, store: str | None) -> None:
+@json_option
+def import_(source: str, name: str | None, base: str | None, overwrite: bool, store: str | None, as_json: bool) -> None:
     """Bring in a PEFT LoRA adapter trained elsewhere, checked against its base.
 
     Example: gpt2-adapt adapters import ~/downloads/gpt2-poems-lora --name poems
     """
-    from ..importing import import_adapter
+    from ..store.importing import import_adapter
 
-    folder = import_adapter(source, _store(store), name=name, base=base, overwrite=overwrite)
-    click.echo(str(folder))
+    adapter_store = _store(store)
+    folder = import_adapter(source, adapter_store, name=name, base=base, overwrite=overwrite)
+    if as_json:
+        emit_json(adapter_store.info(folder.name).summary() | {"path": str(folder)})
+    else:
+        click.echo(str(folder))
 
 
 def _short(text: str | None, width: int = 40) -> str:

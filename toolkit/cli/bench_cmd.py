@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from ..bench_report import PARTS
-from . import main
+from ..bench.report import PARTS
+from .options import emit_json, json_option
 
 
-@main.command()
+@click.command()
 @click.option("--model", default="gpt2", show_default=True, metavar="ID_OR_DIR",
               help="The architecture and tokenizer to measure (hub id or folder); its weights are not read.")
 @click.option("--text", "texts", multiple=True, metavar="FILE",
@@ -22,7 +21,7 @@ from . import main
 @click.option("--repeats", default=3, show_default=True, help="Runs per measurement; the median is reported.")
 @click.option("--only", "parts", multiple=True, type=click.Choice(PARTS),
               help="Measure only these parts (repeatable) [default: all].")
-@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@json_option
 def bench(model, texts, block_size, batch_size, steps, repeats, parts, as_json) -> None:
     """Training, memory, evaluation, generation and data preparation speed on this machine.
 
@@ -34,13 +33,13 @@ def bench(model, texts, block_size, batch_size, steps, repeats, parts, as_json) 
 
         gpt2-adapt bench --model gpt2-medium --text notes.txt --only training --json
     """
-    from .. import bench as benchmark
-    from ..bench_report import table
-    from ..builtin import python_docs
+    from ..bench import run as benchmark
+    from ..bench.cases import Setup
+    from ..bench.report import table
     from ..errors import ToolkitError
+    from ..sources.builtin import python_docs
 
-    problems = [f"--text: no such file {t!r}; pass a text file, one document per line" for t in texts
-                if not Path(t).is_file()]
+    problems = [problem for t in texts if (problem := _text_problem(t))]
     for name, value, least in (("--block-size", block_size, 2), ("--batch-size", batch_size, 1),
                                ("--steps", steps, 1), ("--repeats", repeats, 1)):
         if value < least:
@@ -49,7 +48,23 @@ def bench(model, texts, block_size, batch_size, steps, repeats, parts, as_json) 
         raise ToolkitError(*problems)
     if not texts:
         texts = (str(python_docs()["train"]),)
-    setup = benchmark.Setup(model=model, texts=list(texts), block_size=block_size, batch_size=batch_size,
+    setup = Setup(model=model, texts=list(texts), block_size=block_size, batch_size=batch_size,
                             steps=steps, repeats=repeats, parts=tuple(parts) or PARTS)
     results = benchmark.run(setup, report=lambda line: click.echo(line, err=True))
-    click.echo(json.dumps(results, indent=2) if as_json else table(results))
+    if as_json:
+        emit_json(results)
+    else:
+        click.echo(table(results))
+
+
+def _text_problem(path: str) -> str | None:
+    """Why a --text file cannot be trained on: missing, unreadable, or not UTF-8 text."""
+    if not Path(path).is_file():
+        return f"--text: no such file {path!r}; pass a text file, one document per line"
+    try:
+        Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return f"--text: {path} is not UTF-8 text; pass a text file, one document per line"
+    except OSError as err:
+        return f"--text: cannot read {path} ({err.strerror or err}); pass a readable text file"
+    return None

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import click
 
-from . import main, store_option
+from .options import (
+    allow_unverified_option,
+    base_option,
+    emit_json,
+    force_option,
+    int8_option,
+    json_option,
+    overrides_option,
+    precision_option,
+    resolve_allow_unverified,
+    resolve_base,
+    resolve_precision_flags,
+    store_option,
+)
 
 
-@main.command("eval")
+@click.command("eval")
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME", help="An adapter in the store (repeatable); the base is scored beside them.")
-@click.option("--model", metavar="ID_OR_DIR", help="A plain model (hub id, or a folder: a base or a merged adapter); with --adapter, the base to load them on.")
+@base_option
+@click.option("--model", metavar="ID_OR_DIR", help="A plain model instead of adapters: a hub id, or a folder (a base, a merged adapter).")
 @click.option("--recipe", "recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False), help="Score on a recipe's evaluation text (its block size is the default context).")
+@overrides_option
 @click.option("--dataset", "datasets", multiple=True, metavar="ID_OR_PATH", help="A hub id, save_to_disk folder or builtin:python-docs (repeatable).")
 @click.option("--config", default="", help="The datasets' configuration name, e.g. wikitext-2-raw-v1.")
 @click.option("--split", default="", help="The datasets' split [default: test, else validation].")
@@ -24,15 +38,18 @@ from . import main, store_option
 @click.option("--stride", type=int, help="Sliding window: tokens between window starts [default: the context, i.e. disjoint blocks].")
 @click.option("--max-tokens", type=int, help="Score only the first N tokens of each text (a quick estimate).")
 @click.option("--batch-size", type=int, default=0, help="Windows per forward pass [default 0: automatic].")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="Weights of a full-precision base.")
-@click.option("--int8", is_flag=True, help="Load the base in 8-bit (bitsandbytes).")
-@click.option("--force", is_flag=True, help="Score an adapter that fails verification against its base (with a warning).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
+@precision_option()
+@int8_option
+@allow_unverified_option
+@force_option
+@json_option
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the results as CSV (and a heatmap beside it).")
 @click.option("--heatmap", "heatmap_path", type=click.Path(dir_okay=False), help="Write the rows x texts heatmap PNG here [default: beside --csv].")
+@click.option("--overwrite", is_flag=True, help="Replace existing --csv/--heatmap files that are not earlier outputs of eval.")
 @store_option
-def eval_cmd(adapters, model, recipe_path, datasets, config, split, text_column, files, context, stride, max_tokens,
-             batch_size, precision, int8, force, as_json, csv_path, heatmap_path, store) -> None:
+def eval_cmd(adapters, base, model, recipe_path, overrides, datasets, config, split, text_column, files, context, stride,
+             max_tokens, batch_size, precision, int8, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite,
+             store) -> None:
     """Perplexity of adapters, their base, or any GPT-2 model, on any text, by a stated protocol.
 
     Reports token perplexity, bits per byte, byte and word perplexity, and what was counted. Several
@@ -42,26 +59,42 @@ def eval_cmd(adapters, model, recipe_path, datasets, config, split, text_column,
 
         gpt2-adapt eval --model gpt2 --files 'notes/*.txt' --stride 512 --json
     """
-    from .. import eval_report
-    from ..eval_run import EvalOptions, read_texts, run
+    from ..errors import ToolkitError
+    from ..evaluation import report
+    from ..evaluation.run import EvalOptions, read_texts, run
+    from ..store.store import AdapterStore
 
+    base, model = resolve_base(base, model, adapters)
+    if model and base:
+        raise ToolkitError("--model and --base: --model scores a plain model, --base is the base of --adapter; give one")
+    if overrides and not recipe_path:
+        raise ToolkitError("--set: changes a recipe's keys; give --recipe too, or drop --set")
     options = EvalOptions(
-        context=context, stride=stride, max_tokens=max_tokens, batch_size=batch_size, precision=precision,
-        int8=int8, strict=not force, progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO),
+        context=context, stride=stride, max_tokens=max_tokens, batch_size=batch_size,
+        precision=resolve_precision_flags(precision, int8), strict=not resolve_allow_unverified(allow_unverified, force),
+        progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO),
     )
+    adapter_store = AdapterStore(store)
+    heatmap_path = heatmap_path or (str(Path(csv_path).with_suffix(".png")) if csv_path else None)
+    for path, kind, name in ((csv_path, "csv", "csv"), (heatmap_path, "png", "heatmap")):
+        if path:  # before anything is scored
+            report.check_output(Path(path), kind, name, adapter_store.root, overwrite)
     recipe = None
     if recipe_path:
-        from ..recipe import load_recipe
+        from ..config.recipe import load_recipe
 
-        recipe = load_recipe(recipe_path)
+        recipe = load_recipe(recipe_path, overrides)
     texts = read_texts(recipe, recipe_path or "", datasets, config, split, text_column, files)
     results = run(
-        texts, options, adapters=adapters, model=model or (recipe.model.name if recipe and not adapters else None),
-        store=store, default_context=recipe.data.block_size if recipe else None,
+        texts, options, adapters=adapters,
+        model=model or base or (recipe.model.name if recipe and not adapters else None),
+        store=adapter_store, default_context=recipe.data.block_size if recipe else None,
     )
     if csv_path:
-        eval_report.write_csv(results, Path(csv_path))
-    heatmap_path = heatmap_path or (str(Path(csv_path).with_suffix(".png")) if csv_path else None)
+        report.write_csv(results, Path(csv_path))
     if heatmap_path:
-        eval_report.heatmap(results, Path(heatmap_path))
-    click.echo(json.dumps(results, indent=2) if as_json else eval_report.table(results))
+        report.heatmap(results, Path(heatmap_path))
+    if as_json:
+        emit_json([r.to_json() for r in results])
+    else:
+        click.echo(report.table(results))

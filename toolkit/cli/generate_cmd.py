@@ -13,17 +13,28 @@ import textwrap
 
 import click
 
-from ..decoding import GenerationSettings
 from ..errors import ToolkitError
-from . import main, store_option
+from ..generation.settings import GenerationSettings
+from .options import (
+    allow_unverified_option,
+    base_option,
+    force_option,
+    int8_option,
+    precision_option,
+    resolve_allow_unverified,
+    resolve_base,
+    resolve_precision_flags,
+    store_option,
+)
 
 DEFAULTS = GenerationSettings()
-DTYPES = ("float32", "bfloat16", "float16")
+OLD_DTYPES = ("float32", "bfloat16", "float16")
 
 
-@main.command()
+@click.command()
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME", help="An adapter in the store (repeatable: all load once, the first runs).")
-@click.option("--model", metavar="ID_OR_DIR", help="Without --adapter: the model to generate with. With it: a local copy of the adapters' base.")
+@base_option
+@click.option("--model", metavar="ID_OR_DIR", help="A plain model to generate with, instead of adapters (hub id or folder).")
 @click.option("--prompt", help="The prompt [default: --prompt-file, else standard input].")
 @click.option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True), help="Read the prompt from a file ('-': standard input).")
 @click.option("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens, show_default=True, help="Tokens to generate per sequence.")
@@ -39,12 +50,15 @@ DTYPES = ("float32", "bfloat16", "float16")
 @click.option("--batch", "batch_path", type=click.Path(dir_okay=False, allow_dash=True), help='A JSONL file of {"prompt": ..., "adapter": ...} (null: the base), generated in one batch.')
 @click.option("--interactive", "-i", is_flag=True, help="Read prompts and /adapter, /base, /mix commands line by line.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (adapter, prompt, text) instead of plain text.")
-@click.option("--int8", is_flag=True, help="Load the base in 8-bit (bitsandbytes).")
-@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True, help="Weights of a full-precision base.")
-@click.option("--force", is_flag=True, help="Load adapters that fail verification against their base (with a warning).")
+@precision_option()
+@int8_option
+@click.option("--dtype", type=click.Choice(OLD_DTYPES), hidden=True)
+@allow_unverified_option
+@force_option
 @store_option
-def generate(adapters, model, prompt, prompt_file, max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty,
-             num_sequences, seed, mix, compare, batch_path, interactive, as_json, int8, dtype, force, store) -> None:
+def generate(adapters, base, model, prompt, prompt_file, max_new_tokens, greedy, temperature, top_k, top_p,
+             repetition_penalty, num_sequences, seed, mix, compare, batch_path, interactive, as_json, precision, int8,
+             dtype, allow_unverified, force, store) -> None:
     """Generate text with adapters, their base, or any GPT-2 model.
 
     Sampling is the default (--seed makes it reproducible); tokens stream to a terminal as they come.
@@ -61,49 +75,54 @@ def generate(adapters, model, prompt, prompt_file, max_new_tokens, greedy, tempe
         repetition_penalty=repetition_penalty, num_sequences=num_sequences, seed=seed,
     )
     _check_modes(interactive, batch_path, compare, prompt, prompt_file, adapters, mix, as_json)
-    import torch
+    base, model = resolve_base(base, model, adapters or mix)
+    if model and base:
+        raise ToolkitError("--model and --base: --model generates with a plain model, --base is the base of --adapter; give one")
+    strict = not resolve_allow_unverified(allow_unverified, force)
+    precision = resolve_precision_flags(precision, int8, dtype)
+    from ..generation import generate as generation
+    from ..generation.mixing import parse_weights
+    from ..generation.switching import active_adapter
+    from ..store.store import AdapterStore
 
-    from .. import generation
-    from ..mixing import parse_weights
-    from ..store import AdapterStore
-
-    requests = generation.read_requests(batch_path) if batch_path else []
+    requests = read_requests(batch_path) if batch_path else []
     if not interactive and not batch_path:
         prompt = _read_prompt(prompt, prompt_file)
     adapter_store = AdapterStore(store)
     names = list(dict.fromkeys([*adapters, *(a for _, a in requests if a)]))
     lm, tokenizer = generation.open_model(
-        names, mix, base=model, store=adapter_store, strict=not force, int8=int8, dtype=getattr(torch, dtype),
+        names, mix, base=base or model, store=adapter_store, strict=strict, precision=precision,
     )
 
     if interactive:
-        from .. import interactive as session
+        from ..generation import interactive as session
 
         stdin = click.get_text_stream("stdin")
         session.run(
             lm, tokenizer, settings, stdin, write=lambda text: click.echo(text, nl=False),
-            tell=lambda text: click.echo(text, nl=False, err=True), store=adapter_store, strict=not force,
+            tell=lambda text: click.echo(text, nl=False, err=True), store=adapter_store, strict=strict,
             stream=sys.stdout.isatty(), show_prompt=stdin.isatty(),
         )
     elif batch_path:
         _batch(lm, tokenizer, requests, settings)
     elif compare:
-        contenders = [None, *(names or parse_weights(mix))] + ([generation.active_adapter(lm)] if mix else [])
+        contenders = [None, *(names or parse_weights(mix))] + ([active_adapter(lm)] if mix else [])
         _compare(lm, tokenizer, prompt, contenders, settings, as_json)
     else:
         _single(lm, tokenizer, prompt, settings, as_json)
 
 
 def _single(lm, tokenizer, prompt: str, settings: GenerationSettings, as_json: bool) -> None:
-    from .. import generation
-    from ..mixing import label
+    from ..generation import generate as generation
+    from ..generation.mixing import label
+    from ..generation.switching import active_adapter
 
     if sys.stdout.isatty() and settings.num_sequences == 1 and not as_json:
         generation.generate(lm, tokenizer, prompt, settings, stream=lambda text: click.echo(text, nl=False))
         return
     texts = generation.generate(lm, tokenizer, prompt, settings)
     if as_json:
-        record = {"adapter": label(generation.active_adapter(lm)), "prompt": prompt, "texts": texts}
+        record = {"adapter": label(active_adapter(lm)), "prompt": prompt, "texts": texts}
         click.echo(json.dumps(record, indent=2, ensure_ascii=False))
     else:
         click.echo("\n\n".join(texts))
@@ -111,8 +130,8 @@ def _single(lm, tokenizer, prompt: str, settings: GenerationSettings, as_json: b
 
 def _compare(lm, tokenizer, prompt: str, contenders: list, settings: GenerationSettings, as_json: bool) -> None:
     """One batch: the prompt once per contender (None: the base)."""
-    from .. import generation
-    from ..mixing import label
+    from ..generation import generate as generation
+    from ..generation.mixing import label
 
     texts = generation.generate_batch(lm, tokenizer, [(prompt, name) for name in contenders], settings)
     n = settings.num_sequences
@@ -127,7 +146,7 @@ def _compare(lm, tokenizer, prompt: str, contenders: list, settings: GenerationS
 
 def _batch(lm, tokenizer, requests: list, settings: GenerationSettings) -> None:
     """JSON lines, one per generated text, in request order."""
-    from .. import generation
+    from ..generation import generate as generation
 
     texts = generation.generate_batch(lm, tokenizer, requests, settings)
     for i, text in enumerate(texts):
@@ -160,12 +179,54 @@ def _read_prompt(prompt: str | None, prompt_file: str | None) -> str:
         if click.get_text_stream("stdin").isatty():
             raise ToolkitError("no prompt: give --prompt TEXT or --prompt-file PATH, pipe one on standard input, or use --interactive")
         prompt_file = "-"
+    label = "standard input" if prompt_file == "-" else prompt_file
     try:
         with click.open_file(prompt_file, encoding="utf-8") as f:
             text = f.read()
     except OSError as err:
-        raise ToolkitError(f"--prompt-file: cannot read {prompt_file}: {err.strerror or err}") from None
+        raise ToolkitError(f"--prompt-file: cannot read {label}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ToolkitError(f"--prompt-file: {label} is not UTF-8 text; give the prompt as a text file") from None
     return text.rstrip("\n")  # a file's final newline ends the file, not the prompt
+
+
+def read_requests(path: str) -> list[tuple[str, str | None]]:
+    """(prompt, adapter) pairs from a JSONL file ("-": standard input) of {"prompt": ..., "adapter": ...}
+    objects; a missing or null adapter means the base."""
+    label = "standard input" if path == "-" else path
+    try:
+        with click.open_file(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as err:
+        raise ToolkitError(f"--batch: cannot read {label}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ToolkitError(f"--batch: {label} is not UTF-8 text; give a JSONL file of requests") from None
+    requests, problems = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            problems.append(f"--batch {label} line {number}: not JSON ({err.msg}); write one object per line")
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            problems.append(f'--batch {label} line {number}: needs a "prompt" string, e.g. {{"prompt": "The", "adapter": "poems"}}')
+            continue
+        adapter = row.get("adapter")
+        if adapter is not None and not isinstance(adapter, str):
+            problems.append(f'--batch {label} line {number}: "adapter" must be an adapter name, or null for the base')
+            continue
+        unknown = sorted(set(row) - {"prompt", "adapter"})
+        if unknown:
+            problems.append(f'--batch {label} line {number}: unknown key(s) {", ".join(unknown)}; the keys are "prompt" and "adapter"')
+            continue
+        requests.append((row["prompt"], adapter or None))
+    if not problems and not requests:
+        problems.append(f"--batch: {label} holds no requests")
+    if problems:
+        raise ToolkitError(*problems)
+    return requests
 
 
 def _side_by_side(columns: list[tuple[str, str]], width: int) -> str:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from . import main, overrides_option
+from .options import emit_json, json_option, overrides_option
 
 
-@main.command()
+@click.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @overrides_option
-@click.option("--measure-steps", default=3, show_default=True, help="Training steps to time (0: no timing).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def plan(recipe_path: str, overrides: tuple[str, ...], measure_steps: int, as_json: bool) -> None:
+@click.option("--measure-steps", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Training steps to time (0: no timing).")
+@json_option
+def plan(recipe_path: str, overrides: tuple[str, ...], as_json: bool, measure_steps: int = 3) -> None:
     """Parameter counts, adapter size, memory per precision, tokens and a time estimate for a recipe.
 
     Loads the model's config (not its weights) for the counts, packs the data (cached for the run),
@@ -22,12 +21,12 @@ def plan(recipe_path: str, overrides: tuple[str, ...], measure_steps: int, as_js
 
         gpt2-adapt plan recipes/wikitext103.toml --set quantization.mode=int8
     """
-    from ..planning import plan as make_plan
-    from ..recipe import load_recipe
+    from ..config.recipe import load_recipe
+    from ..training.plan import plan as make_plan
 
     result = make_plan(load_recipe(recipe_path, overrides), measure_steps=measure_steps)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        emit_json(result)
         return
     p = result["parameters"]
     click.echo(f"model: {result['model']} on {result['device']}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from . import main, overrides_option
+from .options import emit_json, json_option, overrides_option
 
 
-@main.group()
+@click.group()
 def recipe() -> None:
     """Inspect recipes.
 
@@ -18,11 +18,16 @@ def recipe() -> None:
 @recipe.command("show")
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @overrides_option
-def recipe_show(recipe_path: str, overrides: tuple[str, ...]) -> None:
+@json_option
+def recipe_show(recipe_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Print the resolved, validated recipe as TOML (every key, defaults filled in).
 
     Example: gpt2-adapt recipe show recipes/wikitext103.toml --set lora.r=8
     """
-    from ..recipe import load_recipe
+    from ..config.recipe import load_recipe
 
-    click.echo(load_recipe(recipe_path, overrides).to_toml(), nl=False)
+    loaded = load_recipe(recipe_path, overrides)
+    if as_json:
+        emit_json(loaded.to_dict())
+    else:
+        click.echo(loaded.to_toml(), nl=False)

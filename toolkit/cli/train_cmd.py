@@ -6,20 +6,24 @@ import os
 
 import click
 
-from . import main, overrides_option, store_option
+from .options import emit_json, json_option, overrides_option, store_option
+from .plan_cmd import plan
+from .vocabulary import deprecated
 
 
-@main.command()
+@click.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @overrides_option
 @store_option
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint (start fresh if there is none).")
+@click.option("--resume", is_flag=True, help="Continue the run from its newest checkpoint (start fresh if there is none).")
 @click.option("--overwrite", is_flag=True, help="Retrain an adapter that exists; the old one stays until the new one is saved.")
-@click.option("--force", is_flag=True, help="With --resume: continue even if the recipe, data or base changed.")
+@click.option("--allow-changed", is_flag=True, help="With --resume: continue even if the recipe, data or base changed.")
+@click.option("--force", is_flag=True, hidden=True)
 @click.option("--dry-run", is_flag=True, help="Train nothing: print what `gpt2-adapt plan` prints.")
+@json_option
 @click.pass_context
 def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, resume: bool, overwrite: bool,
-          force: bool, dry_run: bool) -> None:
+          allow_changed: bool, force: bool, dry_run: bool, as_json: bool) -> None:
     """Train a LoRA adapter from a recipe and save it in the store.
 
     Prints the base and adapted perplexity. Example:
@@ -27,28 +31,27 @@ def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, 
         gpt2-adapt train recipes/wikitext2.toml --set training.max_steps=200
     """
     if dry_run:
-        from .plan_cmd import plan
-
-        ctx.invoke(plan, recipe_path=recipe_path, overrides=overrides)
+        ctx.invoke(plan, recipe_path=recipe_path, overrides=overrides, as_json=as_json)
         return
-    from ..recipe import load_recipe
+    if force:
+        deprecated("--force", "--allow-changed")
+    from ..config.recipe import load_recipe
+    from ..store.store import AdapterStore
+    from ..training.run import train as run_training
 
     recipe = load_recipe(recipe_path, overrides)
-    from ..store import AdapterStore
-    from ..train import train as run_training
-
-    result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite, force=force)
+    result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite,
+                          allow_changed=allow_changed or force)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
         return
     m = result.metrics
-    protocol = m.get("protocol", {})
+    if as_json:
+        emit_json({"name": result.name, "path": str(result.path), "trained": result.trained, **m.to_json()})
+        return
     click.echo(f"adapter {result.name}: {result.path}")
     click.echo(
-        f"perplexity: base {m['base']['perplexity']:.3f} -> adapted {m['adapted']['perplexity']:.3f} "
-        f"({m['adapted']['tokens']:,} tokens, disjoint blocks of {protocol.get('context')}, {m.get('precision', 'fp32')})"
+        f"perplexity: base {m.base.perplexity:.3f} -> adapted {m.adapted.perplexity:.3f} "
+        f"({m.adapted.tokens:,} tokens, {m.protocol.kind} blocks of {m.protocol.context}, {m.precision})"
     )
-    t = m["train"]
-    click.echo(
-        f"trained {t['steps']} steps, {t['tokens']:,} tokens in {t['seconds']:.1f} s "
-        f"({t['tokens_per_second']:,.0f} tokens/s)"
-    )
+    t = m.train
+    click.echo(f"trained {t.steps} steps, {t.tokens:,} tokens in {t.seconds:.1f} s ({t.tokens_per_second:,.0f} tokens/s)")

@@ -1,0 +1,42 @@
+"""`gpt2-adapt bench` on the tiny model: every case runs for real (in its own process) and reports figures
+the table can judge; bad options are refused before anything runs."""
+
+import json
+
+import pytest
+
+from toolkit.bench.report import table
+from toolkit.modeling.precision import resolve_precision
+
+pytestmark = pytest.mark.slow  # real processes
+
+
+def test_bench_measures_each_training_case_and_the_data_preparation(cli, tiny_model, corpus_dir):
+    result = cli("bench", "--model", tiny_model, "--text", corpus_dir / "train.txt", "--block-size", 16,
+                 "--steps", 2, "--repeats", 1, "--only", "training", "--only", "data", "--json")
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)
+    training = results["training"]
+    assert list(training) == ["toolkit", "toolkit-nodropout", "peft", "seed"]
+    parameters = training["toolkit"]["parameters"]
+    for name, run in training.items():
+        assert run["tokens_per_second"] > 0 and 0 < run["training_memory"] < run["peak_memory"], name
+        assert run["parameters"] == parameters and run["steps"] == 3, name  # steps the timer saw: warm-up + 2
+    assert training["toolkit"]["precision"] == resolve_precision("auto")
+    assert 0.2 < training["seed"]["padding_share"] < 1  # the corpus' lines vary from one to three sentences
+    data = results["data"]
+    assert data["tokens"] > 10_000 and data["cached_seconds"] < data["first_seconds"]
+    assert results["machine"]["gemm_peak_flops"]["bf16"] > 0
+
+    report = table(results)
+    for line in ("seed pipeline: padded lines", "plain peft + Trainer", "default vs seed pipeline",
+                 "default vs plain peft", "share of the bf16 GEMM peak", "Data preparation"):
+        assert line in report
+
+
+def test_bench_refuses_bad_options_before_measuring(cli, tmp_path):
+    result = cli("bench", "--text", tmp_path / "missing.txt", "--steps", 0)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines == [f"error: --text: no such file {str(tmp_path / 'missing.txt')!r}; pass a text file, one "
+                     "document per line", "error: --steps: must be at least 1 (got 0)"]

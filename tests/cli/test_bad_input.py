@@ -1,0 +1,557 @@
+"""Bad input never loses work: every mistake in a recipe, the data, the model, the store, the command line,
+a damaged adapter or a damaged checkpoint ends the same way.
+
+- exit code 2 and no traceback;
+- after whatever the command printed on its way, only `error:` lines, one per problem, each naming the
+  thing that is wrong (the recipe key, the file, the adapter) and the fix: an imperative ("pass",
+  "set", "point", ...) or the value it must have ("must be ...", "did you mean ...");
+- nothing changed on disk: every folder and file under the test's folder (paths and bytes; the derived
+  `cache/` aside) is the same before and after, and a store that did not exist is not created.
+
+A case is a setup function, which prepares files (or a store) and returns the command's arguments, with
+what its error lines must name.
+"""
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import snapshot, truncate
+
+from toolkit.training.checkpoints import PROGRESS
+
+# Words that tell the user what to do. "must be" / "did you mean" / "expected" state the value wanted.
+FIX = re.compile(
+    r"\b(pass|set|use|point|add|remove|lower|name|check|give|choose|delete|convert|leave|download|save|"
+    r"restore|fix|run|retrain|import|bring|wait|free)\b|\bmust (be|not)\b|did you mean|\(valid: |\bexpected\b"
+)
+# Keys, options, paths and quoted names are the thing, not the fix: "model.name" or "--set" is no verb.
+NOT_WORDS = re.compile(r"--[\w-]+|\S*\w[./]\w\S*|'[^']*'|`[^`]*`")
+# A run that stops at step 20 with checkpoints at 10 and 20: trained once, copied into the tests that need it.
+RUN = {"training": {"max_steps": 20, "save_every": 10, "keep_checkpoints": 2}}
+
+
+@dataclass(frozen=True)
+class World:
+    """What a case's setup works with: the test's folder, the recipe writer, the tiny model and corpus."""
+
+    root: Path
+    write_recipe: Callable
+    cli: Callable
+    tiny_model: Path
+    corpus_dir: Path
+    trained: Path  # the store of RUN, filled by the first test that asks for it
+    held: list = field(default_factory=list)  # open files to keep open while the command runs
+
+    def file(self, name: str, content: str | bytes) -> str:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return name
+
+    def jsonl(self, name: str, rows: list[dict]) -> str:
+        return self.file(name, "".join(json.dumps(row) + "\n" for row in rows))
+
+    def train(self, *args: str, **sections) -> list:
+        """`train RECIPE ARGS...` with the tiny recipe, each section's keys replacing the defaults."""
+        return ["train", self.write_recipe(**sections), *args]
+
+    def folder(self, name: str) -> str:
+        (self.root / name).mkdir(parents=True)
+        return name
+
+    def files(self, train: list[str], evals: list[str] = ()) -> list:
+        """`train` on these data files (no eval files unless given)."""
+        return self.train(data={"train_files": train, "eval_files": list(evals)})
+
+    def dataset(self, dataset: str, **data) -> list:
+        """`train` on a dataset instead of files."""
+        return self.train(data={"dataset": dataset, "train_files": [], "eval_files": [], **data})
+
+    def valid(self) -> str:
+        return str(self.corpus_dir / "valid.txt")
+
+    def store(self) -> Path:
+        """A copy of the trained store: adapter `tiny`, its checkpoints 10 and 20, its run record and lock."""
+        if not self.trained.exists():
+            result = self.cli("train", self.write_recipe("trained.toml", **RUN), "--store", self.trained)
+            assert result.exit_code == 0, result.output
+        shutil.copytree(self.trained, self.root / "store")
+        return self.root / "store"
+
+    def stored(self, *args, unfinished: bool = False) -> list:
+        """The trained store (left unfinished if asked), then `args`: for commands that find it in place."""
+        self.unfinished() if unfinished else self.store()
+        return list(args)
+
+    def unfinished(self) -> Path:
+        """A run that died after checkpoint 10: no adapter, no checkpoint 20; returns that run's folder."""
+        store = self.store()
+        shutil.rmtree(store / "tiny")
+        shutil.rmtree(store / ".checkpoints/tiny/checkpoint-20")
+        return store / ".checkpoints/tiny"
+
+    def adapter(self) -> Path:
+        return self.store() / "tiny"
+
+    def eval(self, *args: str) -> list:
+        return ["eval", "--adapter", "tiny", "--files", self.valid(), *args]
+
+    def generate(self, *args: str) -> list:
+        return ["generate", "--adapter", "tiny", "--prompt", "The", "--greedy", "--max-new-tokens", "2", *args]
+
+    def merge(self, *args: str) -> list:
+        return ["merge", "tiny", "--out", "merged", *args]
+
+    def saved_dataset(self, name: str, **splits: list[str]) -> str:
+        import datasets
+
+        data = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": rows}) for s, rows in splits.items()})
+        data.save_to_disk(str(self.root / name))
+        return name
+
+    def import_(self, name: str, config: dict | None, *args: str, weights: str = "adapter_model.safetensors") -> list:
+        """`adapters import NAME ARGS...` of a folder like peft's save_pretrained output: this config (if
+        any) and an empty weights file."""
+        self.folder(name)
+        if config is not None:
+            self.file(f"{name}/adapter_config.json", json.dumps(config))
+        self.file(f"{name}/{weights}", b"")
+        return ["adapters", "import", name, *args]
+
+
+def edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def lora_config(**changes) -> dict:
+    return {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["c_attn"], **changes}
+
+
+# ---------------------------------------------------------------- setups that take more than a line
+
+
+def gpt2_without_tokenizer(w: World) -> list:
+    folder = w.root / "no-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(w.tiny_model / name, folder / name)
+    return w.train(model={"name": str(folder)})
+
+
+def gpt2_with_pickle_weights_only(w: World) -> list:
+    folder = w.root / "pickled"
+    shutil.copytree(w.tiny_model, folder)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    return w.train(model={"name": str(folder)})
+
+
+def llama_model(w: World) -> list:
+    from transformers import LlamaConfig
+
+    LlamaConfig(
+        vocab_size=300, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=64,
+    ).save_pretrained(w.root / "llama")
+    return w.train(model={"name": str(w.root / "llama")})
+
+
+def changed_recipe_on_resume(w: World) -> list:
+    w.unfinished()
+    return w.train("--resume", training={**RUN["training"], "learning_rate": 5e-3})
+
+
+def damaged_checkpoint(file_name: str, damage: Callable[[Path], None], step: int = 10) -> Callable:
+    """A run with a checkpoint that is marked complete but whose `file_name` was damaged afterwards."""
+
+    def setup(w: World) -> list:
+        if step == 10:
+            run = w.unfinished()
+        else:
+            shutil.rmtree(w.store() / "tiny")
+            run = w.root / "store/.checkpoints/tiny"
+        checkpoint = run / f"checkpoint-{step}"
+        assert (checkpoint / PROGRESS).is_file()
+        damage(checkpoint / file_name)
+        return w.train("--resume", **RUN)
+
+    return setup
+
+
+def garbage(path: Path) -> None:
+    path.write_text("{ not json")
+
+
+def damaged_adapter(damage: Callable[[Path], None], *args: str, command: str = "eval") -> Callable:
+    """The trained adapter, damaged, then loaded by `command` (eval, generate or merge)."""
+
+    def setup(w: World) -> list:
+        damage(w.adapter())
+        return getattr(w, command)(*args)
+
+    return setup
+
+
+def another_base(w: World) -> list:
+    """The adapter's base, copied with one weight changed: same shapes, other content."""
+    from safetensors.torch import load_file, save_file
+
+    w.adapter()
+    folder = w.root / "other-base"
+    shutil.copytree(w.tiny_model, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(n for n in sorted(weights) if n.endswith("wte.weight"))
+    weights[name] = weights[name] + 1.0
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return w.eval("--model", str(folder))
+
+
+def base_moved(w: World) -> list:
+    """The base the adapter's manifest names is no longer where it was."""
+    manifest = w.adapter() / "manifest.json"
+    record = json.loads(manifest.read_text())
+    record["base"]["name"] = str(w.root / "moved-away")
+    manifest.write_text(json.dumps(record))
+    return w.eval()
+
+
+def being_trained(w: World) -> list:
+    """Another process holds the adapter's lock (a second open file: flock locks it against this one)."""
+    import fcntl
+
+    lock = w.root / "store/.locks/tiny.lock"
+    lock.parent.mkdir(parents=True)
+    held = open(lock, "w")
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    held.write("12345")
+    held.flush()
+    w.held.append(held)
+    return w.train()
+
+
+def merge_over_a_folder(w: World) -> list:
+    w.file("merged/config.json", "{}")
+    return w.stored(*w.merge())
+
+
+def imported_copy_of_tiny(w: World) -> list:
+    """The trained adapter's peft files elsewhere, imported under the name it already has in the store."""
+    adapter = w.adapter()
+    folder = w.root / "downloads" / "tiny"
+    folder.mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(adapter / name, folder / name)
+    return ["adapters", "import", "downloads/tiny"]
+
+
+# ---------------------------------------------------------------- the cases
+
+
+def case(id: str, setup: Callable[[World], list], *names: str, lines: int = 1, marks=()):
+    """A bad input: `setup(world)` -> the command's arguments; `names`: what its error lines name (each line
+    names one of them, and each is named by some line); `lines`: how many problems it has."""
+    return pytest.param(setup, names, lines, id=id, marks=marks)
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is valid with CUDA")
+LINES = [f"line {i}" for i in range(1, 40)]
+
+CASES = [
+    # recipes
+    case("recipe-malformed-toml", lambda w: ["train", w.file("recipe.toml", "[lora]\nr = \n")], "recipe.toml", "line 2"),
+    case("recipe-unknown-section", lambda w: w.train(lorra={"r": 4}), "lorra"),
+    case("recipe-unknown-key", lambda w: w.train(lora={"rank": 8}), "lora.rank"),
+    case("recipe-wrong-type", lambda w: w.train(lora={"r": "eight"}), "lora.r"),
+    case("recipe-out-of-range", lambda w: w.train(training={"learning_rate": -1.0}), "training.learning_rate"),
+    case(
+        "recipe-section-not-a-table",
+        lambda w: ["train", w.file("recipe.toml", f'lora = 8\n[data]\ntrain_files = ["{w.valid()}"]\n')],
+        "lora",
+    ),
+    case(
+        "recipe-two-problems",
+        lambda w: w.train(lora={"r": 0}, training={"batch_size": 0}),
+        "lora.r", "training.batch_size", lines=2,
+    ),
+    case(
+        "recipe-dataset-and-train-files",
+        lambda w: w.train(data={"dataset": "builtin:python-docs", "eval_files": []}),
+        "data.dataset and data.train_files",
+    ),
+    case("recipe-no-data", lambda w: w.train(data={"train_files": [], "eval_files": []}), "data.dataset"),
+    case(
+        "recipe-eval-files-with-dataset",
+        lambda w: w.train(data={"dataset": "builtin:python-docs", "train_files": []}),
+        "data.eval_files",
+    ),
+    case("recipe-config-with-files", lambda w: w.train(data={"config": "wikitext-2-raw-v1"}), "data.config"),
+    case("recipe-bad-output-name", lambda w: w.train(output={"name": "../x"}), "output.name"),
+    case("recipe-missing-file", lambda w: ["train", "nope.toml"], "nope.toml"),
+    case("recipe-is-a-directory", lambda w: ["train", w.folder("recipes.d")], "recipes.d"),
+    case(
+        "recipe-not-utf8",
+        lambda w: ["train", w.file("latin1.toml", '[model]\nname = "caf\xe9"\n'.encode("latin-1"))],
+        "latin1.toml",
+    ),
+    case("recipe-show-invalid", lambda w: ["recipe", "show", w.write_recipe(lora={"dropout": 1.5})], "lora.dropout"),
+    # command-line arguments
+    case("set-malformed", lambda w: w.train("--set", "lora.r"), "--set 'lora.r'"),
+    case("set-unknown-key", lambda w: w.train("--set", "lora.rank=8"), "lora.rank"),
+    case("set-bad-value", lambda w: w.train("--set", "training.precision=fp8"), "training.precision"),
+    case("resume-and-overwrite", lambda w: w.train("--resume", "--overwrite"), "--resume and --overwrite"),
+    case("missing-argument", lambda w: ["train"], "RECIPE"),
+    case("unknown-option", lambda w: w.train("--learning-rate", "1"), "--learning-rate"),
+    case("unknown-command", lambda w: ["trian", "recipe.toml"], "trian"),
+    case("store-is-a-file", lambda w: w.train("--store", w.file("store.txt", "")), "--store"),
+    case("eval-nothing-to-score", lambda w: ["eval", "--adapter", "tiny"], "--files"),
+    # data
+    case("data-glob-matches-nothing", lambda w: w.files(["missing/*.txt"]), "data.train_files", "missing/*.txt"),
+    case("data-unsupported-extension", lambda w: w.files([w.file("notes.md", "\n".join(LINES))]), "notes.md"),
+    case(
+        "data-mixed-kinds",
+        lambda w: w.files([w.file("a.txt", "\n".join(LINES)), w.jsonl("b.jsonl", [{"text": "x"}])]),
+        "data.train_files",
+    ),
+    case(
+        "data-eval-of-another-kind",
+        lambda w: w.files([w.valid()], [w.jsonl("v.jsonl", [{"text": t} for t in LINES])]),
+        "data.eval_files",
+    ),
+    case("data-only-blank-lines", lambda w: w.files([w.file("blank.txt", "\n  \n\t\n" * 10)]), "data.train_files"),
+    case(
+        "data-shorter-than-a-block",
+        lambda w: w.files([w.file("short.txt", "the cat sees the moon.\n")], [w.valid()]),
+        "data.block_size",
+    ),
+    case(
+        "data-missing-text-column",
+        lambda w: w.files([w.jsonl("rows.jsonl", [{"body": t} for t in LINES])]),
+        "data.text_column", "'text'",
+    ),
+    case(
+        "data-non-text-column",
+        lambda w: w.files([w.jsonl("rows.jsonl", [{"text": i} for i in range(40)])]),
+        "data.text_column", "int64",
+    ),
+    case(
+        "data-malformed-jsonl",
+        lambda w: w.files([w.file("rows.jsonl", '{"text": "a"}\n{"text": \n')]),
+        "data.train_files",
+    ),
+    case(
+        "data-folder-not-saved-by-datasets",
+        lambda w: w.dataset(str(Path(w.file("plain/a.txt", "x")).parent)),
+        "data.dataset", "save_to_disk",
+    ),
+    case(
+        "data-no-such-dataset-folder",
+        lambda w: w.dataset("./no-such-dataset"),
+        "data.dataset", "./no-such-dataset",
+    ),
+    case(
+        "data-uncached-hub-dataset",
+        lambda w: w.dataset("someone/not-cached-corpus"),
+        "data.dataset", "someone/not-cached-corpus",
+    ),
+    case(
+        "data-unknown-builtin",
+        lambda w: w.dataset("builtin:wikipedia"),
+        "data.dataset", "builtin:wikipedia",
+    ),
+    case(
+        "data-missing-eval-split",
+        lambda w: w.dataset(w.saved_dataset("saved", train=LINES), eval_split="test"),
+        "data.eval_split", "'test'",
+    ),
+    case(
+        "data-missing-train-split",
+        lambda w: w.dataset(w.saved_dataset("saved", train=LINES), train_split="main"),
+        "data.train_split", "'main'",
+    ),
+    case("data-block-beyond-context", lambda w: w.train(data={"block_size": 128}), "data.block_size"),
+    # models
+    case("model-no-such-folder", lambda w: w.train(model={"name": "./no-such-model"}), "model.name", "./no-such-model"),
+    case(
+        "model-folder-without-config",
+        lambda w: w.train(model={"name": w.folder("empty-model")}),
+        "model.name", "config.json",
+    ),
+    case("model-not-gpt2", llama_model, "model.name", "'llama'"),
+    case("model-uncached-hub-id", lambda w: w.train(model={"name": "someone/not-cached-model"}), "model.name"),
+    case("model-unknown-builtin", lambda w: w.train(model={"name": "builtin:gpt5"}), "model.name", "builtin:gpt5"),
+    case("model-without-tokenizer", gpt2_without_tokenizer, "model.name", "no-tokenizer"),
+    case("model-pickle-weights-only", gpt2_with_pickle_weights_only, "pickled", "safetensors"),
+    case("lora-targets-missing", lambda w: w.train(lora={"targets": ["q_proj"]}), "lora.targets", "q_proj"),
+    case("fp16-on-cpu", lambda w: w.train(training={"precision": "fp16"}), "training.precision", marks=NO_CUDA),
+    # the store and its adapters
+    case("show-unknown-on-a-fresh-store", lambda w: ["adapters", "show", "nope"], "'nope'"),
+    case("path-unknown", lambda w: w.stored("adapters", "path", "nope"), "'nope'"),
+    case("rm-unknown", lambda w: w.stored("adapters", "rm", "nope", "--yes"), "'nope'"),
+    case("show-name-with-dots", lambda w: w.stored("adapters", "show", "../x"), "'../x'"),
+    case("path-hidden-name", lambda w: w.stored("adapters", "path", ".hidden"), "'.hidden'"),
+    case("rm-name-with-slash", lambda w: w.stored("adapters", "rm", "tiny/x", "--yes"), "'tiny/x'"),
+    case("train-into-existing-adapter", lambda w: w.stored(*w.train(**RUN)), "'tiny'", "--overwrite"),
+    case("unfinished-run-without-resume", lambda w: w.stored(*w.train(**RUN), unfinished=True), "'tiny'", "--resume"),
+    case("resume-with-changed-recipe", changed_recipe_on_resume, "'tiny'", "--allow-changed"),
+    case(
+        "import-without-adapter-config",
+        lambda w: w.import_("elsewhere", None),
+        "elsewhere", "adapter_config.json",
+    ),
+    case(
+        "import-pickle-only",
+        lambda w: w.import_("binonly", lora_config(), weights="adapter_model.bin"),
+        "binonly", "adapter_model.safetensors",
+    ),
+    case(
+        "import-not-lora",
+        lambda w: w.import_("prefix", {"peft_type": "PREFIX_TUNING"}),
+        "prefix", "PREFIX_TUNING",
+    ),
+    case(
+        "import-without-base",
+        lambda w: w.import_("nobase", lora_config()),
+        "nobase", "--base",
+    ),
+    case("import-invalid-name", lambda w: w.import_("ok", lora_config(), "--name", ".x"), "'.x'"),
+    case("import-over-existing", imported_copy_of_tiny, "'tiny'", "--overwrite"),
+    case(
+        "import-base-missing",
+        lambda w: w.import_("lost", lora_config(base_model_name_or_path="./no-such-base")),
+        "--base", "./no-such-base",
+    ),
+    case("adapter-being-trained", being_trained, "'tiny'", "12345"),
+    case("import-missing-folder", lambda w: ["adapters", "import", "no-such-folder"], "no-such-folder"),
+    # damaged adapters, loaded through the CLI
+    case("eval-unknown-adapter", lambda w: w.stored("eval", "--adapter", "nope", "--files", w.valid()), "'nope'"),
+    case(
+        "adapter-truncated-weights",
+        damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors")),
+        "'tiny'", "adapter_model.safetensors",
+    ),
+    case(
+        "adapter-edited-config",
+        damaged_adapter(lambda a: edit_json(a / "adapter_config.json", r=8)),
+        "'tiny'", "adapter_config.json",
+    ),
+    case(
+        "adapter-without-manifest",
+        damaged_adapter(lambda a: (a / "manifest.json").unlink()),
+        "'tiny'", "manifest.json",
+    ),
+    case("adapter-on-another-base", another_base, "'tiny'", "other-base"),
+    case("adapter-base-moved", base_moved, "'tiny'", "moved-away"),
+    case(
+        "adapter-truncated-weights-forced",
+        damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors"), "--allow-unverified"),
+        "'tiny'", "store/tiny",
+    ),
+    case(
+        "adapter-edited-config-forced",
+        damaged_adapter(lambda a: edit_json(a / "adapter_config.json", r=8), "--allow-unverified"),
+        "'tiny'",
+    ),
+    case(
+        "generate-truncated-weights",
+        damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors"), command="generate"),
+        "'tiny'", "adapter_model.safetensors",
+    ),
+    case(
+        "generate-truncated-weights-forced",
+        damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors"), "--allow-unverified", command="generate"),
+        "'tiny'", "store/tiny",
+    ),
+    case(
+        "generate-without-manifest",
+        damaged_adapter(lambda a: (a / "manifest.json").unlink(), command="generate"),
+        "'tiny'", "manifest.json",
+    ),
+    case("generate-unknown-adapter", lambda w: w.stored("generate", "--adapter", "nope", "--prompt", "x"), "'nope'"),
+    case(
+        "merge-truncated-weights",
+        damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors"), command="merge"),
+        "'tiny'", "adapter_model.safetensors",
+    ),
+    case(
+        "merge-edited-config-forced",
+        damaged_adapter(lambda a: edit_json(a / "adapter_config.json", r=8), "--allow-unverified", command="merge"),
+        "'tiny'",
+    ),
+    case(
+        "merge-without-manifest",
+        damaged_adapter(lambda a: (a / "manifest.json").unlink(), command="merge"),
+        "'tiny'", "manifest.json",
+    ),
+    case("merge-unknown-adapter", lambda w: w.stored("merge", "nope", "--out", "merged"), "'nope'"),
+    case(
+        "merge-over-existing-folder",
+        merge_over_a_folder,
+        "merged", "--overwrite",
+    ),
+    # damaged checkpoints, resumed
+    case(
+        "checkpoint-garbage-trainer-state",
+        damaged_checkpoint("trainer_state.json", garbage),
+        "checkpoint-10", "trainer_state.json",
+    ),
+    case(
+        "checkpoint-truncated-weights",
+        damaged_checkpoint("adapter_model.safetensors", truncate),
+        "checkpoint-10", "adapter_model.safetensors",
+    ),
+    case(
+        "checkpoint-truncated-optimizer",
+        damaged_checkpoint("optimizer.pt", truncate),
+        "checkpoint-10", "optimizer.pt",
+    ),
+    case(
+        "last-checkpoint-garbage-trainer-state",
+        damaged_checkpoint("trainer_state.json", garbage, step=20),
+        "checkpoint-20", "trainer_state.json",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("trained") / "store"
+
+
+@pytest.fixture
+def world(tmp_path, write_recipe, cli, tiny_model, corpus_dir, trained):
+    world = World(tmp_path, write_recipe, cli, tiny_model, corpus_dir, trained)
+    yield world
+    for held in world.held:
+        held.close()
+
+
+@pytest.mark.parametrize("setup, names, lines", CASES)
+def test_bad_input_is_one_line_per_problem_exit_2_and_changes_nothing(world, cli, tmp_path, setup, names, lines):
+    args = setup(world)
+    before = snapshot(tmp_path)
+    result = cli(*args)
+
+    output = result.output
+    assert "Traceback" not in output
+    assert result.exit_code == 2, output
+    assert result.stdout == "", output  # nothing half-reported
+    shown = result.stderr.strip().splitlines()
+    first = next((i for i, line in enumerate(shown) if line.startswith("error:")), None)
+    assert first is not None, output
+    errors = shown[first:]  # the progress lines before the first error are fine; nothing but errors after
+    assert all(line.startswith("error:") for line in errors), output
+    assert len(errors) == lines, output
+    for line in errors:
+        assert any(name in line for name in names), f"{line!r} names none of {names}"
+        assert FIX.search(NOT_WORDS.sub(" ", line.removeprefix("error:"))), f"{line!r} names no fix"
+    for name in names:
+        assert any(name in line for line in errors), f"no error line names {name!r}: {errors}"
+
+    after = snapshot(tmp_path)
+    changed = sorted(path for path in before.keys() | after.keys() if before.get(path, 0) != after.get(path, 0))
+    assert not changed, f"changed on disk: {changed}"

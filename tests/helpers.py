@@ -1,0 +1,37 @@
+"""Helpers the tests share: reading the CLI's error lines, snapshots of what is on disk, and damage.
+
+(Fixtures live in conftest.py; these are plain functions, imported as `from helpers import ...`.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def error_lines(output: str) -> list[str]:
+    """The `error: ...` lines a command printed: one per problem."""
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under a folder with its bytes ({} for a folder that does not exist): "nothing changed"
+    means this is equal before and after."""
+    folder = Path(folder)
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def snapshot(root: Path, ignore: tuple[str, ...] = ("cache",)) -> dict[str, bytes | None]:
+    """Every folder (None) and file (its bytes) under root, but the top-level folders in `ignore`."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+        for p in sorted(Path(root).rglob("*"))
+        if p.relative_to(root).parts[0] not in ignore
+    }
+
+
+def truncate(path: Path) -> None:
+    """Cut a file to half its length, as a crash or a full disk would."""
+    path = Path(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])

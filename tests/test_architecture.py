@@ -1,0 +1,131 @@
+"""The shape of the package: no import cycle, no module importing from a layer above its own, click only
+in the CLI, and no library message that spells a command-line option (the CLI maps parameters to options)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+PACKAGE = REPO / "toolkit"
+# Lowest first: a module may import from its own layer and the layers before it, never after.
+LAYERS = [
+    {"errors", "files", "records"},
+    {"config"},
+    {"sources"},
+    {"modeling"},
+    {"data"},
+    {"store"},
+    {"evaluation"},
+    {"training"},
+    {"generation"},
+    {"bench", "serving"},
+    {"cli"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The toolkit modules `name` imports, at its top or inside functions (a lazy import still depends)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:  # `from .x import name` names a module or a thing in one
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imports(name, path, set(found)) for name, path in found.items()}
+
+
+def layer(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    for index, members in enumerate(LAYERS):
+        if part in members:
+            return index
+    raise AssertionError(f"{module} belongs to no layer; add its package to LAYERS")
+
+
+def test_no_import_cycles():
+    edges = graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for other in sorted(edges.get(module, ())):
+            if other == "toolkit":  # the package facade: lazy, imports nothing statically
+                continue
+            if state.get(other) == 1:
+                cycle = path[path.index(other):] + [other]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if other not in state:
+                visit(other, path + [other])
+        state[module] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    upward = [
+        f"{module} imports {other}"
+        for module, others in graph().items()
+        if module != "toolkit"
+        for other in others
+        if other != "toolkit" and layer(other) > layer(module)
+    ]
+    assert upward == []
+
+
+def test_only_the_cli_imports_click():
+    users = [m for m, others in graph().items() if not m.startswith("toolkit.cli")
+             for node in ast.walk(ast.parse(modules()[m].read_text()))
+             if isinstance(node, (ast.Import, ast.ImportFrom))
+             and any((getattr(node, "module", None) or alias.name).split(".")[0] == "click" for alias in node.names)]
+    assert users == []
+
+
+def _strings(tree: ast.AST):
+    """String constants of a module, docstrings left out (they may show how the CLI is used)."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node
+
+
+@pytest.mark.parametrize("module", sorted(m for m in modules() if not m.startswith("toolkit.cli")))
+def test_library_messages_name_parameters_not_options(module):
+    import re
+
+    flagged = [f"line {node.lineno}: {node.value!r}" for node in _strings(ast.parse(modules()[module].read_text()))
+               if re.search(r"(^|[\s(`'\"])--[a-z]", node.value)]
+    assert flagged == [], "use errors.param(name) instead of spelling an option"

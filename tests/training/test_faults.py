@@ -1,0 +1,231 @@
+"""Training survives being killed: real processes, real signals, and a real full disk.
+
+A run is killed at a chosen moment by a small harness that wraps the real CLI in a child process and
+sends SIGKILL to itself at that moment (mid-step, mid-checkpoint, mid-final-save). Resuming must then
+give an adapter bit-identical to an uninterrupted run with the same seed.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from toolkit.training.checkpoints import PROGRESS
+
+pytestmark = pytest.mark.slow  # real processes
+
+HARNESS = r"""
+import os, signal, sys
+moment, at = sys.argv[1], int(sys.argv[2])
+import toolkit.training.run as train
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if moment == "step":  # after the forward and backward of step `at`, before its optimizer step
+    step = train.AdapterTrainer.training_step
+    def training_step(self, *args, **kwargs):
+        loss = step(self, *args, **kwargs)
+        if self.state.global_step + 1 == at:
+            die()
+        return loss
+    train.AdapterTrainer.training_step = training_step
+elif moment in ("checkpoint", "fill"):  # checkpoint `at`: its weights written, its optimizer state not yet
+    save = train.AdapterTrainer._save_optimizer_and_scheduler
+    def save_optimizer(self, output_dir):
+        if self.state.global_step == at:
+            if moment == "checkpoint":
+                die()
+            with open(os.environ["FILLER"], "wb") as f:  # fill the disk: the next write fails with ENOSPC
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 16))
+                        f.flush()
+                except OSError:
+                    pass
+        return save(self, output_dir)
+    train.AdapterTrainer._save_optimizer_and_scheduler = save_optimizer
+elif moment == "final-save":  # inside the adapter's atomic save, after its weights are written
+    def write_manifest(*args, **kwargs):
+        die()
+    train.write_manifest = write_manifest
+
+from toolkit.cli import main
+
+main(sys.argv[3:], standalone_mode=True)
+"""
+
+
+def run_harness(moment: str, at: int, *args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", HARNESS, moment, str(at), *map(str, args)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+    )
+
+
+def adapter_tensors(store: str) -> dict[str, torch.Tensor]:
+    return load_file(Path(store) / "tiny" / "adapter_model.safetensors")
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed adapter differs from the uninterrupted one"
+
+
+@pytest.fixture
+def recipe(write_recipe):
+    # Dropout on, so that resuming must also restore the RNG state exactly.
+    return write_recipe(lora={"dropout": 0.1}, training={"max_steps": 30, "save_every": 10, "keep_checkpoints": 1})
+
+
+@pytest.fixture
+def uninterrupted(recipe, cli):
+    assert cli("train", recipe, "--store", "whole").exit_code == 0
+    return adapter_tensors("whole")
+
+
+@pytest.mark.parametrize("moment, at", [("step", 15), ("checkpoint", 20), ("final-save", 0)])
+def test_kill_9_then_resume_gives_the_uninterrupted_adapter(recipe, uninterrupted, cli, moment, at):
+    killed = run_harness(moment, at, "train", recipe)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not Path("store/tiny").exists()  # no adapter, let alone a half-written one
+    if moment == "checkpoint":
+        half = Path("store/.checkpoints/tiny/checkpoint-20")
+        assert half.is_dir() and not (half / PROGRESS).exists()
+        # keep_checkpoints = 1, yet the only complete checkpoint survived the newer, broken one.
+        assert (Path("store/.checkpoints/tiny/checkpoint-10") / PROGRESS).is_file()
+
+    resumed = cli("train", recipe, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    if moment == "checkpoint":
+        assert "skipping incomplete checkpoint" in resumed.output
+    assert_identical(uninterrupted, adapter_tensors("store"))
+    metrics = json.loads(Path("store/tiny/metrics.json").read_text())
+    assert metrics["train"]["steps"] == 30 and metrics["train"]["tokens"] == 30 * 8 * 32
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(recipe, uninterrupted, cli, write_recipe):
+    long_recipe = write_recipe(
+        "long.toml", lora={"dropout": 0.1}, training={"max_steps": 3000, "save_every": 10, "keep_checkpoints": 1}
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli", "train", str(long_recipe)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    first = Path("store/.checkpoints/tiny/checkpoint-10") / PROGRESS
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    saved = sorted(Path("store/.checkpoints/tiny").glob("checkpoint-*"))
+    assert saved and all((c / PROGRESS).is_file() for c in saved)
+    assert not Path("store/tiny").exists()
+    step = int(saved[-1].name.split("-")[1])
+    assert 10 <= step < 3000
+
+
+def test_second_ctrl_c_stops_at_once(write_recipe):
+    recipe = write_recipe(training={"max_steps": 100000, "save_every": 100000})
+    child = subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli", "train", str(recipe)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not Path("store/.checkpoints/tiny/run.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    child.communicate(timeout=60)
+    assert child.returncode != 0 and time.monotonic() - started < 30
+    assert not Path("store/tiny").exists()
+
+
+def test_resume_refuses_a_changed_recipe_or_data_unless_forced(recipe, cli, write_recipe, corpus_dir, tmp_path):
+    killed = run_harness("step", 15, "train", recipe)
+    assert killed.returncode == -signal.SIGKILL
+
+    changed = write_recipe(
+        "changed.toml", lora={"dropout": 0.1},
+        training={"max_steps": 30, "save_every": 10, "keep_checkpoints": 1, "learning_rate": 5e-3},
+    )
+    refused = cli("train", changed, "--resume")
+    assert refused.exit_code == 2
+    assert "recipe changed" in refused.output and "--allow-changed" in refused.output
+
+    data = tmp_path / "other.txt"
+    data.write_text((corpus_dir / "train.txt").read_text()[:-200] + "\n")
+    other_data = write_recipe(
+        "data.toml", data={"train_files": [str(data)]}, lora={"dropout": 0.1},
+        training={"max_steps": 30, "save_every": 10, "keep_checkpoints": 1},
+    )
+    assert "training data changed" in cli("train", other_data, "--resume").output
+
+    forced = cli("train", changed, "--resume", "--allow-changed")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(Path("store/tiny/metrics.json").read_text())["train"]["steps"] == 30
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(write_recipe, cli):
+    recipe = write_recipe(training={"max_steps": 60, "save_every": 2, "learning_rate": 1e6, "max_grad_norm": 0.0})
+    result = cli("train", recipe)
+    assert result.exit_code == 2, result.output
+    assert "training loss became" in result.output and "at step" in result.output
+    assert not Path("store/tiny").exists()
+    latest = sorted(Path("store/.checkpoints/tiny").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if latest:  # whatever was checkpointed holds finite weights
+        weights = load_file(latest[-1] / "adapter_model.safetensors")
+        assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real filesystem of limited size (tmpfs); skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def make(size: str) -> Path:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        return mount
+
+    yield make
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_too_little_free_space_is_refused_before_training(write_recipe, cli, small_disk):
+    disk = small_disk("2m")
+    result = cli("train", write_recipe(), "--store", disk / "store")
+    assert result.exit_code == 2
+    assert "not enough free disk space" in result.output
+    assert not (disk / "store").exists()
+
+
+def test_full_disk_mid_run_leaves_nothing_corrupt_and_resumes(recipe, uninterrupted, cli, small_disk):
+    disk = small_disk("24m")
+    store = disk / "store"
+    filler = disk / "filler"
+    full = run_harness("fill", 20, "train", recipe, "--store", store, env={"FILLER": str(filler)})
+    assert full.returncode == 2, full.stderr
+    assert "disk filled up" in full.stderr and "--resume" in full.stderr
+    assert "Traceback" not in full.stderr
+    assert not (store / "tiny").exists()
+    assert (store / ".checkpoints/tiny/checkpoint-10" / PROGRESS).is_file()
+
+    filler.unlink()
+    resumed = cli("train", recipe, "--store", store, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert_identical(uninterrupted, load_file(store / "tiny" / "adapter_model.safetensors"))

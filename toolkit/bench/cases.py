@@ -1,0 +1,305 @@
+"""What each benchmark case measures, each run in a fresh process by `bench.run`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from .report import PARTS
+
+# fp32 against an 8-bit base, at the same precision, without and with gradient checkpointing
+MEMORY_CASES = {
+    "toolkit-fp32": {"training.precision": "fp32"},
+    "toolkit-int8": {"training.precision": "fp32", "quantization.mode": "int8"},
+    "toolkit-int8-checkpointing": {"training.precision": "fp32", "quantization.mode": "int8",
+                                   "training.gradient_checkpointing": True},
+}
+PROMPT = "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure in"
+
+
+@dataclass(frozen=True)
+class Setup:
+    model: str  # hub id or folder: its config and tokenizer (weights are random)
+    texts: list[str]  # text files, one document per line
+    work: str = ""  # scratch folder (filled in by run)
+    block_size: int = 512
+    batch_size: int = 2
+    steps: int = 4  # timed steps per run, after one warm-up step
+    repeats: int = 3
+    eval_tokens: int = 16384
+    new_tokens: int = 64
+    parts: tuple[str, ...] = PARTS
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_case(setup: Setup, name: str, overrides: dict | None) -> dict:
+    # What the process holds before any model or data (libraries imported): the peak's part that training
+    # did not add, the same for every case.
+    import datasets  # noqa: F401
+    import peft  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        import bitsandbytes  # noqa: F401
+    baseline = _memory_now(setup.device)
+    timer = StepTimer(setup.device)
+    if name == "seed":
+        result = _seed_pipeline(setup, timer)
+    elif name == "peft":
+        result = _plain_peft(setup, timer)
+    else:
+        result = _toolkit(setup, name, overrides, timer)
+    peak = _peak_memory(setup.device)
+    result |= {"steps": len(timer.marks), "tokens_per_second": timer.rate(), "peak_memory": peak,
+               "training_memory": peak - baseline}
+    if name in MEMORY_CASES:  # after the peak is taken: what the base's weights alone occupy
+        from ..modeling.base import base_from
+        from ..records import ModelSource
+
+        mode = overrides.get("quantization.mode", "none")
+        base = base_from(ModelSource(str(Path(setup.work) / "base")), quantization=mode)
+        result["weights_memory"] = base.get_memory_footprint()
+    return result
+
+
+def _toolkit(setup: Setup, name: str, overrides: dict, timer) -> dict:
+    import tomli_w
+
+    from ..config.recipe import load_recipe
+    from ..modeling.precision import resolve_precision
+    from ..store.store import AdapterStore
+    from ..training.run import train
+
+    work = Path(setup.work)
+    os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
+    recipe = {
+        "model": {"name": str(work / "base")},
+        "data": {"train_files": [str(work / "train.txt")], "eval_files": [str(work / "eval.txt")],
+                 "block_size": setup.block_size},
+        "training": {"max_steps": setup.steps + 1, "batch_size": setup.batch_size, "eval_every": 0,
+                     "save_every": 1_000_000, "log_every": 1_000_000},
+        "output": {"name": "bench" if name == "toolkit" else name},
+    }
+    path = work / f"{name}.toml"
+    path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
+    loaded = load_recipe(path, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
+    train(loaded, AdapterStore(work / "store"), overwrite=True, callbacks=(timer,))
+    return {"parameters": _base_parameters(work / "base"), "precision": resolve_precision(loaded.training.precision)}
+
+
+def _plain_peft(setup: Setup, timer) -> dict:
+    """LoRA the way the peft and transformers examples put it together: run_clm packing, fp32, Trainer."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, default_data_collator
+
+    from ..config.recipe import TARGET_PRESETS, LoraSpec
+
+    base = Path(setup.work) / "base"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    lines = Dataset.from_dict({"text": (Path(setup.work) / "train.txt").read_text(encoding="utf-8").splitlines()})
+    tokens = lines.map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+
+    def group(batch):  # run_clm's group_texts: concatenate everything, cut into blocks, drop the remainder
+        ids = [t for row in batch["input_ids"] for t in row]
+        cut = len(ids) // setup.block_size * setup.block_size
+        blocks = [ids[i : i + setup.block_size] for i in range(0, cut, setup.block_size)]
+        return {"input_ids": blocks, "attention_mask": [[1] * setup.block_size for _ in blocks], "labels": blocks}
+
+    blocks = tokens.map(group, batched=True, remove_columns=tokens.column_names)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    lora = LoraSpec()  # the same adapter as the toolkit's default recipe
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=TARGET_PRESETS[lora.targets], fan_in_fan_out=True, task_type="CAUSAL_LM")
+    model = get_peft_model(model, config)
+    Trainer(model=model, args=_arguments(setup, "peft"), train_dataset=blocks,
+            data_collator=default_data_collator, callbacks=[timer]).train()
+    return {"parameters": _base_parameters(base), "precision": "fp32"}
+
+
+def _seed_pipeline(setup: Setup, timer) -> dict:
+    """The 2022 write-up's pipeline, mended only where today's libraries refuse it: pad = EOS (GPT-2 has
+    no pad token) and labels from the collator (the seed passed none, so nothing trained)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
+
+    base = Path(setup.work) / "base"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.pad_token = tokenizer.eos_token
+    lines = Dataset.from_dict({"text": (Path(setup.work) / "train.txt").read_text(encoding="utf-8").splitlines()})
+    padded = lines.map(lambda b: tokenizer(b["text"], padding=True, truncation=True), batched=True,
+                       remove_columns=["text"])
+    masks = padded["attention_mask"]
+    useful, positions = sum(map(sum, masks)), sum(map(len, masks))
+    model = AutoModelForCausalLM.from_pretrained(base)  # every weight trains
+    Trainer(model=model, args=_arguments(setup, "seed", non_padding=True), train_dataset=padded,
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[timer]).train()
+    return {"parameters": _base_parameters(base), "precision": "fp32", "padding_share": 1 - useful / positions}
+
+
+def _arguments(setup: Setup, name: str, non_padding: bool = False):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(Path(setup.work) / name), max_steps=setup.steps + 1,
+        per_device_train_batch_size=setup.batch_size, learning_rate=2e-4, save_strategy="no",
+        logging_steps=1_000_000, report_to="none", use_cpu=setup.device == "cpu", seed=42,
+        include_num_input_tokens_seen="non_padding" if non_padding else "all", disable_tqdm=True,
+    )
+
+
+def eval_case(setup: Setup, precision: str) -> dict:
+    """`gpt2-adapt eval` of the default run's adapter (and its base) on the training text."""
+    from ..evaluation.run import EvalOptions, read_texts, run
+
+    work = Path(setup.work)
+    os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
+    texts = read_texts(files=(str(work / "train.txt"),))
+    options = EvalOptions(max_tokens=setup.eval_tokens, context=setup.block_size, precision=precision)
+    rows = run(texts, options, adapters=["bench"], store=str(work / "store"))
+    adapted = next(r for r in rows if r.adapter)
+    return {"precision": precision, "tokens": adapted.score.tokens, "tokens_per_second": adapted.tokens_per_second}
+
+
+def generation_case(setup: Setup) -> dict:
+    """Greedy tokens/s of the base, the unmerged adapter and the merged model; switching and loading."""
+    from transformers import AutoModelForCausalLM
+
+    from ..generation.merging import merge
+    from ..generation.switching import load_adapter, use
+    from ..store.loading import load
+
+    work = Path(setup.work)
+    os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
+    store = str(work / "store")
+    base, tokenizer = load(base=str(work / "base"))
+    result = {"base": _generation_rate(base.to(setup.device), tokenizer, setup)}
+    del base
+    model, _ = load(["bench", "toolkit-nodropout"], store=store)
+    model.to(setup.device)
+    use(model, "bench")
+    result["unmerged"] = _generation_rate(model, tokenizer, setup)
+    switches = []
+    for i in range(100):
+        started = time.perf_counter()
+        use(model, "toolkit-nodropout" if i % 2 == 0 else "bench")
+        switches.append(time.perf_counter() - started)
+    result["switch_seconds"] = statistics.median(switches)
+    loads = []
+    for _ in range(3):
+        model.delete_adapter("toolkit-nodropout")
+        started = time.perf_counter()
+        load_adapter(model, tokenizer, "toolkit-nodropout", store=store)
+        loads.append(time.perf_counter() - started)
+    result["load_seconds"] = statistics.median(loads)
+    del model
+    merged = merge("bench", work / "merged", store=store)
+    result["merged"] = _generation_rate(AutoModelForCausalLM.from_pretrained(merged.path).to(setup.device).eval(),
+                                        tokenizer, setup)
+    return result
+
+
+def _generation_rate(model, tokenizer, setup: Setup) -> float:
+    """New tokens/s of greedy generation of exactly `new_tokens` tokens, median of `repeats`."""
+    inputs = tokenizer(PROMPT, return_tensors="pt").to(setup.device)
+    kwargs = {"do_sample": False, "pad_token_id": tokenizer.eos_token_id}
+    times = []
+    with torch.inference_mode():
+        model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, **kwargs)  # warm-up
+        for _ in range(setup.repeats):
+            sync(setup.device)
+            started = time.perf_counter()
+            model.generate(**inputs, max_new_tokens=setup.new_tokens, min_new_tokens=setup.new_tokens, **kwargs)
+            sync(setup.device)
+            times.append(time.perf_counter() - started)
+    return setup.new_tokens / statistics.median(times)
+
+
+def data_case(setup: Setup) -> dict:
+    """Packing the text the first time (tokenize, pack, write the cache) and again (read from the cache)."""
+    from ..config.recipe import DataSpec
+    from ..data.packing import prepare_data
+    from ..modeling.tokenizer import tokenizer_from
+    from ..records import ModelSource
+
+    work = Path(setup.work)
+    tokenizer = tokenizer_from(ModelSource(str(work / "base")))
+    spec = DataSpec(train_files=[str(work / "train.txt")], eval_files=[str(work / "eval.txt")],
+                    block_size=setup.block_size)
+    seconds = []
+    for _ in range(2):
+        started = time.perf_counter()
+        packed = prepare_data(spec, tokenizer, cache=work / "data-cache")
+        seconds.append(time.perf_counter() - started)
+    return {"tokens": packed.stats["train"]["tokens"], "first_seconds": seconds[0], "cached_seconds": seconds[1]}
+
+
+class StepTimer(TrainerCallback):
+    """Marks the time and the tokens seen at the end of every training step."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.marks: list[tuple[float, int]] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        sync(self.device)
+        self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
+
+    def rate(self) -> float:
+        """Tokens per second from the end of the first step to the end of the last."""
+        (start, seen), (end, total) = self.marks[0], self.marks[-1]
+        return (total - seen) / (end - start)
+
+
+def _base_parameters(folder: Path) -> int:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).parameters())
+
+
+def _memory_now(device: str) -> int:
+    if device == "cuda":
+        return torch.cuda.memory_allocated()
+    try:  # resident pages x page size (Linux)
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def _peak_memory(device: str) -> int:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def quiet() -> None:
+    import logging
+    import warnings
+
+    import datasets
+    import transformers
+
+    # Library notices (deprecations, 8-bit casts on every call) are not the benchmark's output.
+    warnings.filterwarnings("ignore")
+    logging.getLogger("toolkit").setLevel(logging.WARNING)
+    for name in ("transformers", "peft", "bitsandbytes", "datasets", "accelerate", "evaluate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+

@@ -1,0 +1,151 @@
+"""`gpt2-adapt bench`: training, memory, evaluation, generation and data preparation speed on this machine,
+side by side with the two ways people train GPT-2 without the toolkit.
+
+The model has the architecture of `setup.model` (a hub id or a folder: only its config and tokenizer are
+read) with random weights: speed and memory do not depend on the weights. Every measurement runs in a
+fresh process, so that each peak memory is its own (a CPU process's peak RSS never goes down) and one
+failing case does not take the table with it. Training speed is timed from the end of the first step
+(warm-up) to the end of the last, over `steps` steps, and the median of `repeats` runs is reported.
+
+The cases:
+- seed: the 2022 write-up's pipeline. Each line is tokenized and padded to the longest line of its
+  `datasets.map` batch, batches are padded again by DataCollatorForLanguageModeling, and all of GPT-2 is
+  fine-tuned in fp32. Only its non-padding tokens count as useful.
+- peft: plain peft + Trainer written the obvious way: run_clm's packing (concatenate, cut into blocks),
+  the same LoRA as the toolkit's default (r=16 on c_attn), fp32.
+- toolkit: `gpt2-adapt train` with the default recipe at the same batch shape; then with
+  training.base_dropout=false, and the fp32 and 8-bit bases for the memory comparison.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from . import cases as measure
+from .cases import MEMORY_CASES, Setup, sync
+from .report import describe_machine
+
+
+def run(setup: Setup, report=print) -> dict:
+    """Every measurement of `setup.parts`, in fresh processes; `report` is called with each line of progress."""
+    with tempfile.TemporaryDirectory(prefix="gpt2-adapt-bench-") as work:
+        setup = Setup(**{**asdict(setup), "work": work})
+        results: dict = {"setup": asdict(setup) | {"work": None}, "machine": _in_child(_machine, setup)}
+        report(describe_machine(results["machine"]))
+        _prepare(setup)
+        # The toolkit's runs come first: eval uses the default run's adapter, generation switches between both.
+        cases = []
+        if {"training", "eval", "generation"} & set(setup.parts):
+            cases.append(("toolkit", {}))
+        if {"training", "generation"} & set(setup.parts):
+            cases.append(("toolkit-nodropout", {"training.base_dropout": False}))
+        if "training" in setup.parts:
+            cases += [("peft", None), ("seed", None)]
+        if "memory" in setup.parts:
+            cases += list(MEMORY_CASES.items())
+        training = results["training"] = {}
+        for name, overrides in cases:
+            repeats = 1 if name in MEMORY_CASES else setup.repeats  # memory does not vary from run to run
+            runs = [_in_child(measure.train_case, setup, name, overrides) for _ in range(repeats)]
+            training[name] = _median_run(runs)
+            report(f"  {name}: {training[name]['tokens_per_second']:,.1f} useful tokens/s, "
+                   f"peak {training[name]['peak_memory'] / 2**30:.2f} GiB")
+        if "eval" in setup.parts:
+            results["eval"] = [_in_child(measure.eval_case, setup, precision) for precision in ("fp32", "bf16")]
+        if "generation" in setup.parts:
+            results["generation"] = _in_child(measure.generation_case, setup)
+        if "data" in setup.parts:
+            results["data"] = _in_child(measure.data_case, setup)
+    return results
+
+
+def _in_child(function, *args):
+    """Run function(*args) in a new process (spawned: no state shared with this one) and return its result."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(_child, function, *args).result()
+
+
+def _child(function, *args):
+    import sys
+
+    sys.stdout = sys.stderr  # the Trainer prints its summary; standard output is the table's (or the JSON's)
+    measure.quiet()
+    return function(*args)
+
+
+def _median_run(runs: list[dict]) -> dict:
+    ordered = sorted(runs, key=lambda r: r["tokens_per_second"])
+    median = dict(ordered[len(ordered) // 2])
+    median["runs"] = [r["tokens_per_second"] for r in runs]
+    return median
+
+
+# ---------------------------------------------------------------- set-up (in this process)
+
+
+def _prepare(setup: Setup) -> None:
+    """The random-weight base folder, the training text and a small evaluation text."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..errors import param
+    from ..modeling.tokenizer import tokenizer_from
+    from ..sources.models import model_source
+
+    measure.quiet()
+    work = Path(setup.work)
+    source = model_source(setup.model, "main", key=param("model"))
+    config = AutoConfig.from_pretrained(**source.from_pretrained())
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(work / "base")
+    tokenizer_from(source, setup.model, key=param("model")).save_pretrained(work / "base")
+    lines = [line for path in setup.texts for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    (work / "train.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Training's own evaluations (base and final) are not timed; a few blocks keep them short.
+    (work / "eval.txt").write_text("\n".join(lines[:200]) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------- the machine
+
+
+def _machine(setup: Setup) -> dict:
+    return {
+        "device": setup.device,
+        "name": torch.cuda.get_device_name() if setup.device == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gemm_peak_flops": {"bf16": _gemm_peak(torch.bfloat16, setup.device), "fp32": _gemm_peak(torch.float32, setup.device)},
+    }
+
+
+def _gemm_peak(dtype: torch.dtype, device: str) -> float:
+    """The best FLOP/s of square matrix products: the peak the training figures are measured against."""
+    best = 0.0
+    for n in (1024, 2048, 4096) if device == "cpu" else (4096, 8192):
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+        for _ in range(4):
+            sync(device)
+            started = time.perf_counter()
+            a @ b
+            sync(device)
+            best = max(best, 2 * n**3 / (time.perf_counter() - started))
+    return best
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "cpu"

@@ -1,0 +1,65 @@
+"""Options that several commands share, spelled and explained once."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..config.recipe import LOAD_PRECISIONS
+from .vocabulary import deprecated
+
+store_option = click.option(
+    "--store",
+    type=click.Path(file_okay=False),
+    help="Adapter store folder [default: $GPT2_ADAPT_STORE, else ./adapters].",
+)
+overrides_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe key, e.g. --set lora.r=8 (repeatable; type-checked like the file).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts.")
+base_option = click.option("--base", metavar="ID_OR_DIR", help="A local copy of the adapters' base (hub id or folder).")
+allow_unverified_option = click.option(
+    "--allow-unverified", is_flag=True, help="Load adapters that fail verification against their base (with a warning)."
+)
+# Older spellings: they work as before for this release, with a warning.
+force_option = click.option("--force", is_flag=True, hidden=True)
+
+
+def precision_option(default: str | None = "fp32", help_text: str = "Load the base in this precision (int8: bitsandbytes 8-bit)."):
+    return click.option("--precision", type=click.Choice(LOAD_PRECISIONS), default=default,
+                        show_default=default is not None, help=help_text)
+
+
+int8_option = click.option("--int8", is_flag=True, help="Short for --precision int8.")
+
+
+def resolve_precision_flags(precision: str | None, int8: bool, dtype: str | None = None) -> str | None:
+    """--int8 and the older --dtype mapped onto --precision."""
+    if dtype is not None:
+        new = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
+        deprecated(f"--dtype {dtype}", f"--precision {new}")
+        precision = new
+    return "int8" if int8 else precision
+
+
+def resolve_allow_unverified(allow_unverified: bool, force: bool) -> bool:
+    if force:
+        deprecated("--force", "--allow-unverified")
+    return allow_unverified or force
+
+
+def resolve_base(base: str | None, model: str | None, adapters) -> tuple[str | None, str | None]:
+    """(base, model): --model given with adapters is the older spelling of --base."""
+    if model and adapters:
+        deprecated("--model with --adapter", "--base")
+        return base or model, None
+    return base, model
+
+
+def emit_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))

@@ -1,0 +1,1 @@
+"""Data: documents from files, datasets and builtins; packed training blocks; token streams for scoring."""

@@ -1,0 +1,310 @@
+"""Documents: read a recipe's data (files, a saved dataset, a hub dataset or a builtin) or one text to score.
+
+Each row of the text column is one document (a text file's lines are its rows); blank rows are skipped.
+Every input is checked before anything is tokenized: an empty file, a missing column, a split with no rows
+is refused naming the file or split and the fix.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from ..config.recipe import DataSpec
+from ..errors import ToolkitError, first_line, param
+from ..modeling.fingerprints import file_sha256
+from ..sources import builtin
+from ..sources.hub import dataset_cached, hub_reachable, looks_like_path
+
+log = logging.getLogger(__name__)
+
+FILE_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+CARVE_SEED = 0  # the held-out share must not move when the training seed does
+TOKENIZE_BATCH = 1000
+# Without a split named, evaluation reads the first of these that the dataset has.
+EVAL_SPLITS = ("test", "validation")
+_TEXT_LIKE = (".txt", ".json", ".jsonl", ".csv")  # formats where a file of whitespace holds no row
+
+
+class Keys(NamedTuple):
+    """What error messages call each input: a recipe's keys, or the parameters of an evaluation."""
+
+    data: str = "data"
+    dataset: str = "data.dataset"
+    config: str = "data.config"
+    split: str = "data.eval_split"
+    text_column: str = "data.text_column"
+    files: str = "data.train_files"
+
+
+RECIPE_KEYS = Keys()
+EVAL_KEYS = Keys(
+    param("datasets"), param("datasets"), param("config"), param("split"), param("text_column"), param("files")
+)
+
+
+@dataclass(frozen=True)
+class DocumentSource:
+    """A recipe's documents for training and evaluation, and a fingerprint of them that is cheap to get."""
+
+    fingerprint: str
+    splits: Callable  # () -> (train Dataset, eval Dataset), read when called
+    train_files: list[Path] = field(default_factory=list)  # the files it reads, globs expanded (files only)
+    eval_files: list[Path] = field(default_factory=list)
+
+
+def open_source(spec: DataSpec) -> DocumentSource:
+    if spec.train_files:
+        train = expand_files(spec.train_files, "data.train_files")
+        evals = expand_files(spec.eval_files, "data.eval_files") if spec.eval_files else []
+        return _files_source(spec, train, evals)
+    if builtin.is_builtin(spec.dataset):
+        if spec.dataset != builtin.PYTHON_DOCS:
+            raise ToolkitError(f"data.dataset: unknown builtin {spec.dataset!r}; use {builtin.PYTHON_DOCS}, the only one")
+        files = builtin.python_docs()
+        return _files_source(spec, [files["train"]], [files["validation"]])
+    return _dataset_source(spec)
+
+
+def document_batches(documents, text_column: str):
+    """The documents' texts in batches of up to TOKENIZE_BATCH rows, blank rows (and non-strings) left out."""
+    for batch in documents.select_columns([text_column]).iter(batch_size=TOKENIZE_BATCH):
+        texts = [t for t in batch[text_column] if isinstance(t, str) and t.strip()]
+        if texts:
+            yield texts
+
+
+# ---------------------------------------------------------------- files
+
+
+def expand_files(patterns: list[str], key: str) -> list[Path]:
+    """Paths and globs (relative to the working directory) to a sorted list of existing, non-empty files of
+    one kind."""
+    files: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        if path.is_dir():
+            raise ToolkitError(f"{key}: {pattern} is a folder; give its files, e.g. '{pattern.rstrip('/')}/*.txt'")
+        matches = sorted(glob.glob(str(path), recursive=True))
+        matches = [Path(m) for m in matches if Path(m).is_file()]
+        if not matches:
+            raise ToolkitError(f"{key}: {pattern!r} matches no file; check the path (relative to the working directory)")
+        files += matches
+    kinds = {FILE_BUILDERS.get(f.suffix.lower()) for f in files}
+    if None in kinds:
+        odd = next(f for f in files if f.suffix.lower() not in FILE_BUILDERS)
+        raise ToolkitError(f"{key}: {odd} is not a {'/'.join(FILE_BUILDERS)} file; convert it or leave it out")
+    if len(kinds) > 1:
+        raise ToolkitError(f"{key}: mixes file kinds ({', '.join(sorted(kinds))}); use files of one kind")
+    problems = [f"{key}: {problem}" for f in files if (problem := _emptiness(f))]
+    if problems:
+        raise ToolkitError(*problems)
+    return files
+
+
+def _emptiness(path: Path) -> str | None:
+    """Why a file holds no document: empty, or (text-like formats) nothing but whitespace."""
+    if path.stat().st_size == 0:
+        return f"{path} is empty (0 bytes); add text to it or leave it out"
+    if path.suffix.lower() not in _TEXT_LIKE:
+        return None
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            if chunk.strip():
+                return None
+    return f"{path} holds only blank lines; add text to it or leave it out"
+
+
+def _files_source(spec: DataSpec, train: list[Path], evals: list[Path]) -> DocumentSource:
+    digest = hashlib.sha256()
+    for group in (train, evals):
+        digest.update(b"|")
+        for path in group:
+            digest.update(file_sha256(path).encode())
+    builder = FILE_BUILDERS[train[0].suffix.lower()]
+    if evals and FILE_BUILDERS[evals[0].suffix.lower()] != builder:
+        raise ToolkitError("data.eval_files: must be the same kind of file as data.train_files")
+
+    def splits():
+        data_files = {"train": train}
+        if evals:
+            data_files["validation"] = evals
+        loaded = read_file_splits(data_files, "data.train_files / data.eval_files")
+        keys = {"train": "data.train_files", "validation": "data.eval_files"}
+        for split, files in data_files.items():
+            check_text(loaded[split], _files_label(files), spec.text_column, RECIPE_KEYS._replace(data=keys[split]))
+        return _pick_splits(spec, loaded, "validation" if evals else "")
+
+    return DocumentSource(f"files:{builder}:{digest.hexdigest()}", splits, train, evals)
+
+
+def _files_label(files: list[Path]) -> str:
+    return str(files[0]) if len(files) == 1 else f"{files[0]} and {len(files) - 1} more files"
+
+
+def read_file_splits(data_files: dict[str, list[Path]], key: str):
+    """Local files of one kind (see FILE_BUILDERS) as a DatasetDict with the given splits, read afresh."""
+    import datasets
+
+    builder = FILE_BUILDERS[next(iter(data_files.values()))[0].suffix.lower()]
+    try:
+        # datasets caches local files by path and mtime only; callers key their own caches on content.
+        return datasets.load_dataset(
+            builder,
+            data_files={split: [str(p) for p in files] for split, files in data_files.items()},
+            download_mode="force_redownload",
+        )
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as err:
+        # "An error occurred while generating the dataset": the parser's own message is the one that helps.
+        detail = first_line(err.__cause__ or err)
+        raise ToolkitError(
+            f"{key}: could not read the files as {builder}: {detail}; check that each is valid {builder}"
+        ) from None
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def _load_dataset(name: str, config: str, keys: Keys):
+    """A save_to_disk folder or a hub dataset (from the local cache when the Hub cannot be reached)."""
+    import datasets
+
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        try:
+            return datasets.load_from_disk(str(folder))
+        except FileNotFoundError:
+            raise ToolkitError(
+                f"{keys.dataset}: {name} is not a save_to_disk folder; use {keys.files} for plain files"
+            ) from None
+        except IndexError:  # datasets 5 writes a split that has no rows as no shards, then cannot read it
+            raise ToolkitError(
+                f"{keys.dataset}: datasets cannot read {name} back (a split saved with no rows has no shards); "
+                "save it again without the empty split"
+            ) from None
+    if looks_like_path(name):
+        raise ToolkitError(f"{keys.dataset}: no such folder {name}; check the path or give a hub id")
+    return _load_hub_dataset(name, config, keys)
+
+
+def _dataset_source(spec: DataSpec) -> DocumentSource:
+    import datasets
+
+    loaded = _load_dataset(spec.dataset, spec.config, RECIPE_KEYS)
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({spec.train_split: loaded})
+    fingerprint = "dataset:" + ",".join(f"{name}={split._fingerprint}" for name, split in sorted(loaded.items()))
+    eval_split = spec.eval_split
+    if eval_split and eval_split not in loaded:
+        if eval_split != DataSpec().eval_split:
+            raise ToolkitError(
+                f"data.eval_split: {spec.dataset} has no split {eval_split!r} (it has {', '.join(loaded)}); "
+                'name one of those, or set "" to carve data.eval_fraction out of train'
+            )
+        eval_split = ""
+
+    def splits():
+        if spec.train_split in loaded:
+            check_text(loaded[spec.train_split], f"the {spec.train_split!r} split", spec.text_column)
+        if eval_split:
+            check_text(loaded[eval_split], f"the {eval_split!r} split", spec.text_column)
+        return _pick_splits(spec, loaded, eval_split)
+
+    return DocumentSource(f"{fingerprint};eval={eval_split}", splits)
+
+
+def _load_hub_dataset(name: str, config: str, keys: Keys):
+    import datasets
+
+    offline = not hub_reachable()
+    if offline and not dataset_cached(name):
+        raise ToolkitError(
+            f"{keys.dataset}: {name!r} is not in the local Hugging Face cache and the Hub cannot be reached; "
+            f"save it with save_to_disk on a connected machine and set {keys.dataset} to that folder"
+        )
+    if offline:
+        datasets.config.HF_HUB_OFFLINE = True  # use the cached copy without the libraries' retries
+    try:
+        return datasets.load_dataset(name, config or None)
+    except ValueError as err:  # an unknown config, among others
+        raise ToolkitError(f"{keys.config}: {name}: {first_line(err)}") from None
+    except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise ToolkitError(f"{keys.dataset}: could not load {name!r}: {first_line(err)}") from None
+
+
+def _pick_splits(spec: DataSpec, loaded, eval_split: str):
+    if spec.train_split not in loaded:
+        raise ToolkitError(
+            f"data.train_split: no split {spec.train_split!r} (the data has {', '.join(loaded)}); name one of those"
+        )
+    train = loaded[spec.train_split]
+    if eval_split:
+        return train, loaded[eval_split]
+    log.info("no evaluation split: holding out %.1f%% of the training documents", 100 * spec.eval_fraction)
+    if len(train) < 2:
+        raise ToolkitError("data: the training split has fewer than 2 documents; add text")
+    parts = train.train_test_split(test_size=spec.eval_fraction, seed=CARVE_SEED)
+    return parts["train"], parts["test"]
+
+
+def check_text(documents, what: str, text_column: str, keys: Keys = RECIPE_KEYS) -> None:
+    """Refuse a split with no rows, or without a text column of strings, or whose rows are all blank;
+    `what` names it in the message."""
+    if len(documents) == 0:
+        raise ToolkitError(f"{keys.data}: {what} has no rows; add text or name another split")
+    if text_column not in documents.column_names:
+        raise ToolkitError(
+            f"{keys.text_column}: {what} has no column {text_column!r} "
+            f"(it has {', '.join(documents.column_names)}); name the column that holds the text"
+        )
+    dtype = getattr(documents.features[text_column], "dtype", None)
+    if dtype not in ("string", "large_string"):
+        raise ToolkitError(
+            f"{keys.text_column}: column {text_column!r} holds {dtype or 'nested values'}, not text; "
+            "name the column that holds the text"
+        )
+    if next(document_batches(documents, text_column), None) is None:
+        raise ToolkitError(f"{keys.data}: {what} holds only blank rows; add text or name another source")
+
+
+# ---------------------------------------------------------------- one text to score
+
+
+def read_split(name: str, config: str = "", split: str = "", text_column: str = "text", keys: Keys = EVAL_KEYS):
+    """(documents, split name): one split of a dataset (hub id, save_to_disk folder or builtin), checked to
+    hold text. Without `split`, the first of EVAL_SPLITS the dataset has; a single saved split is itself."""
+    import datasets
+
+    if builtin.is_builtin(name):
+        if name != builtin.PYTHON_DOCS:
+            raise ToolkitError(f"{keys.dataset}: unknown builtin {name!r}; use {builtin.PYTHON_DOCS}, the only one")
+        if config:
+            raise ToolkitError(f"{keys.config}: {name} has no configurations; leave {keys.config} out")
+        loaded = read_file_splits({s: [path] for s, path in builtin.python_docs().items()}, keys.dataset)
+    else:
+        loaded = _load_dataset(name, config, keys)
+    if isinstance(loaded, datasets.Dataset):  # save_to_disk of one split: there is nothing to choose
+        chosen, documents = split or "(saved split)", loaded
+    else:
+        chosen = split or next((s for s in EVAL_SPLITS if s in loaded), "")
+        if chosen not in loaded:
+            wanted = repr(split) if split else f"{' or '.join(map(repr, EVAL_SPLITS))}"
+            raise ToolkitError(
+                f"{keys.split}: {name} has no split {wanted} (it has {', '.join(loaded)}); name one of those"
+            )
+        documents = loaded[chosen]
+    check_text(documents, f"the {chosen!r} split of {name}", text_column, keys)
+    return documents, chosen
+
+
+def read_files(pattern: str, text_column: str = "text", keys: Keys = EVAL_KEYS):
+    """The documents of the files a path or glob matches (sorted, one kind), checked to hold text."""
+    files = expand_files([pattern], keys.files)
+    documents = read_file_splits({"train": files}, keys.files)["train"]
+    check_text(documents, pattern, text_column, keys._replace(data=keys.files))
+    return documents

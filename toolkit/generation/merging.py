@@ -1,0 +1,152 @@
+"""Merge adapters into their base: a standalone GPT-2 checkpoint that transformers loads without peft.
+
+    toolkit.merge("wikitext103", "merged/wikitext103")
+    toolkit.merge({"wikitext103": 0.7, "poems": 0.3}, "merged/mix", precision="bf16", verify=True)
+
+The base is always reloaded at full precision, whatever the adapters were trained on: merging into 8-bit
+weights rounds the update (far more than the plain int8 error, see docs/generation.md), while
+W + sum_i w_i s_i B_i A_i in float32 is exact. The result is cast to the output precision at the end.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ToolkitError, param
+from ..files import atomic_folder, read_json
+from ..modeling.precision import DTYPES
+from ..sources.models import model_source
+from ..store import card
+from ..store.loading import load
+from ..store.manifest import MANIFEST
+from ..store.store import AdapterStore
+from .mixing import mix, parse_weights
+from .switching import use
+
+# The older spellings of the output precision (`dtype`), mapped onto the toolkit's one vocabulary.
+OLD_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+# verify: batches x rows of random token ids (at most the context long), the same on every run
+VERIFY_BATCHES, VERIFY_ROWS, VERIFY_TOKENS = 3, 2, 128
+
+
+@dataclass(frozen=True)
+class Merged:
+    path: Path  # the model folder written
+    weights: dict[str, float]  # adapter -> weight
+    base: str  # the base the adapters were trained on
+    precision: str  # of the saved weights: fp32, bf16 or fp16
+    full_precision: list[str]  # adapters trained on an 8-bit base, merged into the full-precision base
+    max_difference: float | None  # with verify: largest |logit| difference, saved model vs unmerged adapters
+
+
+def merge(adapters, out: str | Path, *, precision: str | None = None, base: str | None = None,
+          store: AdapterStore | str | Path | None = None, strict: bool = True, verify: bool = False,
+          overwrite: bool = False, dtype: str | None = None) -> Merged:
+    """Write the base with `adapters` merged in to the folder `out` and return what was done.
+
+    `adapters`: a name, names, "a=0.7,b=0.3", or {name: weight}; several are mixed first (peft's `cat`,
+    the exact weighted sum). `precision`: fp32, bf16 or fp16 (default: the base checkpoint's own; `dtype`
+    float32/bfloat16/float16 is its older spelling). `base` points at a local copy of the base. `verify`
+    reloads the saved folder and compares its logits with the unmerged adapters' on a few batches.
+    """
+    store = store if isinstance(store, AdapterStore) else AdapterStore(store)
+    weights = parse_weights([adapters] if isinstance(adapters, str) else adapters, label="merge")
+    if dtype is not None:
+        warnings.warn("merge(dtype=...) is deprecated: use precision='fp32', 'bf16' or 'fp16'", DeprecationWarning,
+                      stacklevel=2)
+        precision = precision or OLD_DTYPES.get(dtype, dtype)
+    if precision is not None and precision not in DTYPES:
+        raise ToolkitError(f"{param('precision')}: {precision!r} is not one of {', '.join(DTYPES)}")
+    manifests = {name: read_json(store.require(name) / MANIFEST) for name in weights}
+    out = Path(out).expanduser()
+    replace_out = _check_out(out, overwrite, store)
+    full_precision = [name for name in weights if _trained_int8(store.path(name))]
+
+    model, tokenizer = load(list(weights), base=base, store=store, strict=strict, precision="fp32")
+    base_model = model.get_base_model()
+    out_precision = precision or _checkpoint_precision(base_model.config.name_or_path)
+    only, weight = next(iter(weights.items()))
+    if len(weights) == 1 and weight == 1.0:
+        merged_name = only
+        use(model, only)
+    else:
+        merged_name = mix(model, weights)
+    batches = _verify_batches(base_model.config) if verify else []
+    reference = [_logits(model, batch) for batch in batches]
+
+    merged = model.merge_and_unload(adapter_names=[merged_name])  # a new model, no peft layers left
+    merged = merged.to(device="cpu", dtype=DTYPES[out_precision])
+    merged.generation_config.pad_token_id = tokenizer.pad_token_id  # batched generation needs one
+    base_label = base or manifests[only].get("base", {}).get("name") or base_model.config.name_or_path
+    with atomic_folder(out, replace=replace_out) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        text = card.render_merged(out.resolve().name, base_label, weights, out_precision, manifests, full_precision)
+        (tmp / "README.md").write_text(text, encoding="utf-8")
+
+    difference = None
+    if verify:
+        from transformers import AutoModelForCausalLM
+
+        saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, use_safetensors=True).eval()
+        difference = max((_logits(saved, batch) - ref).abs().max().item() for batch, ref in zip(batches, reference))
+    return Merged(out, weights, base_label, out_precision, full_precision, difference)
+
+
+def _check_out(out: Path, overwrite: bool, store: AdapterStore) -> bool:
+    """Whether the output folder is to be replaced; refuses the store itself and anything but a model folder."""
+    target, root = out.resolve(), store.root.resolve()
+    if target == root or root in target.parents or target in root.parents:
+        raise ToolkitError(
+            f"{param('out')}: {out} is inside the adapter store {store.root} (or holds it); write the model elsewhere"
+        )
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise ToolkitError(f"{param('out')}: {out} is a file; name a folder to write the model to")
+    if not any(out.iterdir()):
+        return True
+    if not overwrite:
+        raise ToolkitError(
+            f"{param('out')}: {out} exists and is not empty; pass {param('overwrite', True)} to replace it, "
+            "or choose another folder"
+        )
+    if not (out / "config.json").is_file():
+        raise ToolkitError(f"{param('out')}: {out} does not look like a model folder (no config.json); refusing to replace it")
+    return True
+
+
+def _trained_int8(folder: Path) -> bool:
+    recipe = folder / "recipe.toml"
+    if not recipe.is_file():
+        return False  # imported: not recorded
+    try:
+        return tomllib.loads(recipe.read_text())["quantization"]["mode"] == "int8"
+    except (tomllib.TOMLDecodeError, KeyError, TypeError):
+        return False
+
+
+def _checkpoint_precision(name_or_path: str) -> str:
+    """The precision the base checkpoint declares (fp32 when it declares none or another)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(**model_source(name_or_path).from_pretrained(), trust_remote_code=False)
+    declared = str(getattr(config, "dtype", None)).removeprefix("torch.")
+    return OLD_DTYPES.get(declared, "fp32")
+
+
+def _verify_batches(config) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    tokens = min(VERIFY_TOKENS, config.n_positions)
+    return [torch.randint(config.vocab_size, (VERIFY_ROWS, tokens), generator=generator) for _ in range(VERIFY_BATCHES)]
+
+
+def _logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        return model(input_ids=input_ids.to(device)).logits.float().cpu()

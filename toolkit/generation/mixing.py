@@ -1,0 +1,105 @@
+"""Weighted mixes of LoRA adapters: the weights ("a=0.7,b=0.3") and the mix itself.
+
+A mix is peft's `cat` combination: the adapters' LoRA factors are stacked (its rank is the sum of theirs,
+the weights folded into A, its own scaling 1), so its update is exactly sum_i w_i * s_i * B_i A_i for any
+ranks. peft's `linear` combination needs equal ranks and is not that sum; `svd` truncates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Collection, Mapping, Sequence
+
+from ..errors import ToolkitError, param
+from .switching import loaded_adapters, use
+
+# Mixes are peft adapters named by their weights' hash: peft's names cannot hold "." (module-dict keys).
+MIX_PREFIX = "mix-"
+_DESCRIPTIONS: dict[str, str] = {}  # mix name -> "a=0.7,b=0.3"; names are hashes, so this never goes stale
+EXAMPLE = "wikitext103=0.7,poems=0.3"
+
+
+def parse_weights(
+    spec: str | Sequence[str] | Mapping[str, float], *, label: str | None = None, known: Collection[str] | None = None
+) -> dict[str, float]:
+    """{name: weight} from "a=0.7,b=0.3", ["a=0.7", "b"] (a bare name weighs 1) or a mapping.
+
+    Every problem is reported at once: an empty item, a weight that is not a finite number, a name given
+    twice, a name not in `known` (when given), and weights that sum to zero. `label` names the setting.
+    """
+    label = label or param("mix")
+    if isinstance(spec, Mapping):
+        items = [(str(name), weight) for name, weight in spec.items()]
+    else:
+        parts = spec.split(",") if isinstance(spec, str) else [p for item in spec for p in str(item).split(",")]
+        items = [(p.partition("=")[0].strip(), p.partition("=")[2].strip() if "=" in p else 1.0) for p in parts]
+    problems, weights = [], {}
+    for name, raw in items:
+        if not name:
+            problems.append(f"{label}: an item has no adapter name; write NAME=WEIGHT items separated by commas, e.g. {EXAMPLE}")
+            continue
+        weight = _number(raw)
+        if weight is None:
+            problems.append(f"{label}: the weight of {name!r} ({raw!r}) is not a finite number; write e.g. {name}=0.5")
+        elif name in weights:
+            problems.append(f"{label}: {name!r} is given twice; name each adapter once")
+        elif known is not None and name not in known:
+            problems.append(f"{label}: no adapter named {name!r} (known: {', '.join(sorted(known)) or 'none'})")
+        else:
+            weights[name] = weight
+    if not problems and not weights:
+        problems.append(f"{label}: no adapters given; write e.g. {EXAMPLE}")
+    if not problems and math.isclose(sum(weights.values()), 0.0, abs_tol=1e-12):
+        problems.append(f"{label}: the weights sum to zero; give weights with a non-zero sum, e.g. {EXAMPLE}")
+    if problems:
+        raise ToolkitError(*problems)
+    return weights
+
+
+def describe(weights: Mapping[str, float]) -> str:
+    """"a=0.7,b=0.3": how messages, model cards and mix names name a mix. Each weight is written exactly
+    (the shortest text that reads back as the same float), so different weights never share a name."""
+    return ",".join(f"{name}={_exact(weight)}" for name, weight in weights.items())
+
+
+def _exact(weight: float) -> str:
+    text = repr(float(weight))
+    return text.removesuffix(".0")
+
+
+def label(adapter: str | None) -> str:
+    """How messages name what runs: "base", an adapter's name, or "mix a=0.7,b=0.3"."""
+    if adapter is None:
+        return "base"
+    return f"mix {_DESCRIPTIONS[adapter]}" if adapter in _DESCRIPTIONS else adapter
+
+
+def mix(model, weights: str | Sequence[str] | Mapping[str, float]) -> str:
+    """Add the weighted sum of loaded adapters to a peft model as one adapter, make it active, return its
+    name. The same weights give the same adapter, built once; weights that differ in any digit, another."""
+    loaded = [name for name in loaded_adapters(model) if not name.startswith(MIX_PREFIX)]
+    weights = parse_weights(weights, label="mix", known=loaded)
+    for name in weights:
+        config = model.peft_config[name]
+        if getattr(config, "use_dora", False) or getattr(config, "use_rslora", False):
+            # cat gives the mix the first adapter's config: DoRA magnitudes and rsLoRA's alpha/sqrt(r)
+            # scaling would not be the weighted sum.
+            raise ToolkitError(f"mix: adapter {name!r} uses DoRA or rsLoRA, which cannot be mixed exactly")
+    mixed = MIX_PREFIX + hashlib.sha256(describe(weights).encode()).hexdigest()[:16]
+    _DESCRIPTIONS[mixed] = describe(weights)
+    if mixed not in model.peft_config:
+        # With one adapter peft falls back to `linear`, which splits w * s as sqrt into A and B: the same update.
+        model.add_weighted_adapter(list(weights), list(weights.values()), mixed, combination_type="cat")
+    use(model, mixed)
+    return mixed
+
+
+def _number(raw) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

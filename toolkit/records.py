@@ -1,0 +1,230 @@
+"""The records that cross module boundaries and land on disk or in `--json` output, one definition each.
+
+Each is a frozen dataclass with `to_json()` (the documented keys, in order) and `from_json(dict)`. Records read
+from disk come from files a person may have edited or damaged: `from_json` raises `RecordError` naming what
+is wrong rather than a KeyError deep inside a command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+class RecordError(ValueError):
+    """A record on disk that is not what the toolkit wrote: the message says what is wrong."""
+
+
+def _require_object(data, what: str) -> dict:
+    if not isinstance(data, dict):
+        raise RecordError(f"{what} is not a JSON object (it is a {type(data).__name__})")
+    return data
+
+
+def _fields(cls, data: dict, what: str) -> dict:
+    """The known keys of `data` for dataclass `cls`; a missing key without a default is an error."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            out[f.name] = data[f.name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecordError(f"{what} has no {f.name!r}")
+    return out
+
+
+# ---------------------------------------------------------------- where a model comes from
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What `from_pretrained` is given for a model: a local folder or a hub id (with its revision)."""
+
+    path: str  # pretrained_model_name_or_path
+    revision: str | None = None  # hub revision; None for a local folder
+    local_files_only: bool = False  # a hub id served from the local cache (the Hub cannot be reached)
+
+    @property
+    def is_local(self) -> bool:
+        return self.revision is None
+
+    def from_pretrained(self) -> dict:
+        """Keyword arguments for `from_pretrained` (`pretrained_model_name_or_path`, ...)."""
+        kwargs: dict = {"pretrained_model_name_or_path": self.path}
+        if self.revision is not None:
+            kwargs["revision"] = self.revision
+        if self.local_files_only:
+            kwargs["local_files_only"] = True
+        return kwargs
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelSource:
+        return cls(**_fields(cls, _require_object(data, "a model source"), "a model source"))
+
+
+# ---------------------------------------------------------------- what a run is
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What decides a training run's result: the resolved recipe, the packed data and the base's weights
+    (sha256 fingerprints each). Two runs with the same identity train the same adapter."""
+
+    recipe: str
+    data: str
+    base: str
+
+    def changes(self, other: RunIdentity) -> list[str]:
+        """What differs from `other`: "recipe", "data", "base" (an empty fingerprint is not compared)."""
+        return [f.name for f in dataclasses.fields(self) if getattr(other, f.name) and getattr(self, f.name)
+                and getattr(other, f.name) != getattr(self, f.name)]
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunIdentity:
+        return cls(**_fields(cls, _require_object(data, "a run identity"), "a run identity"))
+
+
+# ---------------------------------------------------------------- what a score is
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a text is cut into windows for scoring (see toolkit.evaluation.protocol for the exact rules)."""
+
+    context: int  # tokens per window
+    stride: int  # tokens from one window's start to the next; = context: disjoint windows
+
+    @property
+    def kind(self) -> str:
+        return "disjoint" if self.stride == self.context else "sliding"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "context": self.context, "stride": self.stride}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Protocol:
+        data = _require_object(data, "a protocol")
+        return cls(int(data["context"]), int(data.get("stride", data["context"])))
+
+
+@dataclass(frozen=True)
+class Score:
+    """A text's score: token perplexity from summed NLL, and the tokenizer-free figures where counted."""
+
+    perplexity: float
+    mean_nll: float  # nats per scored token
+    tokens: int  # tokens scored
+    bytes: int | None = None  # UTF-8 bytes those tokens stand for
+    words: int | None = None  # words that begin in them
+    bits_per_byte: float | None = None
+    byte_perplexity: float | None = None
+    word_perplexity: float | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k in _SCORE_CORE}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Score:
+        return cls(**_fields(cls, _require_object(data, "a score"), "a score"))
+
+
+_SCORE_CORE = ("perplexity", "mean_nll", "tokens")
+
+
+# ---------------------------------------------------------------- what training records
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    steps: int
+    epochs: float
+    tokens: int  # tokens trained on, all processes, resumes included
+    seconds: float  # of training, evaluations left out, resumes included
+    tokens_per_second: float
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingMetrics:
+    """What `metrics.json` holds beside each trained adapter."""
+
+    base: Score  # the base's score on the evaluation text, before training
+    adapted: Score  # the adapter's
+    protocol: Protocol
+    precision: str  # of training and of its evaluations (bf16: under autocast)
+    train: TrainStats
+    data: dict = field(default_factory=dict)  # the packed data's fingerprint and per-split counts
+    versions: dict = field(default_factory=dict)  # of the toolkit and the libraries
+
+    def to_json(self) -> dict:
+        return {
+            "base": self.base.to_json(),
+            "adapted": self.adapted.to_json(),
+            "protocol": self.protocol.to_json(),
+            "precision": self.precision,
+            "train": self.train.to_json(),
+            "data": self.data,
+            "versions": self.versions,
+        }
+
+    @classmethod
+    def from_json(cls, data) -> TrainingMetrics:
+        data = _require_object(data, "metrics.json")
+        try:
+            return cls(
+                base=Score.from_json(data["base"]),
+                adapted=Score.from_json(data["adapted"]),
+                protocol=Protocol.from_json(data["protocol"]),
+                precision=str(data.get("precision", "fp32")),
+                train=TrainStats(**_fields(TrainStats, _require_object(data["train"], "its train record"), "train")),
+                data=data.get("data", {}),
+                versions=data.get("versions", {}),
+            )
+        except KeyError as err:
+            raise RecordError(f"metrics.json has no {err.args[0]!r}") from None
+        except (TypeError, ValueError) as err:
+            raise RecordError(f"metrics.json is not what training writes ({err})") from None
+
+
+# ---------------------------------------------------------------- what evaluation reports
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One row of `gpt2-adapt eval`: a model (a plain model, a base, an adapter) on a text."""
+
+    model: str  # the model, or the base the adapter was loaded on
+    adapter: str | None  # None: the base or a plain model
+    dataset: str  # the text's label
+    protocol: Protocol
+    score: Score
+    documents: int
+    precision: str
+    seconds: float  # of scoring, loading left out
+    tokens_per_second: float
+
+    def to_json(self) -> dict:
+        score = dataclasses.asdict(self.score)
+        return {
+            "model": self.model, "adapter": self.adapter, "dataset": self.dataset,
+            "protocol": self.protocol.to_json(), **score, "documents": self.documents,
+            "precision": self.precision, "seconds": self.seconds, "tokens_per_second": self.tokens_per_second,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> EvalResult:
+        data = _require_object(data, "an evaluation result")
+        score = Score(**{f.name: data.get(f.name) for f in dataclasses.fields(Score)})
+        return cls(
+            model=data["model"], adapter=data.get("adapter"), dataset=data["dataset"],
+            protocol=Protocol.from_json(data["protocol"]), score=score, documents=data.get("documents", 0),
+            precision=data.get("precision", "fp32"), seconds=data.get("seconds", 0.0),
+            tokens_per_second=data.get("tokens_per_second", 0.0),
+        )

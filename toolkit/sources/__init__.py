@@ -1,0 +1,1 @@
+"""Where models and datasets come from: a builtin, a local folder, or the Hugging Face Hub."""

@@ -1,0 +1,1 @@
+"""The adapter store: folders written atomically, their manifests, verified loading, import, model cards."""

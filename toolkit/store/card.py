@@ -1,0 +1,130 @@
+"""The adapter's model card: a Hugging Face README.md with a YAML header, written beside the weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config.recipe import Recipe
+from ..records import TrainingMetrics
+
+
+def render(recipe: Recipe, metrics: TrainingMetrics) -> str:
+    data = recipe.data
+    source = data.dataset + (f" ({data.config})" if data.config else "") if data.dataset else ", ".join(data.train_files)
+    base, adapted, train = metrics.base, metrics.adapted, metrics.train
+    hub_dataset = data.dataset if data.dataset and "/" in data.dataset and not data.dataset.startswith((".", "/")) else ""
+    datasets_yaml = f"datasets:\n- {hub_dataset}\n" if hub_dataset else ""
+    return f"""---
+base_model: {recipe.model.name}
+library_name: peft
+pipeline_tag: text-generation
+{datasets_yaml}tags:
+- gpt2-adapt
+- lora
+model-index:
+- name: {recipe.adapter_name}
+  results:
+  - task:
+      type: text-generation
+    dataset:
+      name: {source}
+      type: {hub_dataset or "text"}
+    metrics:
+    - type: perplexity
+      name: adapted perplexity
+      value: {adapted.perplexity:.4f}
+    - type: perplexity
+      name: base perplexity
+      value: {base.perplexity:.4f}
+---
+
+# {recipe.adapter_name}
+
+A LoRA adapter (rank {recipe.lora.r}, alpha {recipe.lora.alpha:g}, on {", ".join(recipe.target_modules)}) for
+`{recipe.model.name}`, trained by gpt2-adapt on {source}.
+
+| | perplexity | tokens scored |
+| --- | --- | --- |
+| base | {base.perplexity:.3f} | {base.tokens:,} |
+| adapted | {adapted.perplexity:.3f} | {adapted.tokens:,} |
+
+Perplexity is exp(summed token NLL / tokens) over {metrics.protocol.kind} windows of {metrics.protocol.context}
+tokens of the evaluation text. Training: {train.steps} steps, {train.tokens:,} tokens.
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+base = AutoModelForCausalLM.from_pretrained("{recipe.model.name}")
+model = PeftModel.from_pretrained(base, "path/to/{recipe.adapter_name}")
+```
+
+![training loss and evaluation perplexity](training.png)
+
+The full recipe is in `recipe.toml`, the figures in `metrics.json`, the provenance (base and data
+fingerprints, every file's sha256) in `manifest.json`.
+"""
+
+
+def render_imported(name: str, base: str, source: Path) -> str:
+    return f"""---
+base_model: {base}
+library_name: peft
+tags:
+- gpt2-adapt
+- lora
+---
+
+# {name}
+
+A LoRA adapter for `{base}`, imported into a gpt2-adapt store from `{source}` and checked against its
+base. It was trained elsewhere: its data and figures are not recorded here.
+"""
+
+
+def render_merged(name: str, base: str, weights: dict[str, float], precision: str, adapters: dict[str, dict],
+                  full_precision: list[str]) -> str:
+    """The card of a standalone model merged from adapters. `adapters`: name -> manifest."""
+    def row(adapter: str, weight: float) -> str:
+        manifest = adapters.get(adapter, {})
+        sha256 = manifest.get("files", {}).get("adapter_model.safetensors", {}).get("sha256", "-")
+        return f"| {adapter} | {weight:g} | {_dataset(manifest)} | `{sha256[:16]}` |"
+
+    rows = "\n".join(row(adapter, weight) for adapter, weight in weights.items())
+    int8_note = (
+        f"\n{', '.join(full_precision)} {'was' if len(full_precision) == 1 else 'were'} trained on an 8-bit base; "
+        "the update was merged into the base reloaded at full precision (exact), not into 8-bit weights.\n"
+        if full_precision else ""
+    )
+    return f"""---
+base_model: {base}
+library_name: transformers
+pipeline_tag: text-generation
+tags:
+- gpt2-adapt
+- lora
+- merged
+---
+
+# {name}
+
+`{base}` with LoRA adapters merged into its weights by gpt2-adapt: W' = W + sum of weight x scaling x B A,
+computed in float32 and saved in {precision}. It is a plain GPT-2 checkpoint: transformers loads it without peft.
+
+| adapter | weight | trained on | adapter_model.safetensors sha256 |
+| --- | --- | --- | --- |
+{rows}
+{int8_note}
+```python
+from transformers import pipeline
+
+generate = pipeline("text-generation", model="path/to/{name}")
+print(generate("The", max_new_tokens=20)[0]["generated_text"])
+```
+"""
+
+
+def _dataset(manifest: dict) -> str:
+    dataset = manifest.get("dataset", {})
+    text = dataset.get("dataset") or ", ".join(dataset.get("train_files", [])) or dataset.get("imported_from") or "-"
+    return text + (f" ({dataset['config']})" if dataset.get("config") else "")

@@ -1,0 +1,175 @@
+"""Load adapters from the store onto their base, after checking that they are what was trained, on it.
+
+    model, tokenizer = toolkit.load("wikitext103")              # base + adapter, ready for generate()
+    model, tokenizer = toolkit.load(["wikitext103", "poems"])   # both loaded once, the first active
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..errors import ToolkitError, first_line, param
+from ..files import read_json
+from ..modeling.base import base_from
+from ..modeling.fingerprints import tokenizer_fingerprint, weights_fingerprint
+from ..modeling.precision import LoadPrecision
+from ..modeling.tokenizer import tokenizer_from
+from ..records import ModelSource
+from ..sources.models import model_source
+from .manifest import MANIFEST, folder_problems
+from .store import AdapterStore
+
+log = logging.getLogger(__name__)
+
+NO_MANIFEST = f"has no readable {MANIFEST}; bring adapters trained elsewhere in with `gpt2-adapt adapters import`"
+WEIGHTS = "adapter_model.safetensors"
+
+
+def load(
+    adapters: str | Sequence[str] | None = None,
+    *,
+    base: str | None = None,
+    store: AdapterStore | str | Path | None = None,
+    strict: bool = True,
+    precision: str = "fp32",
+    int8: bool | None = None,
+    dtype: torch.dtype | None = None,
+):
+    """Return (model, tokenizer): the base with each named adapter loaded under its own name, the first
+    active (`toolkit.use(model, name)` switches; `toolkit.use(model, None)` runs the base alone).
+
+    The base is the one recorded with the first adapter; `base` points at a local copy of it instead (or
+    names the model to load when no adapter is given). Every adapter is verified against its manifest,
+    the base's weights and the tokenizer: a mismatch raises ToolkitError, or with `strict=False` only
+    warns. `precision`: "fp32", "bf16", "fp16" (the base's weights in that dtype) or "int8" (bitsandbytes).
+    `int8=True` and `dtype=` are the older spellings of `precision`.
+    """
+    precision = _precision(precision, int8, dtype)
+    store = store if isinstance(store, AdapterStore) else AdapterStore(store)
+    names = [adapters] if isinstance(adapters, str) else list(adapters or [])
+    if len(set(names)) != len(names):
+        raise ToolkitError(f"adapters {', '.join(names)}: each adapter may be named once")
+    manifests = {name: _manifest(store, name, strict) for name in names}
+    base_name, revision = _choose_base(base, manifests)
+    key = param("base") if base else f"the base of adapter {names[0]!r} (point {param('base')} at a copy of it)"
+    source = model_source(base_name, revision, key=key)
+    tokenizer = tokenizer_from(source, base_name, key=key)
+
+    check_adapters(store, names, source, tokenizer, strict)
+
+    model = base_from(source, quantization=precision.quantization, dtype=precision.dtype)
+    if torch.cuda.is_available() and precision.quantization == "none":
+        model = model.to("cuda")
+    if not names:
+        return model.eval(), tokenizer
+    for name in names:
+        model = attach(model, store, name)
+    model.set_adapter(names[0])
+    return model.eval(), tokenizer
+
+
+def _precision(precision: str, int8: bool | None, dtype: torch.dtype | None) -> LoadPrecision:
+    """The precision asked for, the older `int8` and `dtype` arguments mapped onto it with a warning."""
+    if int8 is not None or dtype is not None:
+        warnings.warn("load(int8=..., dtype=...) is deprecated: use precision='int8', 'bf16', 'fp16' or 'fp32'",
+                      DeprecationWarning, stacklevel=3)
+        if int8:
+            precision = "int8"
+        elif dtype is not None:
+            precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, precision)
+    return LoadPrecision(precision)
+
+
+def check_adapters(store: AdapterStore, names: Sequence[str], source: ModelSource, tokenizer, strict: bool) -> None:
+    """Verify each adapter against its manifest and the base about to be used: refuse, or warn if not strict.
+    Whatever `strict` says, only a safetensors adapter is ever read."""
+    problems = []
+    base = {"weights": weights_fingerprint(source), "tokenizer": tokenizer_fingerprint(tokenizer)}  # once for all
+    for name in names:
+        folder = store.require(name)
+        if not (folder / WEIGHTS).is_file():
+            raise ToolkitError(
+                f"adapter {name!r}: {folder} has no {WEIGHTS}; only safetensors weights are read (never pickle "
+                "files such as adapter_model.bin): retrain it or import it again"
+            )
+        recorded = read_json(folder / MANIFEST)  # not the stand-in that strict=False makes
+        problems += [f"adapter {name!r}: {p}" for p in verify(folder, recorded, source, base)]
+    if problems and strict:
+        raise ToolkitError(*[f"{p}; pass {param('strict', False)} to load it anyway" for p in problems])
+    for problem in problems:
+        log.warning("%s (loading anyway, as asked)", problem)
+
+
+def attach(model, store: AdapterStore, name: str):
+    """Load a (verified) adapter onto a model under its store name; a plain base becomes a peft model."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    folder = store.path(name)
+    try:
+        if isinstance(model, PeftModel):
+            model.load_adapter(folder, adapter_name=name, is_trainable=False)
+            return model
+        return PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
+    except torch.OutOfMemoryError:
+        raise
+    except (SafetensorError, RuntimeError, ValueError, TypeError, KeyError, OSError) as err:
+        # Only when forced past verification: a damaged file, or weights that do not fit the base.
+        raise ToolkitError(
+            f"adapter {name!r}: peft cannot load {folder}: {first_line(err).rstrip(':')}; "
+            "retrain it (train with overwrite) or import it again"
+        ) from None
+
+
+def verify(folder: Path, manifest: dict, source: ModelSource, base: dict) -> list[str]:
+    """What differs between an adapter and what it was trained with: its files, the base, the tokenizer.
+    `base` holds the fingerprints of the base in use: {"weights": ..., "tokenizer": ...}."""
+    if not manifest:
+        return [NO_MANIFEST]
+    problems = folder_problems(folder, manifest)
+    recorded = manifest.get("base", {}) if isinstance(manifest.get("base"), dict) else {}
+    actual = base["weights"]
+    if recorded.get("weights_sha256") != actual:
+        problems.append(
+            f"it was trained on base {recorded.get('name')!r} (weights {str(recorded.get('weights_sha256'))[:12]}), "
+            f"but {source.path} has other weights ({actual[:12]})"
+        )
+    if recorded.get("tokenizer_sha256") != base["tokenizer"]:
+        problems.append(f"the tokenizer of {source.path} differs from the one it was trained with")
+    return problems
+
+
+def _manifest(store: AdapterStore, name: str, strict: bool) -> dict:
+    folder = store.require(name)
+    manifest = read_json(folder / MANIFEST)
+    if not manifest:
+        if strict:  # say so now, before choosing a base finds that the manifest names none
+            raise ToolkitError(f"adapter {name!r}: {NO_MANIFEST}; pass {param('strict', False)} to load it anyway")
+        # Without a record, the base can only come from peft's own config.
+        config = read_json(folder / "adapter_config.json")
+        manifest = {"base": {"name": config.get("base_model_name_or_path"), "revision": config.get("revision")}}
+    return manifest
+
+
+def _choose_base(base: str | None, manifests: dict[str, dict]) -> tuple[str, str]:
+    bases = {name: m.get("base", {}) for name, m in manifests.items()}
+    weights = {b.get("weights_sha256") for b in bases.values() if b.get("weights_sha256")}
+    if len(weights) > 1:
+        listing = ", ".join(f"{name} on {b.get('name')}" for name, b in bases.items())
+        raise ToolkitError(
+            f"these adapters were trained on different bases ({listing}); an update means something only on its "
+            "own base: load, mix or merge adapters of one base together"
+        )
+    if base:
+        return base, "main"
+    if not bases:
+        raise ToolkitError(f"nothing to load: name an adapter, or a base model with {param('base')}")
+    first = next(iter(bases.values()))
+    if not first.get("name"):
+        raise ToolkitError(f"adapter {next(iter(bases))!r} does not record its base; pass {param('base')}")
+    return first["name"], first.get("revision") or "main"

@@ -1,0 +1,256 @@
+"""The adapter store: one folder per adapter under a root, written atomically, read with its records.
+
+The root is the `store` argument, else `$GPT2_ADAPT_STORE`, else `./adapters`. An adapter folder is complete
+or absent: it is built in a temporary folder beside it and renamed into place. Training checkpoints live in
+`<root>/.checkpoints/<name>/`, and per-name locks in `<root>/.locks/`, outside the adapter folders.
+
+An adapter is a real folder whose manifest names it: a symbolic link (to a folder outside the store, say)
+or a folder copied under another name is refused, so that no command reads or deletes through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config.names import NAME_PATTERN, check_name
+from ..errors import ToolkitError, param
+from ..files import atomic_folder, json_problem, read_json
+from ..records import RecordError, TrainingMetrics
+from .manifest import MANIFEST
+
+STORE_ENV = "GPT2_ADAPT_STORE"
+DEFAULT_ROOT = "adapters"
+RECORDS = (MANIFEST, "metrics.json", "adapter_config.json")  # the JSON records an adapter folder holds
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """Everything the store knows of an adapter, and what is wrong with its records (if anything)."""
+
+    name: str
+    path: str
+    manifest: dict
+    metrics: dict
+    adapter_config: dict
+    recipe: str | None  # the resolved recipe's TOML, None when absent (imported adapters)
+    files: dict[str, int]  # file name -> bytes
+    problems: list[str] = field(default_factory=list)  # damaged records; empty for a sound adapter
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.files.values())
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "path": self.path, "manifest": self.manifest, "metrics": self.metrics,
+                "adapter_config": self.adapter_config, "recipe": self.recipe, "files": self.files,
+                "bytes": self.bytes, "problems": self.problems}
+
+    def summary(self) -> dict:
+        """One row of `adapters list`: what a person scans the store for."""
+        dataset = self.manifest.get("dataset", {}) if isinstance(self.manifest.get("dataset"), dict) else {}
+        data = dataset.get("dataset") or ", ".join(dataset.get("train_files", [])) or dataset.get("imported_from", "")
+        if dataset.get("config"):
+            data += f" ({dataset['config']})"
+        targets = self.adapter_config.get("target_modules") or []
+        base = self.manifest.get("base", {}) if isinstance(self.manifest.get("base"), dict) else {}
+        figures = self.metrics if not self.problems else {}
+        return {
+            "name": self.name,
+            "base": base.get("name") or self.adapter_config.get("base_model_name_or_path"),
+            "dataset": data,
+            "rank": self.adapter_config.get("r"),
+            "targets": sorted(targets) if isinstance(targets, list) else targets,
+            "bytes": self.bytes,
+            "base_perplexity": figures.get("base", {}).get("perplexity"),
+            "adapted_perplexity": figures.get("adapted", {}).get("perplexity"),
+            "created": self.manifest.get("created"),
+            "problems": self.problems,
+        }
+
+
+class AdapterStore:
+    def __init__(self, root: str | Path | None = None):
+        if root:
+            self.root, self.setting = Path(root), param("store")
+        elif os.environ.get(STORE_ENV):
+            self.root, self.setting = Path(os.environ[STORE_ENV]), STORE_ENV
+        else:
+            self.root, self.setting = Path(DEFAULT_ROOT), param("store")
+
+    def path(self, name: str) -> Path:
+        check_name(name)
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        """Whether `name` holds an adapter (a symbolic link counts: it is refused by name, not ignored)."""
+        return (self.path(name) / "adapter_config.json").is_file()
+
+    def checkpoints(self, name: str) -> Path:
+        check_name(name)
+        return self.root / ".checkpoints" / name
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if NAME_PATTERN.match(p.name) and self.exists(p.name))
+
+    def require(self, name: str) -> Path:
+        """The folder of an existing adapter, or an error that says what the store holds or why the folder is
+        not one the store can use."""
+        if not self.exists(name):
+            known = ", ".join(self.names()) or "none"
+            raise ToolkitError(
+                f"no adapter named {name!r} in {self.root} (it has: {known}); "
+                f"run `gpt2-adapt adapters list` to see them, or point {self.setting} at another store"
+            )
+        refusal = self._refusal(name)
+        if refusal:
+            raise ToolkitError(refusal)
+        return self.path(name)
+
+    def _refusal(self, name: str) -> str | None:
+        """Why the folder of `name` is not an adapter of this store, though it looks like one."""
+        folder = self.path(name)
+        if folder.is_symlink():
+            return (
+                f"adapter {name!r}: {folder} is a symbolic link (to {os.readlink(folder)}), not a folder of the "
+                "store; remove the link, and bring the adapter in with `gpt2-adapt adapters import`"
+            )
+        recorded = read_json(folder / MANIFEST).get("name")
+        if recorded is not None and recorded != name:
+            return (
+                f"adapter {name!r}: its manifest names adapter {recorded!r} (copied or renamed by hand); "
+                "bring it in under a new name with `gpt2-adapt adapters import`"
+            )
+        return None
+
+    def info(self, name: str) -> AdapterInfo:
+        """Everything the store knows of an adapter. Damaged records are reported in `problems`, not raised,
+        so that a listing shows the others."""
+        folder = self.require(name)
+        files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+        problems = [p for record in RECORDS if record in files and (p := json_problem(folder / record))]
+        metrics = read_json(folder / "metrics.json")
+        if "metrics.json" in files and metrics:
+            try:
+                TrainingMetrics.from_json(metrics)
+            except RecordError as err:
+                problems.append(str(err))
+        recipe = None
+        if "recipe.toml" in files:
+            try:
+                recipe = (folder / "recipe.toml").read_bytes().decode("utf-8")
+                tomllib.loads(recipe)
+            except UnicodeDecodeError:
+                problems.append("recipe.toml is not UTF-8 text")
+            except tomllib.TOMLDecodeError as err:
+                problems.append(f"recipe.toml is not valid TOML ({err})")
+        return AdapterInfo(
+            name=name, path=str(folder), manifest=read_json(folder / MANIFEST), metrics=metrics,
+            adapter_config=read_json(folder / "adapter_config.json"), recipe=recipe, files=files, problems=problems,
+        )
+
+    def check_sound(self, name: str) -> AdapterInfo:
+        """The adapter's records, refused when any is damaged."""
+        info = self.info(name)
+        if info.problems:
+            raise ToolkitError(
+                *(f"adapter {name!r}: {p}; retrain it (train with overwrite) or import it again" for p in info.problems)
+            )
+        return info
+
+    def remove(self, name: str) -> None:
+        """Delete an adapter and its checkpoints, unless a run holds the name. The folder is renamed away
+        first, so it vanishes at once."""
+        folder = self.require(name)
+        self.check_writable()
+        with self.lock(name, fix="wait for that run to end (or stop it) before removing the adapter"):
+            trash = self.root / f".removing-{name}-{uuid.uuid4().hex[:8]}"
+            self._write(lambda: os.rename(folder, trash))
+            shutil.rmtree(trash, ignore_errors=True)
+            shutil.rmtree(self.checkpoints(name), ignore_errors=True)
+
+    def saving(self, name: str):
+        """A context manager yielding a temporary folder that becomes the adapter `name` when it closes
+        without error; an adapter already there stays until then."""
+        if self.path(name).is_symlink():
+            raise ToolkitError(self._refusal(name))
+        return atomic_folder(self.path(name), replace=True)
+
+    def check_writable(self) -> None:
+        """Refuse, before anything is written, a store that is a file, sits under a file, or cannot be written."""
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ToolkitError(
+                f"the store {self.root} cannot be created: {existing} is a file; point {self.setting} at a folder"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ToolkitError(
+                f"the store {self.root} cannot be written ({existing}: permission denied); "
+                f"point {self.setting} at a folder you can write, or change its permissions"
+            )
+
+    def _write(self, action):
+        try:
+            return action()
+        except PermissionError as err:
+            raise ToolkitError(
+                f"the store {self.root} cannot be written ({err.strerror}: {err.filename}); "
+                f"point {self.setting} at a folder you can write, or change its permissions"
+            ) from None
+
+    def check_unlocked(self, name: str) -> None:
+        """Fail at once when another process holds `name`'s lock; creates nothing."""
+        lock_file = self._lock_file(name)
+        if not lock_file.exists():
+            return
+        try:
+            f = open(lock_file)
+        except OSError:
+            return  # unreadable: the run that takes the lock will say so
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ToolkitError(_busy(name, lock_file, TRAIN_FIX)) from None
+
+    @contextlib.contextmanager
+    def lock(self, name: str, fix: str | None = None):
+        """Hold `name` for one process: training and saving it, or removing it. The kernel frees the lock if
+        the process dies."""
+        lock_file = self._lock_file(name)
+        self._write(lambda: lock_file.parent.mkdir(parents=True, exist_ok=True))
+        with self._write(lambda: open(lock_file, "a+")) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ToolkitError(_busy(name, lock_file, fix or TRAIN_FIX)) from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            yield
+
+    def _lock_file(self, name: str) -> Path:
+        check_name(name)
+        return self.root / ".locks" / f"{name}.lock"
+
+
+TRAIN_FIX = "wait for it to finish, or set output.name to another name"
+
+
+def _busy(name: str, lock_file: Path, fix: str) -> str:
+    try:
+        holder = lock_file.read_text().strip() or "?"
+    except OSError:
+        holder = "?"
+    return f"adapter {name!r} is being trained or saved by another process (pid {holder}); {fix}"

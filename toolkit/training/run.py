@@ -1,0 +1,343 @@
+"""Training: check the store, prepare data and model, run the Trainer, and save the adapter.
+
+Reads top to bottom: `train()` is the whole path from a recipe to an adapter in the store.
+
+    result = toolkit.train(toolkit.load_recipe("recipes/quickstart.toml"), store="adapters")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from transformers import default_data_collator, set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from .. import __version__
+from ..config.recipe import Recipe
+from ..data.packing import PreparedData, prepare_data
+from ..errors import ToolkitError, param
+from ..files import read_json
+from ..modeling.base import load_base, load_config
+from ..modeling.fingerprints import tokenizer_fingerprint, weights_fingerprint
+from ..modeling.lora import AdapterShape, attach_lora, describe_adapter
+from ..modeling.precision import resolve_precision
+from ..modeling.tokenizer import tokenizer_from
+from ..records import Protocol, RunIdentity, TrainingMetrics, TrainStats
+from ..sources.models import model_source, recorded_name
+from ..store import card
+from ..store.manifest import MANIFEST, run_identity, write_manifest
+from ..store.store import AdapterStore
+from . import checkpoints, guards, plots
+from .checkpoints import CheckpointKeeper, RunRecord
+from .trainer import AdapterTrainer, ProgressLines, training_arguments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    name: str
+    path: Path
+    metrics: TrainingMetrics
+    trained: bool  # False when resuming found the run already finished
+
+
+def train(
+    recipe: Recipe, store: AdapterStore | str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+    allow_changed: bool = False, force: bool | None = None, callbacks: tuple = (),
+) -> TrainResult:
+    """Train the recipe's adapter into the store. `resume` continues the run from its newest complete
+    checkpoint; `overwrite` replaces an existing adapter (it stays in place until the new one is saved);
+    `allow_changed` resumes even if the recipe, the data or the base changed since the checkpoint (`force`
+    is its older name). `callbacks` are more Trainer callbacks (the benchmark's timer)."""
+    if force is not None:
+        warnings.warn("train(force=...) is deprecated: use allow_changed=...", DeprecationWarning, stacklevel=2)
+        allow_changed = allow_changed or force
+    store = store if isinstance(store, AdapterStore) else AdapterStore(store)
+    name = recipe.adapter_name
+    _check_request(recipe, store, resume, overwrite)
+
+    # Everything that can fail on bad input happens before anything is written to the store.
+    precision = resolve_precision(recipe.training.precision)
+    _check_loggers(recipe)
+    load_config(recipe)
+    source = model_source(recipe.model.name, recipe.model.revision)
+    tokenizer = tokenizer_from(source, recipe.model.name)
+    with PartialState().main_process_first():  # under torchrun: rank 0 packs and hashes, the others read its caches
+        packed = prepare_data(recipe.data, tokenizer)
+        identity = RunIdentity(recipe.fingerprint(), packed.fingerprint, weights_fingerprint(source))
+    log.info("data: %d training blocks of %d tokens; evaluation text %s tokens",
+             len(packed.train), recipe.data.block_size, f"{len(packed.eval.ids):,}")
+    _check_step_size(recipe, packed)
+    resume_from = _resume_point(store, name, identity, resume, allow_changed)
+    if resume_from == "finished":
+        log.info("%s: the run had finished; nothing to do", name)
+        return TrainResult(name, store.path(name), TrainingMetrics.from_json(read_json(store.path(name) / "metrics.json")),
+                           trained=False)
+    set_seed(recipe.training.seed)  # before the adapter is built: LoRA A is drawn from the global RNG
+    model = attach_lora(load_base(recipe), recipe)
+    shape = describe_adapter(model)
+    _report_adapter(shape)
+    guards.check_free_space(store.root, shape.trainable, recipe.training.keep_checkpoints, store.setting)
+
+    # One process per adapter name: a second run of the same name fails here instead of interleaving.
+    with store.lock(name) if _is_main_process() else contextlib.nullcontext(), _process_group():
+        try:
+            return _run(recipe, store, resume_from, identity, model, tokenizer, packed, precision, callbacks)
+        except (OSError, RuntimeError) as err:
+            if not guards.is_disk_full(err, store.root):
+                raise
+            latest = checkpoints.latest_checkpoint(store.checkpoints(name), report=False)
+            raise ToolkitError(
+                f"the disk filled up while writing in {store.root}; incomplete files are ignored, the last "
+                f"complete checkpoint is {latest or 'none'}; free some space and train again with {param('resume', True)}"
+            ) from None
+
+
+def _check_request(recipe: Recipe, store: AdapterStore, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an adapter or a run, or to write where nothing can be written."""
+    name = recipe.adapter_name
+    if resume and overwrite:
+        raise ToolkitError(f"{param('resume', True)} and {param('overwrite', True)}: choose one (continue the run, or start it over)")
+    store.check_writable()
+    store.check_unlocked(name)
+    if store.exists(name):
+        store.require(name)  # refuses a symbolic link or a folder copied under another name
+    if resume or overwrite:
+        return
+    if store.exists(name):
+        raise ToolkitError(
+            f"adapter {name!r} already exists in {store.root}; pass {param('overwrite', True)} to retrain it, "
+            "or set output.name to another name"
+        )
+    run_folder = store.checkpoints(name)
+    if checkpoints.latest_checkpoint(run_folder, report=False) is not None:
+        raise ToolkitError(
+            f"an unfinished run of {name!r} left checkpoints in {run_folder}; "
+            f"pass {param('resume', True)} to continue it or {param('overwrite', True)} to start over"
+        )
+
+
+def _resume_point(store: AdapterStore, name: str, identity: RunIdentity, resume: bool, allow_changed: bool):
+    """Where the run starts: None (from scratch), a checkpoint folder, or "finished" (the adapter in the store
+    is this very run's). Decided by the run's identity, never by step counts of whatever adapter is there."""
+    if not resume:
+        return None
+    stored = run_identity(read_json(store.path(name) / MANIFEST)) if store.exists(name) else None
+    run_folder = store.checkpoints(name)
+    checkpoint = checkpoints.latest_checkpoint(run_folder)
+    if stored == identity and (checkpoint is None or _stored_steps(store, name) >= checkpoints.checkpoint_step(checkpoint)):
+        return "finished"
+    if checkpoint is not None:
+        record = checkpoints.read_run_record(run_folder)
+        changed = identity.changes(record.identity) if record else []
+        if changed:
+            message = f"{_describe_changes(changed)} changed since the checkpoints of {name!r} were written"
+            if not allow_changed:
+                raise ToolkitError(
+                    f"{message}; restore them, pass {param('allow_changed', True)} to resume anyway, "
+                    f"or {param('overwrite', True)} to start over"
+                )
+            log.warning("%s; resuming anyway, as asked", message)
+        checkpoints.check_resumable(checkpoint)
+        return checkpoint
+    if store.exists(name):
+        origin = f"trained with another {_describe_changes(identity.changes(stored))}" if stored else "imported"
+        raise ToolkitError(
+            f"adapter {name!r} in {store.root} was {origin}, and no checkpoint of this run exists to resume; "
+            f"pass {param('overwrite', True)} to train it from this recipe, or set output.name to another name"
+        )
+    log.info("%s: no complete checkpoint to resume from; starting fresh", name)
+    return None
+
+
+def _stored_steps(store: AdapterStore, name: str) -> int:
+    return read_json(store.path(name) / "metrics.json").get("train", {}).get("steps", -1)
+
+
+def _describe_changes(changed: list[str]) -> str:
+    what = {"recipe": "the recipe", "data": "the training data", "base": "the base model's weights"}
+    return " and ".join(what[c] for c in changed) or "recipe"
+
+
+def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precision, callbacks=()) -> TrainResult:
+    """Train (or resume) and save: the part of `train` that writes to the store."""
+    name = recipe.adapter_name
+    run_folder = store.checkpoints(name)
+    state = PartialState()
+    if checkpoint is None and run_folder.exists():  # a fresh start must never pick up an older run's state
+        if state.is_main_process:  # one process removes; concurrent removals of one tree can fail
+            shutil.rmtree(run_folder)
+        state.wait_for_everyone()
+    keeper = CheckpointKeeper(recipe.training.keep_checkpoints, checkpoints.training_seconds(checkpoint))
+    protocol = Protocol(recipe.data.block_size, recipe.data.block_size)
+    trainer = AdapterTrainer(
+        keeper=keeper,
+        protocol=protocol,
+        eval_dataset=packed.eval,
+        model=model,
+        args=training_arguments(recipe, run_folder, precision),
+        train_dataset=packed.train,
+        data_collator=default_data_collator,
+        callbacks=[keeper, *callbacks],
+    )
+    # The Trainer prints raw metric dicts; keep its progress bar (when not -q) and print readable lines.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if log.isEnabledFor(logging.INFO):
+        trainer.add_callback(ProgressLines(bar=sys.stderr.isatty()))
+
+    record = checkpoints.read_run_record(run_folder) if checkpoint else None
+    if record is None:
+        record = RunRecord(identity, trainer.score_evaluation_text("base"))
+        if trainer.is_world_process_zero():
+            checkpoints.write_run_record(run_folder, record)
+    log.info("base perplexity: %.3f over %d tokens", record.base_score.perplexity, record.base_score.tokens)
+
+    if checkpoint is not None and checkpoints.is_finished(checkpoint):
+        # The Trainer would train one more step; the weights are all there, so load them instead.
+        checkpoints.load_weights(model, checkpoint)
+        trainer.state = trainer.state.load_from_json(str(checkpoint / "trainer_state.json"))
+    else:
+        stop = guards.StopOnSignal()
+        trainer.add_callback(stop)
+        with stop:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if stop.requested:
+            saved = checkpoints.latest_checkpoint(run_folder, report=False)
+            raise guards.Interrupted(
+                f"stopped at step {trainer.state.global_step}; checkpoint saved in {saved}. "
+                f"Continue with the same command and {param('resume', True)}",
+                exit_code=stop.exit_code,
+            )
+    adapted = trainer.final_evaluation()
+
+    seconds = keeper.seconds()
+    tokens = int(trainer.state.num_input_tokens_seen)
+    metrics = TrainingMetrics(
+        base=record.base_score,
+        adapted=adapted,
+        protocol=protocol,
+        precision=precision,
+        train=TrainStats(steps=trainer.state.global_step, epochs=trainer.state.epoch, tokens=tokens, seconds=seconds,
+                         tokens_per_second=tokens / seconds if seconds > 0 else 0.0),
+        data={"fingerprint": packed.fingerprint, **packed.stats},
+        versions=_versions(),
+    )
+    if trainer.is_world_process_zero():
+        _save_adapter(store, recipe, model, tokenizer, identity, metrics, packed, trainer.state.log_history)
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(name, store.path(name), metrics, trained=True)
+
+
+def _save_adapter(store, recipe: Recipe, model, tokenizer, identity: RunIdentity, metrics: TrainingMetrics,
+                  packed: PreparedData, log_history: list) -> None:
+    """Write the adapter folder atomically: weights, recipe, metrics, card, curves, then the manifest that
+    records every file's sha256 and the base and data it was trained on."""
+    with store.saving(recipe.adapter_name) as folder:
+        model.save_pretrained(folder)
+        (folder / "recipe.toml").write_text(recipe.to_toml(), encoding="utf-8")
+        (folder / "metrics.json").write_text(json.dumps(metrics.to_json(), indent=2), encoding="utf-8")
+        # Every logged step (loss, learning rate, evaluations) of the whole run, resumes included.
+        lines = "".join(json.dumps(entry) + "\n" for entry in log_history)
+        (folder / "metrics.jsonl").write_text(lines, encoding="utf-8")
+        (folder / "README.md").write_text(card.render(recipe, metrics), encoding="utf-8")
+        plots.training_curves(log_history, metrics.base.perplexity, folder / "training.png")
+        write_manifest(
+            folder,
+            name=recipe.adapter_name,
+            base={
+                "name": recorded_name(recipe.model.name),
+                "revision": recipe.model.revision,
+                "weights_sha256": identity.base,
+                "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
+            },
+            dataset=_dataset_record(recipe, packed),
+            recipe_sha256=identity.recipe,
+            versions=metrics.versions,
+        )
+
+
+def _dataset_record(recipe: Recipe, packed: PreparedData) -> dict:
+    d = recipe.data
+    if d.train_files:
+        files = {
+            "train_files": [str(p.resolve()) for p in packed.source.train_files],
+            "eval_files": [str(p.resolve()) for p in packed.source.eval_files],
+        }
+        return {**files, "text_column": d.text_column, "fingerprint": packed.fingerprint}
+    return {
+        "dataset": recorded_name(d.dataset),
+        "config": d.config,
+        "train_split": d.train_split,
+        "eval_split": d.eval_split,
+        "text_column": d.text_column,
+        "fingerprint": packed.fingerprint,
+    }
+
+
+def _check_loggers(recipe: Recipe) -> None:
+    """The recipe's `training.report_to` loggers must be installed here (the recipe checked their names)."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    installed = set(get_available_reporting_integrations())
+    missing = [t for t in recipe.training.report_to if t not in ("none", "all") and t not in installed]
+    if missing:
+        raise ToolkitError(*(f"training.report_to: {t!r} is not installed; pip install {t}, or remove it" for t in missing))
+
+
+def _check_step_size(recipe: Recipe, packed: PreparedData) -> None:
+    """Refuse an optimizer step that cannot be filled even once by an epoch; warn when one step is the
+    whole epoch (every step then sees all the data)."""
+    t = recipe.training
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    batches = math.ceil(len(packed.train) / (t.batch_size * world))  # forward passes per process per epoch
+    if t.grad_accum > batches:
+        raise ToolkitError(
+            f"training.grad_accum: {t.grad_accum:,} forward passes per optimizer step, but an epoch has only "
+            f"{batches:,} per process ({len(packed.train):,} blocks of {recipe.data.block_size} tokens); "
+            f"set training.grad_accum to at most {batches:,}"
+        )
+    if t.grad_accum * t.batch_size * world >= len(packed.train):
+        log.warning("one optimizer step (%d blocks) holds the whole epoch (%d blocks): every step sees all the data",
+                    t.grad_accum * t.batch_size * world, len(packed.train))
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def _process_group():
+    """Under torchrun, tear the process group down when training ends, so that every rank exits cleanly
+    (without it, an exit at interpreter shutdown crashed now and then)."""
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _report_adapter(shape: AdapterShape) -> None:
+    layers = ", ".join(f"{pattern} x{count}" for pattern, count in shape.layers.items())
+    log.info("LoRA on %d layers: %s", shape.matched, layers)
+    log.info("trainable parameters: %s of %s (%.3f%%)", f"{shape.trainable:,}", f"{shape.total:,}", 100 * shape.share)
+
+
+def _versions() -> dict:
+    import peft
+    import transformers
+
+    return {"toolkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
