@@ -107,11 +107,12 @@ def write_recipe(tmp_path, tiny_model, corpus_dir):
 
 @pytest.fixture
 def cli():
-    """cli(*args) -> click Result of running `gpt2-adapt args...` in this process."""
+    """cli(*args, input=None) -> click Result of running `gpt2-adapt args...` in this process (`input`: what
+    it reads on standard input)."""
     runner = CliRunner()
 
-    def run(*args: str):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    def run(*args: str, input: str | bytes | None = None):
+        return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return run
 

@@ -15,6 +15,7 @@ what its error lines must name.
 import json
 import re
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,10 @@ class World:
     tiny_model: Path
     corpus_dir: Path
     trained: Path  # the store of RUN, filled by the first test that asks for it
+    monkeypatch: pytest.MonkeyPatch  # to set environment variables for the command
     held: list = field(default_factory=list)  # open files to keep open while the command runs
+    mounts: list = field(default_factory=list)  # filesystems mounted for the case, unmounted after it
+    stdin: list = field(default_factory=list)  # what the command reads on standard input (one bytes, if any)
 
     def file(self, name: str, content: str | bytes) -> str:
         path = self.root / name
@@ -78,6 +82,8 @@ class World:
 
     def store(self) -> Path:
         """A copy of the trained store: adapter `tiny`, its checkpoints 10 and 20, its run record and lock."""
+        if (self.root / "store").exists():  # already copied by an earlier step of the same setup
+            return self.root / "store"
         if not self.trained.exists():
             result = self.cli("train", self.write_recipe("trained.toml", **RUN), "--store", self.trained)
             assert result.exit_code == 0, result.output
@@ -208,7 +214,7 @@ def another_base(w: World) -> list:
     name = next(n for n in sorted(weights) if n.endswith("wte.weight"))
     weights[name] = weights[name] + 1.0
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
-    return w.eval("--model", str(folder))
+    return w.eval("--base", str(folder))
 
 
 def base_moved(w: World) -> list:
@@ -247,6 +253,114 @@ def imported_copy_of_tiny(w: World) -> list:
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copy(adapter / name, folder / name)
     return ["adapters", "import", "downloads/tiny"]
+
+
+# ---------------------------------------------------------------- setups for the hostile-input round (issue 12)
+
+
+def read_only(w: World, name: str, fill: Callable[[Path], None] = lambda folder: None) -> Path:
+    """A real read-only filesystem (a tmpfs remounted read-only) at `name`, after `fill` put files in it;
+    skipped where mounting is not allowed. Root ignores permission bits, not a read-only mount."""
+    folder = w.root / name
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    w.mounts.append(folder)
+    fill(folder)
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    return folder
+
+
+def read_only_store(w: World) -> Path:
+    """The trained store, on a read-only filesystem."""
+    w.store()
+    return read_only(w, "ro", lambda folder: shutil.copytree(w.root / "store", folder / "store"))
+
+
+def symlinked_adapter(w: World) -> str:
+    """store/evil: a symbolic link to an adapter folder outside the store."""
+    store = w.store()
+    shutil.copytree(store / "tiny", w.root / "outside" / "evil")
+    (store / "evil").symlink_to(w.root / "outside" / "evil")
+    return "evil"
+
+
+def copied_under_another_name(w: World) -> str:
+    """store/copy: the folder of adapter 'tiny' copied by hand under another name (its manifest says tiny)."""
+    shutil.copytree(w.store() / "tiny", w.root / "store" / "copy")
+    return "copy"
+
+
+def damaged_records(w: World) -> str:
+    """A second adapter whose metrics.json is a JSON array (the listing must survive it)."""
+    shutil.copytree(w.store() / "tiny", w.root / "store" / "broken")
+    manifest = json.loads((w.root / "store/broken/manifest.json").read_text())
+    manifest["name"] = "broken"
+    (w.root / "store/broken/manifest.json").write_text(json.dumps(manifest))
+    (w.root / "store/broken/metrics.json").write_text("[1, 2, 3]")
+    return "broken"
+
+
+def pickle_in_place_of_weights(w: World) -> list:
+    """adapter_model.bin (a torch.save state dict) where the safetensors weights were."""
+    from safetensors.torch import load_file
+
+    adapter = w.adapter()
+    torch.save(load_file(adapter / "adapter_model.safetensors"), adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    return w.generate("--allow-unverified")
+
+
+def sparse_weights(w: World) -> list:
+    """An adapter folder whose safetensors file is 2 GiB of holes (a sparse file: no header)."""
+    args = w.import_("sparse", lora_config(base_model_name_or_path=str(w.tiny_model)))
+    with open(w.root / "sparse" / "adapter_model.safetensors", "wb") as f:
+        f.truncate(2 << 30)
+    return args
+
+
+def retrain_with_another_recipe_and_no_checkpoints(w: World) -> list:
+    """The store holds tiny (learning rate 1e-2, its checkpoints gone); --resume with another learning rate."""
+    shutil.rmtree(w.store() / ".checkpoints")
+    return w.train("--resume", training={**RUN["training"], "learning_rate": 3e-3})
+
+
+def csv_into_the_store(w: World) -> list:
+    w.store()
+    return w.eval("--csv", "store/tiny/adapter_config.json")
+
+
+def heatmap_into_the_store(w: World) -> list:
+    w.store()
+    return w.eval("--heatmap", "store/tiny/training.png")
+
+
+def csv_over_a_file_of_yours(w: World) -> list:
+    w.store()
+    w.file("notes.csv", "my,own,data\n1,2,3\n")
+    return w.eval("--csv", "notes.csv")
+
+
+def cache_is_a_file(w: World) -> list:
+    w.monkeypatch.setenv("GPT2_ADAPT_CACHE", str(w.root / w.file("cache-file", "not a folder")))
+    return ["plan", w.write_recipe(), "--measure-steps", "0"]
+
+
+def cache_is_read_only(w: World) -> list:
+    w.monkeypatch.setenv("GPT2_ADAPT_CACHE", str(read_only(w, "ro-cache")))
+    return ["plan", w.write_recipe(), "--measure-steps", "0"]
+
+
+def store_through_the_environment(w: World) -> list:
+    w.monkeypatch.setenv("GPT2_ADAPT_STORE", str(w.store()))
+    return ["adapters", "show", "nope"]
+
+
+def binary_standard_input(w: World) -> list:
+    w.store()
+    w.stdin.append(Path("/bin/ls").read_bytes()[:4096])
+    return ["generate", "--adapter", "tiny", "--greedy", "--max-new-tokens", "2"]
 
 
 # ---------------------------------------------------------------- the cases
@@ -493,6 +607,49 @@ CASES = [
         merge_over_a_folder,
         "merged", "--overwrite",
     ),
+    # the hostile-input round (issue 12): each row names the fault it injects
+    case("train-file-empty", lambda w: w.files([w.file("empty.txt", "")], [w.valid()]), "empty.txt", "empty"),
+    case("eval-file-empty", lambda w: w.files([str(w.corpus_dir / "train.txt")], [w.file("e.txt", "")]), "e.txt"),
+    case("train-file-blank-lines", lambda w: w.files([w.file("blank.txt", "\n  \n\t\n")]), "blank.txt"),
+    case("train-jsonl-no-rows", lambda w: w.files([w.file("rows.jsonl", "\n\n")]), "rows.jsonl"),
+    case("resume-another-recipe-no-checkpoints", retrain_with_another_recipe_and_no_checkpoints, "'tiny'", "--overwrite"),
+    case("eval-csv-into-the-store", csv_into_the_store, "--csv", "adapter store"),
+    case("eval-heatmap-into-the-store", heatmap_into_the_store, "--heatmap", "adapter store"),
+    case("eval-csv-over-a-file-of-yours", csv_over_a_file_of_yours, "--csv", "--overwrite"),
+    case("generate-pickle-weights-allowed-unverified", pickle_in_place_of_weights, "'tiny'", "safetensors"),
+    case("show-symlinked-adapter", lambda w: ["adapters", "show", symlinked_adapter(w)], "'evil'", "symbolic link"),
+    case("rm-symlinked-adapter", lambda w: ["adapters", "rm", symlinked_adapter(w), "--yes"], "'evil'"),
+    case("eval-symlinked-adapter", lambda w: ["eval", "--adapter", symlinked_adapter(w), "--files", w.valid()], "'evil'"),
+    case("train-over-symlinked-adapter", lambda w: w.train("--overwrite", **RUN, output={"name": symlinked_adapter(w)}), "'evil'"),
+    case("show-adapter-copied-under-another-name", lambda w: ["adapters", "show", copied_under_another_name(w)], "'copy'", "'tiny'"),
+    case("show-damaged-metrics", lambda w: ["adapters", "show", damaged_records(w)], "'broken'", "metrics.json"),
+    case("rm-read-only-store", lambda w: ["adapters", "rm", "tiny", "--yes", "--store", read_only_store(w) / "store"], "read-only"),
+    case("train-read-only-store", lambda w: w.train("--store", read_only_store(w) / "store", output={"name": "new"}), "read-only"),
+    case("import-read-only-store", lambda w: [*imported_copy_of_tiny(w), "--name", "t2", "--store", read_only_store(w) / "store"], "read-only"),
+    case("plan-cache-is-a-file", cache_is_a_file, "GPT2_ADAPT_CACHE", "cache-file"),
+    case("plan-cache-read-only", cache_is_read_only, "GPT2_ADAPT_CACHE", "ro-cache"),
+    case("store-under-a-file", lambda w: w.train("--store", f"{w.file('afile', 'x')}/sub"), "afile"),
+    case("import-config-is-an-array", lambda w: ["adapters", "import", w.folder("arr"), w.file("arr/adapter_config.json", "[1, 2]")][:3], "arr", "JSON object"),
+    case("import-sparse-2gib-weights", sparse_weights, "sparse", "adapter_model.safetensors"),
+    case("import-rank-of-a-trillion", lambda w: w.import_("huge", lora_config(r=10**12, base_model_name_or_path=str(w.tiny_model))), "huge", "rank"),
+    case("import-rank-zero", lambda w: w.import_("zero", lora_config(r=0, base_model_name_or_path=str(w.tiny_model))), "zero", "rank"),
+    case("import-dropout-five", lambda w: w.import_("drop", lora_config(lora_dropout=5, base_model_name_or_path=str(w.tiny_model))), "drop", "lora_dropout"),
+    case("import-targets-the-base-lacks", lambda w: w.import_("llama", lora_config(target_modules=["q_proj"], base_model_name_or_path=str(w.tiny_model))), "q_proj", "c_attn"),
+    case("train-rank-of-a-billion", lambda w: w.train("--set", "lora.r=1000000000"), "lora.r"),
+    case("recipe-show-rank-of-a-billion", lambda w: ["recipe", "show", w.write_recipe(), "--set", "lora.r=1000000000"], "lora.r"),
+    case("train-report-to-bogus", lambda w: w.train("--set", 'training.report_to=["bogus"]'), "training.report_to", "bogus"),
+    case("recipe-show-report-to-bogus", lambda w: ["recipe", "show", w.write_recipe(), "--set", 'training.report_to=["bogus"]'], "bogus"),
+    case("generate-prompt-file-is-a-binary", lambda w: w.stored("generate", "--adapter", "tiny", "--prompt-file", "/bin/ls"), "/bin/ls", "UTF-8"),
+    case("generate-binary-standard-input", binary_standard_input, "standard input", "UTF-8"),
+    case("bench-text-is-a-binary", lambda w: ["bench", "--text", "/bin/ls", "--only", "eval"], "/bin/ls", "UTF-8"),
+    case("eval-files-empty-file", lambda w: w.stored("eval", "--adapter", "tiny", "--files", w.file("none.txt", "")), "none.txt"),
+    case("eval-files-a-folder", lambda w: w.stored("eval", "--adapter", "tiny", "--files", w.folder("texts")), "texts", "folder"),
+    case("store-set-through-the-environment", store_through_the_environment, "'nope'", "GPT2_ADAPT_STORE"),
+    case("lora-targets-empty-list", lambda w: w.train(lora={"targets": []}), "lora.targets", "c_attn"),
+    case("grad-accum-of-a-billion", lambda w: w.train(training={"grad_accum": 10**9}), "training.grad_accum"),
+    case("plan-measure-steps-negative", lambda w: ["plan", w.write_recipe(), "--measure-steps", "-1"], "--measure-steps"),
+    case("generate-temperature-inf", lambda w: w.stored("generate", "--adapter", "tiny", "--prompt", "x", "--temperature", "inf"), "--temperature"),
+    case("merge-out-inside-the-store", lambda w: w.stored("merge", "tiny", "--out", "store/merged"), "--out", "adapter store"),
     # damaged checkpoints, resumed
     case(
         "checkpoint-garbage-trainer-state",
@@ -523,18 +680,20 @@ def trained(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def world(tmp_path, write_recipe, cli, tiny_model, corpus_dir, trained):
-    world = World(tmp_path, write_recipe, cli, tiny_model, corpus_dir, trained)
+def world(tmp_path, write_recipe, cli, tiny_model, corpus_dir, trained, monkeypatch):
+    world = World(tmp_path, write_recipe, cli, tiny_model, corpus_dir, trained, monkeypatch)
     yield world
     for held in world.held:
         held.close()
+    for mount in reversed(world.mounts):
+        subprocess.run(["umount", str(mount)], capture_output=True)
 
 
 @pytest.mark.parametrize("setup, names, lines", CASES)
 def test_bad_input_is_one_line_per_problem_exit_2_and_changes_nothing(world, cli, tmp_path, setup, names, lines):
     args = setup(world)
     before = snapshot(tmp_path)
-    result = cli(*args)
+    result = cli(*args, input=world.stdin[0] if world.stdin else None)
 
     output = result.output
     assert "Traceback" not in output

@@ -350,3 +350,12 @@ def test_recipe_show_on_a_missing_file_exits_2(cli):
 
 
 # ---------------------------------------------------------------- documentation
+
+
+def test_a_recipe_that_starts_with_a_byte_order_mark_is_read(write_recipe):
+    """Fault: an editor saved the recipe as UTF-8 with a BOM; it once failed with "Invalid statement (line 1,
+    column 1)". The mark is not part of the TOML."""
+    path = write_recipe()
+    plain = load_recipe(path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_recipe(path) == plain

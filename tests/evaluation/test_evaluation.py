@@ -362,6 +362,16 @@ def test_matrix_of_two_adapters_on_two_texts(trained, tiny_model, corpus_dir, tm
     assert "sliding window of 48 tokens, stride 24" in text.stdout
     assert text.stdout.count("alpha") == 3  # two lines of the long table and one row of the matrix
 
+    # An earlier output of eval is replaced; a file of the user's only with --overwrite.
+    again = run_cli(*args, "--csv", tmp_path / "out" / "matrix.csv")
+    assert again.exit_code == 0 and (tmp_path / "out" / "matrix.csv").read_text().splitlines()[0] == rows[0]
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my,own\n")
+    refused = run_cli(*args, "--csv", mine)
+    assert refused.exit_code == 2 and mine.read_text() == "my,own\n" and "--overwrite" in refused.stderr
+    replaced = run_cli(*args, "--csv", mine, "--overwrite")
+    assert replaced.exit_code == 0 and mine.read_text().startswith("model,adapter,dataset")
+
 
 def test_int8_and_bf16_bases_run_on_cpu(tiny_model, corpus_dir):
     """An 8-bit base (bitsandbytes) and a bf16 base score the same tokens close to the fp32 figure."""

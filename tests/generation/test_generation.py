@@ -78,6 +78,20 @@ def test_an_adapter_loads_onto_the_base_in_memory_verified(store, tiny_model):
 # Mix ------------------------------------------------------------------------------------------------
 
 
+def test_mixes_whose_weights_differ_in_the_seventh_digit_are_two_mixes(loaded):
+    """Fault: weights equal to 6 significant digits (0.1234567 vs 0.1234568) once shared a name, and the
+    second mix silently reused the first's weights."""
+    model, tokenizer = loaded
+    first = toolkit.mix(model, {"quickstart": 0.1234567, "poems": 0.8})
+    second = toolkit.mix(model, {"quickstart": 0.1234568, "poems": 0.8})
+    assert first != second
+    lora = [n for n in model.peft_config[first].target_modules][0]
+    a = [p for n, p in model.named_parameters() if f"lora_A.{first}" in n and lora in n][0]
+    b = [p for n, p in model.named_parameters() if f"lora_A.{second}" in n and lora in n][0]
+    assert not torch.equal(a, b)  # the weights are folded into A: different weights, different factors
+    assert toolkit.mix(model, {"quickstart": 0.1234567, "poems": 0.8}) == first  # the same weights: built once
+
+
 def test_the_mix_is_the_weighted_sum_of_the_updates_for_different_ranks(loaded, tiny_model, store):
     """w1 * s1 * B1 A1 + w2 * s2 * B2 A2 (s = alpha / r), computed here from the saved tensors, equals the
     mix's update layer by layer, and a base with those updates added by hand gives the mix's logits."""

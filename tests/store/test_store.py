@@ -455,7 +455,61 @@ def test_a_second_process_saving_the_same_name_fails_at_once(store, cli, write_r
     assert tree(store / "quickstart") != before
 
 
+@pytest.mark.slow
+def test_rm_refuses_a_name_that_a_running_process_holds(store, cli, tmp_path):
+    """Fault: `adapters rm` while another process holds the name (a run training it): exit 2 naming that
+    process's pid; the adapter and its checkpoints stay. Once the process is gone, rm works."""
+    marker = tmp_path / "locked"
+    proc = start_helper(LOCK_AND_HANG, store, "poems", marker)
+    try:
+        wait_for(marker, proc)
+        before = tree(store)
+        refused = cli("adapters", "rm", "poems", "--yes")
+        assert refused.exit_code == 2
+        [line] = error_lines(refused.output)
+        assert f"pid {proc.pid}" in line and "'poems'" in line and "before removing" in line
+        assert tree(store) == before
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    removed = cli("adapters", "rm", "poems", "--yes")
+    assert removed.exit_code == 0, removed.output
+    assert not (store / "poems").exists()
+
+
 # 6. Names --------------------------------------------------------------------------------------------
+
+
+def test_a_symlinked_or_damaged_adapter_is_marked_in_the_listing_and_the_others_listed(store, cli, tmp_path):
+    """Faults: store/evil is a symbolic link to a folder outside the store; store/broken has a metrics.json
+    that is a JSON array and a recipe.toml that is not UTF-8. `list` exits 0, shows every sound adapter as
+    before and marks these two with what is wrong; nothing is read or removed through the link."""
+    shutil.copytree(store / "poems", tmp_path / "outside" / "evil")
+    (store / "evil").symlink_to(tmp_path / "outside" / "evil")
+    shutil.copytree(store / "quickstart", store / "broken")
+    manifest = json.loads((store / "broken" / "manifest.json").read_text())
+    (store / "broken" / "manifest.json").write_text(json.dumps({**manifest, "name": "broken"}))
+    (store / "broken" / "metrics.json").write_text("[1, 2, 3]")
+    (store / "broken" / "recipe.toml").write_bytes("name = 'caf\xe9'".encode("latin-1"))
+
+    listed = cli("adapters", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert sorted(rows) == sorted([*NAMES, "evil", "broken"])
+    assert all(rows[name]["problems"] == [] for name in NAMES)
+    assert any("symbolic link" in p for p in rows["evil"]["problems"])
+    assert any("metrics.json" in p for p in rows["broken"]["problems"])
+    assert any("recipe.toml is not UTF-8" in p for p in rows["broken"]["problems"])
+    table = cli("adapters", "list")
+    assert table.exit_code == 0 and "2 damaged" in table.stderr
+    assert [line.split()[0] for line in table.stdout.splitlines()[1:]] == sorted([*NAMES, "evil", "broken"])
+    assert "DAMAGED" in next(line for line in table.stdout.splitlines() if line.startswith("evil"))
+
+    assert cli("adapters", "show", "broken").exit_code == 2
+    refused = cli("adapters", "rm", "evil", "--yes")
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert (tmp_path / "outside" / "evil" / "adapter_model.safetensors").is_file()
+    assert [p.name for p in store.iterdir() if p.name.startswith((".removing", ".old", ".tmp"))] == []
 
 
 @pytest.mark.parametrize("name", ["../x", ".hidden", "a" * 65, "a/b", "v1.2", "", "x\n"])
@@ -532,6 +586,17 @@ def test_import_brings_in_a_peft_adapter(store, cli, peft_adapter, tiny_model):
     default_name = cli("adapters", "import", folder)
     assert default_name.exit_code == 0, default_name.output
     assert toolkit.AdapterStore().names() == sorted(NAMES + ["ext", "my-lora"])
+
+
+def test_import_with_another_base_than_its_config_names_warns(store, cli, peft_adapter, other_model):
+    """The adapter's config names one base, --base another of the same shapes: imported, with a warning that
+    says which was checked (the manifest records the one given)."""
+    folder, _ = peft_adapter
+    result = cli("adapters", "import", folder, "--name", "checked", "--base", other_model)
+    assert result.exit_code == 0, result.output
+    assert "names its base" in result.stderr and str(other_model) in result.stderr
+    manifest = json.loads((store / "checked" / "manifest.json").read_text())
+    assert manifest["base"]["name"] == str(other_model.resolve())
 
 
 def test_import_onto_a_base_of_other_shapes_is_refused(store, cli, peft_adapter, corpus_dir, tmp_path):

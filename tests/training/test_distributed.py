@@ -51,11 +51,56 @@ def test_two_processes_train_one_adapter_with_the_same_metrics(write_recipe, tmp
     assert len(losses) >= 3 and losses[-1] < losses[0]
 
 
-def test_the_cli_runs_unchanged_under_torchrun(write_recipe):
-    done = torchrun("-m", "toolkit.cli", "train", str(write_recipe(training={"max_steps": 6})))
+def test_the_cli_runs_unchanged_under_torchrun_and_overwrites_an_earlier_run(write_recipe):
+    """Run twice: the second --overwrite finds the first run's checkpoints, which one rank alone removes
+    (both removing one tree at once can fail on either) while the other waits."""
+    recipe = write_recipe(training={"max_steps": 6, "save_every": 2, "keep_checkpoints": 3})
+    done = torchrun("-m", "toolkit.cli", "train", str(recipe))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("perplexity: base") == 1  # rank 0 reports for both
     assert json.loads(Path("store/tiny/metrics.json").read_text())["train"]["steps"] == 6
+    first = json.loads(Path("store/.checkpoints/tiny/run.json").read_text())
+
+    again = torchrun("-m", "toolkit.cli", "train", str(recipe), "--overwrite", "--set", "training.max_steps=4")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(Path("store/tiny/metrics.json").read_text())["train"]["steps"] == 4
+    checkpoints = sorted(p.name for p in Path("store/.checkpoints/tiny").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-2", "checkpoint-4"]  # the first run's 6 was removed with its folder
+    assert json.loads(Path("store/.checkpoints/tiny/run.json").read_text())["recipe"] != first["recipe"]
+
+
+NAN_ON_ONE_RANK = """
+import os, sys, torch
+import toolkit.training.run as train
+
+compute = train.AdapterTrainer.compute_loss
+def compute_loss(self, *args, **kwargs):
+    loss = compute(self, *args, **kwargs)
+    if os.environ["RANK"] == "1" and self.state.global_step + 1 == 3:
+        return loss * float("nan")  # this rank's loss only, before the backward pass
+    return loss
+train.AdapterTrainer.compute_loss = compute_loss
+
+from toolkit.cli import main
+main(sys.argv[1:], standalone_mode=True)
+"""
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_message(write_recipe, tmp_path):
+    """Fault: rank 1's loss becomes NaN at step 3. Both ranks must stop there, promptly (not after the other
+    waited out a collective's timeout), with the same message."""
+    import time
+
+    script = tmp_path / "nan_on_one_rank.py"
+    script.write_text(NAN_ON_ONE_RANK)
+    started = time.monotonic()
+    done = torchrun(str(script), "train", str(write_recipe(training={"max_steps": 20, "save_every": 100})))
+    assert time.monotonic() - started < 120
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and errors[0] == errors[1], done.stderr[-3000:]
+    assert "training loss became nan on process 1 at step 3" in errors[0]
+    assert not Path("store/tiny").exists()
 
 
 def test_fsdp_settings_pass_through_to_the_trainer(write_recipe):

@@ -7,6 +7,7 @@ give an adapter bit-identical to an uninterrupted run with the same seed.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,3 +230,73 @@ def test_full_disk_mid_run_leaves_nothing_corrupt_and_resumes(recipe, uninterrup
     resumed = cli("train", recipe, "--store", store, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert_identical(uninterrupted, load_file(store / "tiny" / "adapter_model.safetensors"))
+
+
+# ---------------------------------------------------------------- the reliability round (issue 12)
+
+
+def test_resume_after_an_interrupted_overwrite_trains_the_new_run(write_recipe, cli):
+    """Fault: a retrain (--overwrite, another learning rate) killed with SIGKILL after its checkpoint 20,
+    over a finished adapter of 40 steps. --resume must continue the new run, not report the old adapter."""
+    old = write_recipe(training={"max_steps": 40, "save_every": 10, "learning_rate": 3e-3})
+    assert cli("train", old).exit_code == 0
+    before = adapter_tensors("store")
+    new = write_recipe("new.toml", training={"max_steps": 40, "save_every": 10, "learning_rate": 1e-2})
+    killed = run_harness("step", 25, "train", new, "--overwrite")  # dies in step 25: checkpoint 20 is complete
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (Path("store/.checkpoints/tiny/checkpoint-20") / PROGRESS).is_file()
+
+    resumed = cli("train", new, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "nothing to do" not in resumed.output
+    recipe = Path("store/tiny/recipe.toml").read_text()
+    assert "learning_rate = 0.01" in recipe and "0.003" not in recipe
+    assert not all(torch.equal(before[k], v) for k, v in adapter_tensors("store").items())
+    assert cli("train", new, "--store", "whole").exit_code == 0  # the new recipe, never interrupted
+    assert_identical(adapter_tensors("whole"), adapter_tensors("store"))
+    again = cli("train", new, "--resume")  # finished: nothing more to do
+    assert again.exit_code == 0 and "had finished" in again.output
+
+
+def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_143(write_recipe):
+    """Fault: SIGTERM (what a scheduler or `kill` sends) in the middle of a run: treated like Ctrl-C."""
+    recipe = write_recipe(training={"max_steps": 3000, "save_every": 10, "keep_checkpoints": 1})
+    child = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "train", str(recipe)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = Path("store/.checkpoints/tiny/checkpoint-10") / PROGRESS
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and "--resume" in err and "Traceback" not in err
+    saved = sorted(Path("store/.checkpoints/tiny").glob("checkpoint-*"))
+    assert saved and all((c / PROGRESS).is_file() for c in saved)
+
+
+FINGERPRINT = """
+import sys
+from toolkit.modeling.fingerprints import weights_fingerprint
+from toolkit.records import ModelSource
+print(weights_fingerprint(ModelSource(sys.argv[1])))
+"""
+
+
+def test_concurrent_processes_keep_every_fingerprint_in_the_cache(tiny_model, tmp_path):
+    """Fault: six processes hash six bases into one cache file at the same time; each entry must survive
+    (a read-modify-write without a lock loses some) and no temporary file may be left behind."""
+    folders = []
+    for i in range(6):
+        folder = tmp_path / f"base-{i}"
+        shutil.copytree(tiny_model, folder)
+        folders.append(folder)
+    children = [subprocess.Popen([sys.executable, "-c", FINGERPRINT, str(f)], stdout=subprocess.PIPE, text=True)
+                for f in folders]
+    printed = [child.communicate(timeout=120)[0].strip() for child in children]
+    assert all(child.returncode == 0 for child in children)
+    assert len(set(printed)) == 1  # the same weights, copied: one fingerprint
+    cache = Path(os.environ["GPT2_ADAPT_CACHE"])
+    known = json.loads((cache / "fingerprints.json").read_text())
+    assert sum(str(f.resolve()) in key for key in known for f in folders) == 6
+    assert [p.name for p in cache.iterdir() if p.name.endswith(".tmp")] == []

@@ -56,7 +56,7 @@ def check_output(path: Path, kind: str, option: str, store_root: Path, overwrite
     path = Path(path)
     target, store = path.resolve(), Path(store_root).resolve()
     if target == store or store in target.parents:
-        raise ToolkitError(f"{param(option)}: {path} is inside the adapter store {store_root}; write it elsewhere")
+        raise ToolkitError(f"{param(option)}: {path} is inside the adapter store {store_root}; choose a path outside the store")
     if path.is_dir():
         raise ToolkitError(f"{param(option)}: {path} is a folder; name a file")
     if path.exists() and not overwrite and not _is_previous_output(path, kind):

@@ -103,7 +103,7 @@ def _check_out(out: Path, overwrite: bool, store: AdapterStore) -> bool:
     target, root = out.resolve(), store.root.resolve()
     if target == root or root in target.parents or target in root.parents:
         raise ToolkitError(
-            f"{param('out')}: {out} is inside the adapter store {store.root} (or holds it); write the model elsewhere"
+            f"{param('out')}: {out} is inside the adapter store {store.root} (or holds it); choose a folder outside the store"
         )
     if not out.exists():
         return False

@@ -107,10 +107,6 @@ def _shape_problems(folder: Path, config: dict, base_model, base_name: str) -> l
     from peft import LoraConfig, get_peft_model
     from peft.utils import get_peft_model_state_dict
 
-    try:
-        present = tensor_shapes(folder / "adapter_model.safetensors")
-    except Exception as err:  # safetensors raises its own error types for a damaged header
-        return [f"adapter_model.safetensors cannot be read ({err}); save the adapter again with peft"]
     targets = config.get("target_modules") or []
     targets = [targets] if isinstance(targets, str) else list(targets)
     names = [n for n, _ in base_model.named_modules()]
@@ -121,6 +117,10 @@ def _shape_problems(folder: Path, config: dict, base_model, base_name: str) -> l
             f"{', '.join(layer_names(names))}); it was trained for another architecture: import an adapter of a "
             "GPT-2 model"
         ]
+    try:
+        present = tensor_shapes(folder / "adapter_model.safetensors")
+    except Exception as err:  # safetensors raises its own error types for a damaged header
+        return [f"adapter_model.safetensors cannot be read ({err}); save the adapter again with peft"]
     try:
         lora = LoraConfig.from_pretrained(str(folder))
         expected = get_peft_model_state_dict(get_peft_model(base_model, lora))

@@ -11,6 +11,7 @@ or a folder copied under another name is refused, so that no command reads or de
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -193,16 +194,20 @@ class AdapterStore:
             raise ToolkitError(
                 f"the store {self.root} cannot be created: {existing} is a file; point {self.setting} at a folder"
             )
-        if not os.access(existing, os.W_OK | os.X_OK):
+        if not os.access(existing, os.W_OK | os.X_OK):  # also False on a read-only filesystem, even for root
             raise ToolkitError(
-                f"the store {self.root} cannot be written ({existing}: permission denied); "
+                f"the store {self.root} cannot be written ({existing} is read-only); "
                 f"point {self.setting} at a folder you can write, or change its permissions"
             )
 
     def _write(self, action):
+        """Run a write into the store; a store that refuses it (permissions, a read-only filesystem) is one
+        line naming the store and the fix, not a traceback."""
         try:
             return action()
-        except PermissionError as err:
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
             raise ToolkitError(
                 f"the store {self.root} cannot be written ({err.strerror}: {err.filename}); "
                 f"point {self.setting} at a folder you can write, or change its permissions"

@@ -153,7 +153,9 @@ def _resume_point(store: AdapterStore, name: str, identity: RunIdentity, resume:
         checkpoints.check_resumable(checkpoint)
         return checkpoint
     if store.exists(name):
-        origin = f"trained with another {_describe_changes(identity.changes(stored))}" if stored else "imported"
+        differs = {"recipe": "recipe", "data": "training data", "base": "base model"}
+        origin = ("trained from another " + (" and ".join(differs[c] for c in identity.changes(stored)) or "run")
+                  if stored else "imported")
         raise ToolkitError(
             f"adapter {name!r} in {store.root} was {origin}, and no checkpoint of this run exists to resume; "
             f"pass {param('overwrite', True)} to train it from this recipe, or set output.name to another name"
