@@ -98,18 +98,26 @@ class Protocol:
 
     context: int  # tokens per window
     stride: int  # tokens from one window's start to the next; = context: disjoint windows
+    examples: bool = False  # prompt/completion examples, each on its own, their completions alone scored
 
     @property
     def kind(self) -> str:
+        if self.examples:
+            return "examples"
         return "disjoint" if self.stride == self.context else "sliding"
 
+    @property
+    def scored(self) -> str:
+        """Which tokens count."""
+        return "completion tokens (and their EOS)" if self.examples else "all tokens"
+
     def to_json(self) -> dict:
-        return {"kind": self.kind, "context": self.context, "stride": self.stride}
+        return {"kind": self.kind, "context": self.context, "stride": self.stride, "scored": self.scored}
 
     @classmethod
     def from_json(cls, data: dict) -> Protocol:
         data = _require_object(data, "a protocol")
-        return cls(int(data["context"]), int(data.get("stride", data["context"])))
+        return cls(int(data["context"]), int(data.get("stride", data["context"])), data.get("kind") == "examples")
 
 
 @dataclass(frozen=True)
@@ -152,16 +160,29 @@ class TrainStats:
 
 
 @dataclass(frozen=True)
+class Kept:
+    """Which of a run's adapters was saved (`training.keep`), and why the run ended where it did."""
+
+    keep: str  # "last" or "best"
+    step: int  # the step whose weights were saved: the last, or that of the best evaluation
+    stopped_early: bool = False  # early stopping ended the run before its last step
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class TrainingMetrics:
     """What `metrics.json` holds beside each trained adapter."""
 
     base: Score  # the base's score on the evaluation text, before training
-    adapted: Score  # the adapter's
+    adapted: Score  # the saved adapter's (keep = "best": of its evaluation)
     protocol: Protocol
     precision: str  # of training and of its evaluations (bf16: under autocast)
     train: TrainStats
     data: dict = field(default_factory=dict)  # the packed data's fingerprint and per-split counts
     versions: dict = field(default_factory=dict)  # of the toolkit and the libraries
+    kept: Kept | None = None  # None: the last step's (what metrics.json written before `keep` existed means)
 
     def to_json(self) -> dict:
         return {
@@ -170,6 +191,7 @@ class TrainingMetrics:
             "protocol": self.protocol.to_json(),
             "precision": self.precision,
             "train": self.train.to_json(),
+            "kept": (self.kept or Kept("last", self.train.steps)).to_json(),
             "data": self.data,
             "versions": self.versions,
         }
@@ -186,6 +208,7 @@ class TrainingMetrics:
                 train=TrainStats(**_fields(TrainStats, _require_object(data["train"], "its train record"), "train")),
                 data=data.get("data", {}),
                 versions=data.get("versions", {}),
+                kept=Kept(**_fields(Kept, _require_object(data["kept"], "its kept record"), "kept")) if "kept" in data else None,
             )
         except KeyError as err:
             raise RecordError(f"metrics.json has no {err.args[0]!r}") from None

@@ -240,7 +240,7 @@ def test_fp16_without_cuda_is_refused(write_recipe):
 @pytest.mark.parametrize(
     "sections, key, hint",
     [
-        ({"lora": {"rank": 8}}, "lora.rank", "(valid: r, alpha, dropout, targets)"),
+        ({"lora": {"rank": 8}}, "lora.rank", "(valid: r, alpha, dropout, targets, use_dora, use_rslora)"),
         ({"lora": {"alhpa": 8}}, "lora.alhpa", "(did you mean 'alpha'?)"),
         ({"training": {"learning_rte": 1e-3}}, "training.learning_rte", "(did you mean 'learning_rate'?)"),
         ({"trainig": {"epochs": 1}}, "trainig", "unknown section (did you mean 'training'?)"),

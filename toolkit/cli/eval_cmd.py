@@ -61,7 +61,7 @@ def eval_cmd(adapters, base, model, recipe_path, overrides, datasets, config, sp
     """
     from ..errors import ToolkitError
     from ..evaluation import report
-    from ..evaluation.run import EvalOptions, read_texts, run
+    from ..evaluation.run import EvalOptions, examples_format, read_texts, run
     from ..store.store import AdapterStore
 
     base, model = resolve_base(base, model, adapters)
@@ -84,7 +84,8 @@ def eval_cmd(adapters, base, model, recipe_path, overrides, datasets, config, sp
         from ..config.recipe import load_recipe
 
         recipe = load_recipe(recipe_path, overrides)
-    texts = read_texts(recipe, recipe_path or "", datasets, config, split, text_column, files)
+    texts = read_texts(recipe, recipe_path or "", datasets, config, split, text_column, files,
+                       examples=examples_format(adapters, adapter_store))
     results = run(
         texts, options, adapters=adapters,
         model=model or base or (recipe.model.name if recipe and not adapters else None),

@@ -31,8 +31,13 @@ TARGET_PRESETS = {
 # One precision vocabulary: training's (fp32 weights, 16-bit autocast) and loading's (weights in that dtype,
 # or an 8-bit base) share their words.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LOAD_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-QUANTIZATION_MODES = ("none", "int8")
+LOAD_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
+QUANTIZATION_MODES = ("none", "int8", "nf4", "fp4")
+FOUR_BIT = ("nf4", "fp4")  # bitsandbytes 4-bit types: normal float (QLoRA's) and plain float
+DATA_FORMATS = ("text", "prompt_completion")
+TRUNCATIONS = ("none", "prompt_left")
+KEEPS = ("last", "best")
+PROMPT_FIELD = "{prompt}"  # where a template puts the prompt
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 # Wider than any GPT-2 layer (gpt2-xl: 1,600); the model's own width is checked when it is loaded.
 MAX_LORA_RANK = 4096
@@ -62,8 +67,33 @@ class DataSpec:
         "validation", 'split to evaluate on; "" (or the default split missing): carve eval_fraction out of train'
     )
     eval_fraction: float = _key(0.05, "share of training documents held out when there is no evaluation split")
-    text_column: str = _key("text", "the column holding the text")
+    text_column: str = _key("text", "text: the column holding the text")
     block_size: int = _key(1024, "tokens per packed training block (at most the model's context); also the evaluation's window")
+    format: str = _key(
+        "text",
+        '"text" (documents: every token is learnt) or "prompt_completion" (examples: a prompt and the completion '
+        "to learn, several packed per block, each seeing only its own tokens)",
+    )
+    prompt_column: str = _key("prompt", "prompt_completion: the column holding the prompts")
+    completion_column: str = _key("completion", "prompt_completion: the column holding the completions (EOS is added to each)")
+    template: str = _key(
+        "",
+        'prompt_completion: the text around each prompt, {prompt} standing for it, e.g. "Question: {prompt}\\nAnswer: "; '
+        "no other braces; empty: the prompt alone. generate and eval apply it too",
+    )
+    train_on_prompt: bool = _key(
+        False, "prompt_completion: learn the prompt's tokens too; false: the completion's only (evaluation scores the completion's only)"
+    )
+    truncate: str = _key(
+        "none",
+        'prompt_completion: an example longer than block_size is refused, naming its row ("none"), or its prompt\'s '
+        'start is cut, the completion kept whole ("prompt_left")',
+    )
+
+    @property
+    def examples(self) -> bool:
+        """Whether the data are prompt/completion examples (else documents of text)."""
+        return self.format == "prompt_completion"
 
 
 @dataclass(frozen=True)
@@ -74,11 +104,18 @@ class LoraSpec:
     targets: str | list[str] = _key(
         "attn", '"attn" (c_attn), "attn+proj" (c_attn and attn.c_proj), "all" (c_attn, c_proj, c_fc) or module names'
     )
+    use_dora: bool = _key(False, "DoRA (weight-decomposed LoRA, through peft): learn each output's magnitude apart from the direction")
+    use_rslora: bool = _key(False, "rank-stabilised LoRA (through peft): scale the update by alpha / sqrt(r) instead of alpha / r")
 
 
 @dataclass(frozen=True)
 class QuantizationSpec:
-    mode: str = _key("none", '"none" (base in full precision) or "int8" (bitsandbytes 8-bit base weights)')
+    mode: str = _key(
+        "none",
+        '"none" (base in full precision), "int8" (bitsandbytes 8-bit base weights), "nf4" or "fp4" (bitsandbytes 4-bit '
+        "base weights, QLoRA's normal float or plain float, computing in the training precision)",
+    )
+    double_quant: bool = _key(True, "nf4/fp4: quantize the 4-bit blocks' scales too (QLoRA's double quantisation, about 0.37 bits per weight less)")
 
 
 @dataclass(frozen=True)
@@ -94,6 +131,13 @@ class TrainingSpec:
     weight_decay: float = _key(0.0, "AdamW weight decay on the LoRA weights")
     max_grad_norm: float = _key(1.0, "gradient clipping norm; 0 disables clipping")
     eval_every: int = _key(500, "steps between evaluations (also run at the end); 0: only at the end")
+    early_stopping_patience: int = _key(
+        0, "stop after this many evaluations in a row that do not lower the best perplexity by early_stopping_threshold; 0: never stop early"
+    )
+    early_stopping_threshold: float = _key(0.0, "the drop in evaluation perplexity below the best so far that counts as an improvement")
+    keep: str = _key(
+        "last", '"last" (the adapter of the last step) or "best" (of the evaluation with the lowest perplexity; metrics.json names its step)'
+    )
     save_every: int = _key(500, "steps between checkpoints")
     keep_checkpoints: int = _key(2, "checkpoints kept; older ones are deleted")
     log_every: int = _key(10, "steps between loss log lines")
@@ -188,6 +232,18 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     return recipe
 
 
+def parse_recipe(text: str, label: str) -> Recipe:
+    """A resolved recipe as the store keeps it beside an adapter (`recipe.toml`), read back without checking
+    it against this machine; `label` names it in the ToolkitError raised when it is not a recipe."""
+    try:
+        recipe, problems, _ = _build(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as err:
+        problems = [f"not valid TOML: {err}"]
+    if problems:
+        raise ToolkitError(*(f"{label}: {p}; retrain the adapter (train with overwrite) or import it again" for p in problems))
+    return recipe
+
+
 def _apply_override(raw: dict, item: str) -> list[str]:
     key, sep, text = item.partition("=")
     parts = key.strip().split(".")
@@ -279,7 +335,8 @@ def _check_values(recipe: Recipe) -> list[str]:
         ),
         (bool(d.config) and bool(d.train_files), "data.config: only with data.dataset, not with data.train_files; remove it"),
         (not 0 < d.eval_fraction < 1, f"data.eval_fraction: must be between 0 and 1 (got {d.eval_fraction})"),
-        (not d.text_column, "data.text_column: must not be empty"),
+        (d.format not in DATA_FORMATS, f"data.format: must be one of {', '.join(DATA_FORMATS)} (got {d.format!r})"),
+        (not d.examples and not d.text_column, "data.text_column: must not be empty"),
         (not d.train_split, "data.train_split: must not be empty"),
         (d.block_size < 2, f"data.block_size: must be at least 2 tokens (got {d.block_size})"),
         (not 1 <= lo.r <= MAX_LORA_RANK, f"lora.r: must be between 1 and {MAX_LORA_RANK} (got {lo.r})"),
@@ -295,6 +352,10 @@ def _check_values(recipe: Recipe) -> list[str]:
             f"preset ({', '.join(TARGET_PRESETS)})",
         ),
         (q.mode not in QUANTIZATION_MODES, f"quantization.mode: must be one of {', '.join(QUANTIZATION_MODES)} (got {q.mode!r})"),
+        (
+            not q.double_quant and q.mode not in FOUR_BIT,
+            f"quantization.double_quant: only for a 4-bit base ({' or '.join(FOUR_BIT)}); remove it, or set quantization.mode",
+        ),
         (t.epochs <= 0, f"training.epochs: must be > 0 (got {t.epochs})"),
         (t.max_steps == 0 or t.max_steps < -1, f"training.max_steps: must be -1 (use epochs) or > 0 (got {t.max_steps})"),
         (t.batch_size < 1, f"training.batch_size: must be >= 1 (got {t.batch_size})"),
@@ -306,6 +367,22 @@ def _check_values(recipe: Recipe) -> list[str]:
         (t.weight_decay < 0, f"training.weight_decay: must be >= 0 (got {t.weight_decay})"),
         (t.max_grad_norm < 0, f"training.max_grad_norm: must be >= 0 (got {t.max_grad_norm})"),
         (t.eval_every < 0, f"training.eval_every: must be >= 0 (got {t.eval_every})"),
+        (t.early_stopping_patience < 0, f"training.early_stopping_patience: must be >= 0, 0 being off (got {t.early_stopping_patience})"),
+        (t.early_stopping_threshold < 0, f"training.early_stopping_threshold: must be >= 0 (got {t.early_stopping_threshold})"),
+        (t.keep not in KEEPS, f"training.keep: must be one of {', '.join(KEEPS)} (got {t.keep!r})"),
+        (
+            t.early_stopping_patience > 0 and t.eval_every == 0,
+            "training.early_stopping_patience: needs evaluations during training; set training.eval_every to the steps between them",
+        ),
+        (
+            t.keep == "best" and t.eval_every == 0,
+            'training.keep: "best" chooses among evaluations during training; set training.eval_every to the steps between them',
+        ),
+        (
+            (t.keep == "best" or t.early_stopping_patience > 0) and bool(t.fsdp or t.deepspeed),
+            'training.keep and training.early_stopping_patience: keeping the best adapter needs its weights whole on every '
+            'process; use "last" and 0 with training.fsdp or training.deepspeed',
+        ),
         (t.save_every < 1, f"training.save_every: must be >= 1 (got {t.save_every})"),
         (t.keep_checkpoints < 1, f"training.keep_checkpoints: must be >= 1 (got {t.keep_checkpoints})"),
         (t.log_every < 1, f"training.log_every: must be >= 1 (got {t.log_every})"),
@@ -321,7 +398,42 @@ def _check_values(recipe: Recipe) -> list[str]:
             f"output.name: {o.name!r} is not a valid adapter name; {NAME_RULE}",
         ),
     ]
-    return [message for failed, message in checks if failed] + _check_report_to(t.report_to)
+    return [message for failed, message in checks if failed] + _check_examples(d) + _check_report_to(t.report_to)
+
+
+def _check_examples(d: DataSpec) -> list[str]:
+    """The prompt/completion keys: their values, and set only with that format (else they would do nothing)."""
+    if not d.examples:
+        defaults = DataSpec()
+        return [
+            f"data.{key}: only with data.format = \"prompt_completion\"; remove it, or set data.format"
+            for key in ("prompt_column", "completion_column", "template", "train_on_prompt", "truncate")
+            if getattr(d, key) != getattr(defaults, key)
+        ]
+    checks = [
+        (not d.prompt_column, "data.prompt_column: must not be empty"),
+        (not d.completion_column, "data.completion_column: must not be empty"),
+        (
+            bool(d.prompt_column) and d.prompt_column == d.completion_column,
+            f"data.prompt_column and data.completion_column: both name {d.prompt_column!r}; name two columns",
+        ),
+        (d.truncate not in TRUNCATIONS, f"data.truncate: must be one of {', '.join(TRUNCATIONS)} (got {d.truncate!r})"),
+    ]
+    return [message for failed, message in checks if failed] + _check_template(d.template)
+
+
+def _check_template(template: str) -> list[str]:
+    """A template holds {prompt} once and no other brace (a brace meant as text would be read as a field)."""
+    if not template:
+        return []
+    if PROMPT_FIELD not in template:
+        return [f"data.template: has no {PROMPT_FIELD}; add it where the prompt goes, e.g. \"Question: {{prompt}}\\nAnswer: \""]
+    if template.count(PROMPT_FIELD) > 1:
+        return [f"data.template: has {PROMPT_FIELD} more than once; use it once, where the prompt goes"]
+    rest = template.replace(PROMPT_FIELD, "")
+    if "{" in rest or "}" in rest:
+        return [f"data.template: {template!r} has braces other than {PROMPT_FIELD}; remove them (the only field is {PROMPT_FIELD})"]
+    return []
 
 
 def _check_report_to(targets: list[str]) -> list[str]:
@@ -337,7 +449,7 @@ def _check_report_to(targets: list[str]) -> list[str]:
 
 
 def _check_machine(recipe: Recipe) -> list[str]:
-    """Combinations this machine cannot run: fp16 without CUDA, int8 without bitsandbytes."""
+    """Combinations this machine cannot run: fp16 without CUDA, a quantized base without bitsandbytes."""
     import importlib.util
 
     import torch
@@ -347,6 +459,7 @@ def _check_machine(recipe: Recipe) -> list[str]:
         problems.append(
             'training.precision: fp16 needs a CUDA GPU and none is available; use "bf16" or "fp32" on CPU'
         )
-    if recipe.quantization.mode == "int8" and importlib.util.find_spec("bitsandbytes") is None:
-        problems.append('quantization.mode: "int8" needs bitsandbytes; pip install bitsandbytes, or use "none"')
+    mode = recipe.quantization.mode
+    if mode in QUANTIZATION_MODES and mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
+        problems.append(f'quantization.mode: "{mode}" needs bitsandbytes; pip install bitsandbytes, or use "none"')
     return problems

@@ -1,8 +1,10 @@
 """Documents: read a recipe's data (files, a saved dataset, a hub dataset or a builtin) or one text to score.
 
 Each row of the text column is one document (a text file's lines are its rows); blank rows are skipped.
-Every input is checked before anything is tokenized: an empty file, a missing column, a split with no rows
-is refused naming the file or split and the fix.
+With `data.format = "prompt_completion"` each row is an example instead, a prompt and a completion column,
+numbered (ROW) as read so that a message can name a row after the evaluation share is carved out.
+Every input is checked before anything is tokenized: an empty file, a missing column, a split with no rows,
+an empty completion is refused naming the file or split (and the rows) and the fix.
 """
 
 from __future__ import annotations
@@ -40,12 +42,18 @@ class Keys(NamedTuple):
     split: str = "data.eval_split"
     text_column: str = "data.text_column"
     files: str = "data.train_files"
+    prompt_column: str = "data.prompt_column"
+    completion_column: str = "data.completion_column"
 
 
 RECIPE_KEYS = Keys()
+# Evaluation's examples have the columns of the adapter's recipe.
 EVAL_KEYS = Keys(
-    param("datasets"), param("datasets"), param("config"), param("split"), param("text_column"), param("files")
+    param("datasets"), param("datasets"), param("config"), param("split"), param("text_column"), param("files"),
+    "data.prompt_column (of the adapter's recipe)", "data.completion_column (of the adapter's recipe)",
 )
+ROW = "__gpt2_adapt_row__"  # an example's row number (1-based) as read, kept through carving and shuffling
+ROWS_SHOWN = 5  # rows a message names before it says how many more
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,7 @@ def _files_source(spec: DataSpec, train: list[Path], evals: list[Path]) -> Docum
         loaded = read_file_splits(data_files, "data.train_files / data.eval_files")
         keys = {"train": "data.train_files", "validation": "data.eval_files"}
         for split, files in data_files.items():
-            check_text(loaded[split], _files_label(files), spec.text_column, RECIPE_KEYS._replace(data=keys[split]))
+            loaded[split] = check_rows(loaded[split], _files_label(files), spec, RECIPE_KEYS._replace(data=keys[split]))
         return _pick_splits(spec, loaded, "validation" if evals else "")
 
     return DocumentSource(f"files:{builder}:{digest.hexdigest()}", splits, train, evals)
@@ -209,11 +217,11 @@ def _dataset_source(spec: DataSpec) -> DocumentSource:
         eval_split = ""
 
     def splits():
-        if spec.train_split in loaded:
-            check_text(loaded[spec.train_split], f"the {spec.train_split!r} split", spec.text_column)
-        if eval_split:
-            check_text(loaded[eval_split], f"the {eval_split!r} split", spec.text_column)
-        return _pick_splits(spec, loaded, eval_split)
+        chosen = dict(loaded)  # the loaded DatasetDict stays as datasets cached it
+        for split in {spec.train_split, eval_split} - {""}:
+            if split in loaded:
+                chosen[split] = check_rows(loaded[split], f"the {split!r} split", spec)
+        return _pick_splits(spec, chosen, eval_split)
 
     return DocumentSource(f"{fingerprint};eval={eval_split}", splits)
 
@@ -252,6 +260,61 @@ def _pick_splits(spec: DataSpec, loaded, eval_split: str):
     return parts["train"], parts["test"]
 
 
+def check_rows(documents, what: str, spec: DataSpec, keys: Keys = RECIPE_KEYS):
+    """The documents checked for the spec's format; examples come back numbered (ROW)."""
+    if not spec.examples:
+        check_text(documents, what, spec.text_column, keys)
+        return documents
+    check_examples(documents, what, spec, keys)
+    return documents.add_column(ROW, list(range(1, len(documents) + 1)))
+
+
+def check_examples(documents, what: str, spec: DataSpec, keys: Keys = RECIPE_KEYS) -> None:
+    """Refuse examples without rows, without the prompt or completion column (of strings), or with an empty
+    completion (each must teach something); an empty prompt is allowed."""
+    if len(documents) == 0:
+        raise ToolkitError(f"{keys.data}: {what} has no rows; add examples or name another split")
+    problems = []
+    for key, column, holds in ((keys.prompt_column, spec.prompt_column, "prompts"),
+                               (keys.completion_column, spec.completion_column, "completions")):
+        if column not in documents.column_names:
+            problems.append(f"{key}: {what} has no column {column!r} (it has {', '.join(documents.column_names)}); "
+                            f"name the column that holds the {holds}")
+            continue
+        dtype = getattr(documents.features[column], "dtype", None)
+        if dtype not in ("string", "large_string"):
+            problems.append(f"{key}: column {column!r} holds {dtype or 'nested values'}, not text; "
+                            f"name the column that holds the {holds}")
+    if problems:
+        raise ToolkitError(*problems)
+    missing, empty, row = [], [], 0
+    for batch in documents.select_columns([spec.prompt_column, spec.completion_column]).iter(batch_size=TOKENIZE_BATCH):
+        for prompt, completion in zip(batch[spec.prompt_column], batch[spec.completion_column]):
+            row += 1
+            if prompt is None:
+                missing.append(row)
+            if not (completion or "").strip():
+                empty.append(row)
+    if missing:
+        problems.append(f"{keys.prompt_column}: {describe_rows(missing)} of {what} {'has' if len(missing) == 1 else 'have'} "
+                        f"no {spec.prompt_column!r}; give each row a prompt (an empty string is one) or leave it out")
+    if empty:
+        problems.append(f"{keys.completion_column}: {describe_rows(empty)} of {what} {'has' if len(empty) == 1 else 'have'} "
+                        "an empty completion; give each row a completion to learn, or leave it out")
+    if problems:
+        raise ToolkitError(*problems)
+
+
+def describe_rows(rows: list[int], detail: dict[int, str] | None = None) -> str:
+    """"row 3", "rows 3, 7 and 9", "rows 3, 7, 9, 11, 12 and 40 more", each with its `detail` if given."""
+    named = [f"{row:,}" + (f" ({detail[row]})" if detail else "") for row in rows[:ROWS_SHOWN]]
+    if len(rows) == 1:
+        return f"row {named[0]}"
+    more = len(rows) - ROWS_SHOWN
+    tail = f"{more:,} more" if more > 0 else named.pop()
+    return f"rows {', '.join(named)} and {tail}"
+
+
 def check_text(documents, what: str, text_column: str, keys: Keys = RECIPE_KEYS) -> None:
     """Refuse a split with no rows, or without a text column of strings, or whose rows are all blank;
     `what` names it in the message."""
@@ -275,9 +338,11 @@ def check_text(documents, what: str, text_column: str, keys: Keys = RECIPE_KEYS)
 # ---------------------------------------------------------------- one text to score
 
 
-def read_split(name: str, config: str = "", split: str = "", text_column: str = "text", keys: Keys = EVAL_KEYS):
+def read_split(name: str, config: str = "", split: str = "", text_column: str = "text", keys: Keys = EVAL_KEYS,
+               examples: DataSpec | None = None):
     """(documents, split name): one split of a dataset (hub id, save_to_disk folder or builtin), checked to
-    hold text. Without `split`, the first of EVAL_SPLITS the dataset has; a single saved split is itself."""
+    hold text, or with `examples` (a recipe's data section) its prompt/completion rows, numbered. Without
+    `split`, the first of EVAL_SPLITS the dataset has; a single saved split is itself."""
     import datasets
 
     if builtin.is_builtin(name):
@@ -298,13 +363,13 @@ def read_split(name: str, config: str = "", split: str = "", text_column: str = 
                 f"{keys.split}: {name} has no split {wanted} (it has {', '.join(loaded)}); name one of those"
             )
         documents = loaded[chosen]
-    check_text(documents, f"the {chosen!r} split of {name}", text_column, keys)
-    return documents, chosen
+    spec = examples or DataSpec(text_column=text_column)
+    return check_rows(documents, f"the {chosen!r} split of {name}", spec, keys), chosen
 
 
-def read_files(pattern: str, text_column: str = "text", keys: Keys = EVAL_KEYS):
-    """The documents of the files a path or glob matches (sorted, one kind), checked to hold text."""
+def read_files(pattern: str, text_column: str = "text", keys: Keys = EVAL_KEYS, examples: DataSpec | None = None):
+    """The documents of the files a path or glob matches (sorted, one kind), checked to hold text, or with
+    `examples` (a recipe's data section) their prompt/completion rows, numbered."""
     files = expand_files([pattern], keys.files)
     documents = read_file_splits({"train": files}, keys.files)["train"]
-    check_text(documents, pattern, text_column, keys._replace(data=keys.files))
-    return documents
+    return check_rows(documents, pattern, examples or DataSpec(text_column=text_column), keys._replace(data=keys.files))

@@ -1,17 +1,27 @@
-"""Training data: tokenize a recipe's documents and pack them into blocks with no padding.
+"""Training data: tokenize a recipe's documents, or its prompt/completion examples, and pack them into blocks.
 
-Every document is followed by EOS, the token stream is cut into blocks of `block_size` and only the final
-remainder is dropped. Labels equal the inputs (the model shifts them), so EOS is learnt like any token.
+Text: every document is followed by EOS, the token stream is cut into blocks of `block_size` and only the
+final remainder is dropped. Labels equal the inputs (the model shifts them), so EOS is learnt like any token.
+
+Examples (`data.format = "prompt_completion"`, see `toolkit.data.examples`): several whole examples share a
+block, placed best-fit decreasing (the longest first, each into the fullest block it fits), and what is left
+of a block is padding. Each token carries its position within its own example: where the positions restart
+at 0, transformers' attention mask starts a new sequence (a block-diagonal mask), so an example sees only
+its own tokens, exactly as if it were alone. Labels are -100 (not learnt) on the prompt, unless
+`train_on_prompt`, and on the padding. The evaluation examples are packed the same way into a token stream
+whose windows are the blocks, scored on their completions only.
 
 The packed blocks are cached as .npy files under a fingerprint of everything that decides their content:
-the data itself, the tokenizer's full definition, the block size and how evaluation is carved out.
+the data itself, the tokenizer's full definition, the block size, the format and how evaluation is carved out.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,13 +31,15 @@ from ..config.recipe import DataSpec
 from ..errors import ToolkitError
 from ..files import atomic_folder, writable_cache
 from ..modeling.fingerprints import tokenizer_fingerprint
+from ..modeling.head_loss import IGNORE_INDEX
 from .documents import DocumentSource, document_batches, open_source
+from .examples import Example, encode_examples
 from .streams import TokenStream, token_stream
 
 log = logging.getLogger(__name__)
 
 # Bump when the packing rules change, so that caches written by older rules are never reused.
-PACKING_VERSION = "2"
+PACKING_VERSION = "3"  # 3: prompt/completion examples
 
 
 class BlockDataset(torch.utils.data.Dataset):
@@ -52,17 +64,122 @@ class BlockDataset(torch.utils.data.Dataset):
         return self.blocks.size
 
 
+class ExampleBlocks(torch.utils.data.Dataset):
+    """Packed examples, one training example per block: {"input_ids", "labels", "position_ids"} of block_size
+    tokens, labels IGNORE_INDEX where nothing is learnt."""
+
+    def __init__(self, ids: np.ndarray, learnt: np.ndarray, positions: np.ndarray):
+        self.ids, self.learnt, self.positions = ids, learnt, positions
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ids = torch.from_numpy(np.asarray(self.ids[index], dtype=np.int64))
+        learnt = torch.from_numpy(np.asarray(self.learnt[index], dtype=bool))
+        return {
+            "input_ids": ids,
+            "labels": torch.where(learnt, ids, IGNORE_INDEX),
+            "position_ids": torch.from_numpy(np.asarray(self.positions[index], dtype=np.int64)),
+        }
+
+    @property
+    def block_size(self) -> int:
+        return self.ids.shape[1]
+
+    @property
+    def tokens(self) -> int:
+        return self.ids.size
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Where an example goes: per block, the indices of its examples in order; and what is left empty."""
+
+    blocks: list[list[int]]
+    block_size: int
+    tokens: int  # of the examples
+
+    @property
+    def padding(self) -> float:
+        """Share of the blocks' positions that hold no example's token."""
+        positions = len(self.blocks) * self.block_size
+        return 1 - self.tokens / positions if positions else 0.0
+
+
+def fit_blocks(lengths: Sequence[int], block_size: int) -> Packing:
+    """Best-fit decreasing: the longest example first, each into the block with the least room that still
+    holds it (a new block when none does). It packs at least as tightly as first-fit decreasing on
+    ordinary data, and its order is fixed (ties go to the lower index)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    blocks: list[list[int]] = []
+    rooms: list[tuple[int, int]] = []  # (room left, block), sorted: the first that is >= a length fits best
+    for i in order:
+        at = bisect.bisect_left(rooms, (lengths[i], -1))
+        if at == len(rooms):
+            blocks.append([])
+            room, block = block_size, len(blocks) - 1
+        else:
+            room, block = rooms.pop(at)
+        blocks[block].append(i)
+        if room - lengths[i] > 0:
+            bisect.insort(rooms, (room - lengths[i], block))
+    return Packing(blocks, block_size, int(sum(lengths)))
+
+
+def example_arrays(examples: list[Example], packing: Packing, prompt_too: bool = False) -> dict[str, np.ndarray]:
+    """The packed blocks as arrays [blocks, block_size]: ids (EOS as padding), scored (the completions, or
+    with `prompt_too` everything but each example's leading EOS), positions (from 0 in each example, and
+    in the padding after them, which is a sequence of its own), nbytes and words (zero where not scored)."""
+    shape = (len(packing.blocks), packing.block_size)
+    eos = examples[0].ids[0] if examples else 0  # every example starts with EOS; it pads too
+    out = {"ids": np.zeros(shape, np.int32), "scored": np.zeros(shape, bool), "positions": np.zeros(shape, np.int32),
+           "nbytes": np.zeros(shape, np.int32), "words": np.zeros(shape, np.int32)}
+    for b, members in enumerate(packing.blocks):
+        at = 0
+        for example in (examples[i] for i in members):
+            span = slice(at, at + len(example))
+            scored = example.scored(prompt_too)
+            out["ids"][b, span] = example.ids
+            out["scored"][b, span] = scored
+            out["positions"][b, span] = np.arange(len(example))
+            out["nbytes"][b, span] = np.where(scored, example.nbytes, 0)
+            out["words"][b, span] = np.where(scored, example.words, 0)
+            at += len(example)
+        out["ids"][b, at:] = eos  # padding: after the examples, so none of them sees it
+        out["positions"][b, at:] = np.arange(packing.block_size - at)
+    return out
+
+
+def example_stream(examples: list[Example], block_size: int) -> TokenStream:
+    """Evaluation examples packed into blocks, as one token stream whose disjoint windows of block_size are
+    the blocks: each example is scored on its own (its positions restart at 0), its completion only."""
+    packing = fit_blocks([len(e) for e in examples], block_size)
+    arrays = {k: v.reshape(-1) for k, v in example_arrays(examples, packing).items()}
+    return TokenStream(
+        ids=arrays["ids"].astype(np.int64), nbytes=arrays["nbytes"].astype(np.int64),
+        words=arrays["words"].astype(np.int64), starts=np.flatnonzero(arrays["positions"] == 0)[: len(examples)],
+        positions=arrays["positions"].astype(np.int64), scored=arrays["scored"],
+    )
+
+
 @dataclass(frozen=True)
 class PreparedData:
-    train: BlockDataset
-    eval: TokenStream  # the evaluation text, scored by toolkit.evaluation as `gpt2-adapt eval` scores it
+    train: BlockDataset | ExampleBlocks
+    eval: TokenStream  # the evaluation text (or examples), scored by toolkit.evaluation as `gpt2-adapt eval` scores it
     fingerprint: str  # of the packed result: equal fingerprints mean identical blocks and evaluation text
-    stats: dict  # per split: documents, tokens, blocks, dropped (remainder tokens)
+    stats: dict  # per split: documents (or examples), tokens, blocks, dropped (text: remainder tokens),
+    #              padding (examples: share of empty positions), scored (examples: tokens learnt or scored), truncated
     source: DocumentSource  # where the documents came from
 
     @property
     def train_documents(self) -> int:
         return self.stats["train"]["documents"]
+
+    @property
+    def padding(self) -> float:
+        """Share of the training blocks' positions that hold no token (0 for text)."""
+        return self.stats["train"].get("padding", 0.0)
 
 
 def prepare_data(spec: DataSpec, tokenizer, cache=None) -> PreparedData:
@@ -75,34 +192,68 @@ def prepare_data(spec: DataSpec, tokenizer, cache=None) -> PreparedData:
     folder = (cache or writable_cache()) / "packed" / key
     if not (folder / "meta.json").is_file():
         train_docs, eval_docs = source.splits()
-        blocks, train_stats = pack(train_docs, spec.text_column, tokenizer, spec.block_size)
-        if len(blocks) == 0:
-            where = "data.train_files" if spec.train_files else "data.dataset"
-            raise ToolkitError(
-                f"{where}: the training text has {train_stats['tokens']} tokens, fewer than one block of "
-                f"data.block_size={spec.block_size}; add text or lower data.block_size"
-            )
-        stream = token_stream(eval_docs, spec.text_column, tokenizer)
-        if len(stream.ids) < spec.block_size:
-            where = "data.eval_files" if spec.eval_files else "data.train_files" if spec.train_files else "data.dataset"
-            raise ToolkitError(
-                f"{where}: the evaluation text has {len(stream.ids)} tokens, fewer than one block of "
-                f"data.block_size={spec.block_size}; add text or lower data.block_size"
-            )
-        stats = {"train": train_stats, "eval": _stream_stats(stream, spec.block_size)}
+        pack_split = _pack_examples if spec.examples else _pack_text
+        arrays, stream, stats = pack_split(spec, tokenizer, train_docs, eval_docs)
         with atomic_folder(folder) as tmp:
-            np.save(tmp / "train.npy", blocks)
+            for name, array in arrays.items():
+                np.save(tmp / f"{name}.npy", array)
             stream.save(tmp / "eval.npz")
             (tmp / "meta.json").write_text(json.dumps(stats, indent=2))
     else:
         log.info("packed data found in the cache: %s", folder)
+    if spec.examples:
+        train = ExampleBlocks(*(np.load(folder / f"train_{name}.npy", mmap_mode="r") for name in ("ids", "learnt", "positions")))
+    else:
+        train = BlockDataset(np.load(folder / "train.npy", mmap_mode="r"))
     return PreparedData(
-        train=BlockDataset(np.load(folder / "train.npy", mmap_mode="r")),
+        train=train,
         eval=TokenStream.load(folder / "eval.npz"),
         fingerprint=key,
         stats=json.loads((folder / "meta.json").read_text()),
         source=source,
     )
+
+
+def _pack_text(spec: DataSpec, tokenizer, train_docs, eval_docs):
+    blocks, train_stats = pack(train_docs, spec.text_column, tokenizer, spec.block_size)
+    if len(blocks) == 0:
+        raise ToolkitError(
+            f"{_where(spec, 'train')}: the training text has {train_stats['tokens']} tokens, fewer than one block of "
+            f"data.block_size={spec.block_size}; add text or lower data.block_size"
+        )
+    stream = token_stream(eval_docs, spec.text_column, tokenizer)
+    if len(stream.ids) < spec.block_size:
+        raise ToolkitError(
+            f"{_where(spec, 'eval')}: the evaluation text has {len(stream.ids)} tokens, fewer than one block of "
+            f"data.block_size={spec.block_size}; add text or lower data.block_size"
+        )
+    return {"train": blocks}, stream, {"train": train_stats, "eval": _stream_stats(stream, spec.block_size)}
+
+
+def _pack_examples(spec: DataSpec, tokenizer, train_docs, eval_docs):
+    train = encode_examples(train_docs, spec, tokenizer, _where(spec, "train"))
+    evals = encode_examples(eval_docs, spec, tokenizer, _where(spec, "eval"))
+    packing = fit_blocks([len(e) for e in train], spec.block_size)
+    arrays = example_arrays(train, packing, prompt_too=spec.train_on_prompt)
+    stream = example_stream(evals, spec.block_size)
+    stats = {"train": _example_stats(train, packing, int(arrays["scored"].sum())),
+             "eval": _example_stats(evals, fit_blocks([len(e) for e in evals], spec.block_size), int(stream.scored.sum()))}
+    log.info("%s training examples in %s blocks of %d: %.1f%% padding",
+             f"{len(train):,}", f"{len(packing.blocks):,}", spec.block_size, 100 * packing.padding)
+    saved = {"train_ids": arrays["ids"], "train_learnt": arrays["scored"], "train_positions": arrays["positions"]}
+    return saved, stream, stats
+
+
+def _example_stats(examples: list[Example], packing: Packing, scored: int) -> dict:
+    return {"documents": len(examples), "tokens": packing.tokens, "blocks": len(packing.blocks), "dropped": 0,
+            "padding": packing.padding, "scored": scored, "truncated": sum(e.truncated > 0 for e in examples)}
+
+
+def _where(spec: DataSpec, split: str) -> str:
+    """The recipe key that names a split's source."""
+    if split == "eval" and spec.eval_files:
+        return "data.eval_files"
+    return "data.train_files" if spec.train_files else "data.dataset"
 
 
 def _stream_stats(stream: TokenStream, block_size: int) -> dict:
@@ -132,15 +283,23 @@ def pack(documents, text_column: str, tokenizer, block_size: int) -> tuple[np.nd
     return blocks, stats
 
 
+# The data keys that decide the examples' tokens (text_column decides the text's).
+EXAMPLE_KEYS = ("prompt_column", "completion_column", "template", "train_on_prompt", "truncate")
+
+
 def _fingerprint(spec: DataSpec, tokenizer, source_fingerprint: str) -> str:
     what_matters = {
         "packing": PACKING_VERSION,
         "source": source_fingerprint,
         "train_split": spec.train_split,
-        "text_column": spec.text_column,
         "block_size": spec.block_size,
         "eval_fraction": spec.eval_fraction,
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "eos": tokenizer.eos_token_id,
+        "format": spec.format,
     }
+    if spec.examples:
+        what_matters |= {key: getattr(spec, key) for key in EXAMPLE_KEYS}
+    else:
+        what_matters["text_column"] = spec.text_column
     return hashlib.sha256(json.dumps(what_matters, sort_keys=True).encode()).hexdigest()[:32]

@@ -30,18 +30,23 @@ class TokenStream:
     nbytes: np.ndarray  # per token: UTF-8 bytes of the text it stands for
     words: np.ndarray  # per token: words that begin in it
     starts: np.ndarray  # stream position where each document begins
+    # Packed prompt/completion examples (toolkit.data.packing.example_stream); None for a plain text:
+    positions: np.ndarray | None = None  # per token: its position in its own example (attention restarts at 0)
+    scored: np.ndarray | None = None  # per token: whether it is scored (its bytes and words are 0 where not)
 
     @property
     def documents(self) -> int:
         return len(self.starts)
 
     def save(self, path: Path) -> None:
-        np.savez(path, ids=self.ids, nbytes=self.nbytes, words=self.words, starts=self.starts)
+        extra = {} if self.positions is None else {"positions": self.positions, "scored": self.scored}
+        np.savez(path, ids=self.ids, nbytes=self.nbytes, words=self.words, starts=self.starts, **extra)
 
     @classmethod
     def load(cls, path: Path) -> TokenStream:
         with np.load(path) as saved:
-            return cls(saved["ids"], saved["nbytes"], saved["words"], saved["starts"])
+            extra = {k: saved[k] for k in ("positions", "scored") if k in saved.files}
+            return cls(saved["ids"], saved["nbytes"], saved["words"], saved["starts"], **extra)
 
 
 def token_stream(documents, text_column: str, tokenizer, limit: int | None = None) -> TokenStream:

@@ -6,6 +6,9 @@ block). Window 0 scores its tokens 1 .. C-1; window k > 0 scores the tokens it a
 [(k-1)S + C, kS + C), except a token at its own first position, which has no context in the window (that
 happens only when S = C). So every scored token is scored once, with at least C - S tokens of left context
 (all of it, up to C - 1, for S = 1), and S = C gives disjoint blocks: training's evaluation.
+
+Prompt/completion examples are packed into blocks of C (`toolkit.data.packing.example_stream`) and scored
+by disjoint windows that are those blocks: each example sees only itself, and only its completion counts.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def check_protocol(protocol: Protocol, n_positions: int | None = None, model: st
 
 
 def describe(protocol: Protocol) -> str:
+    if protocol.examples:
+        return f"each example on its own (packed in blocks of {protocol.context}), completion tokens only"
     if protocol.kind == "disjoint":
         return f"disjoint blocks of {protocol.context} tokens"
     return f"sliding window of {protocol.context} tokens, stride {protocol.stride}"

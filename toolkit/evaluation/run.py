@@ -6,6 +6,9 @@ evaluation text, dataset splits, files, strings), each loaded once and every pai
 
 Everything a user can get wrong (arguments, texts, the model, the protocol against the model's context) is
 checked before the first window is scored.
+
+Adapters trained on prompt/completion examples are scored on examples: every text is read with their
+recipe's columns and template, each example scored on its own, on its completion's tokens only.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..config.recipe import Recipe
+from ..config.recipe import DataSpec, Recipe
 from ..data.documents import open_source, read_files, read_split
+from ..data.examples import encode_examples
+from ..data.packing import example_stream
 from ..data.streams import token_stream
 from ..errors import ToolkitError, param
 from ..modeling.base import gpt2_config
@@ -34,8 +39,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Text:
     label: str  # how results name it
-    documents: object  # a datasets.Dataset, one document per row
+    documents: object  # a datasets.Dataset, one document (or prompt/completion example) per row
     text_column: str
+    examples: DataSpec | None = None  # prompt/completion examples: the recipe's data section that reads them
 
 
 @dataclass(frozen=True)
@@ -75,20 +81,27 @@ def read_texts(
     text_column: str = "text",
     files: Sequence[str] = (),
     texts: Sequence[str] = (),
+    examples: DataSpec | None = None,
 ) -> list[Text]:
     """The texts to score: a recipe's evaluation documents (exactly those its training evaluated on), then
-    each dataset's split, each file pattern's files, and each string (one document)."""
+    each dataset's split, each file pattern's files, and each string (one document). With `examples` (the
+    data section of a prompt/completion recipe, see `examples_format`), datasets and files are read as
+    its examples; a prompt/completion recipe's own evaluation text is its examples."""
     import datasets as hf_datasets
 
     out = []
     if recipe is not None:
         _, documents = open_source(recipe.data).splits()
-        out.append(Text(f"{recipe_label or recipe.adapter_name} (eval)", documents, recipe.data.text_column))
+        own = recipe.data if recipe.data.examples else None
+        out.append(Text(f"{recipe_label or recipe.adapter_name} (eval)", documents, recipe.data.text_column, examples or own))
     for name in datasets:
-        documents, chosen = read_split(name, config, split, text_column)
-        out.append(Text(f"{name}{' ' + config if config else ''} [{chosen}]", documents, text_column))
+        documents, chosen = read_split(name, config, split, text_column, examples=examples)
+        out.append(Text(f"{name}{' ' + config if config else ''} [{chosen}]", documents, text_column, examples))
     for pattern in files:
-        out.append(Text(pattern, read_files(pattern, text_column), text_column))
+        out.append(Text(pattern, read_files(pattern, text_column, examples=examples), text_column, examples))
+    if examples is not None and texts:
+        raise ToolkitError(f"{param('texts')}: these adapters were trained on prompt/completion examples; "
+                           f"give them in {param('files')} or {param('datasets')}, with their columns")
     for number, text in enumerate(texts, 1):
         if not isinstance(text, str) or not text.strip():
             raise ToolkitError(f"{param('texts')}: text {number} is {'blank' if isinstance(text, str) else 'not a string'}; give text to score")
@@ -120,14 +133,25 @@ def run(texts: list[Text], options: EvalOptions, adapters: Sequence[str] = (), m
     base_label = model or _recorded_base(adapters[0], store) or base.config.name_or_path
     config = base.config
     context = options.context or default_context or config.n_positions
-    protocol = Protocol(context, options.stride or context)
+    examples = any(text.examples for text in texts)
+    if examples and not all(text.examples for text in texts):
+        raise ToolkitError("these texts mix prompt/completion examples and plain text; score them in two runs")
+    if examples and (options.stride not in (None, context) or options.max_tokens):
+        raise ToolkitError(f"{param('stride')} and {param('max_tokens')}: prompt/completion examples are scored "
+                           "whole, each on its own; leave both out")
+    protocol = Protocol(context, options.stride or context, examples=examples)
     check_protocol(protocol, config.n_positions, base_label)
 
     limit = tokens_needed(protocol, options.max_tokens) if options.max_tokens else None
     streams = []
     for text in texts:
         with _naming(text):
-            streams.append(token_stream(text.documents, text.text_column, tokenizer, limit))
+            if text.examples:  # packed into blocks of the context, as training packed them
+                spec = replace(text.examples, block_size=context)
+                streams.append(example_stream(encode_examples(text.documents, spec, tokenizer, "the text", param("context")),
+                                              context))
+            else:
+                streams.append(token_stream(text.documents, text.text_column, tokenizer, limit))
     rows = [None, *adapters] if adapters else [None]
     results = []
     for adapter in rows:
@@ -176,9 +200,27 @@ def evaluate(
         raise ToolkitError(f"{param('model')} and {param('adapters')}: a plain model has no adapters; "
                            f"give the adapters' base as {param('base')}")
     settings = EvalOptions(**options)
-    chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts)
+    store = store if isinstance(store, AdapterStore) else AdapterStore(store)
+    chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts,
+                        examples=examples_format(names, store))
     return run(chosen, settings, adapters=names, model=model or base or (recipe.model.name if recipe and not names else None),
                store=store, default_context=recipe.data.block_size if recipe else None)
+
+
+def examples_format(adapters: Sequence[str], store: AdapterStore) -> DataSpec | None:
+    """How adapters read text: None when they were trained on text (or imported), else the data section of
+    their prompt/completion recipe (columns, template, truncation), which must be the same for all."""
+    formats = {}
+    for name in adapters:
+        recipe = store.trained_recipe(name)
+        formats[name] = recipe.data if recipe is not None and recipe.data.examples else None
+    readings = {None if spec is None else (spec.prompt_column, spec.completion_column, spec.template, spec.truncate)
+                for spec in formats.values()}
+    if len(readings) > 1:
+        kinds = ", ".join(f"{name}: {'prompt/completion' if spec else 'text'}" for name, spec in formats.items())
+        raise ToolkitError(f"{param('adapters')}: these adapters read text differently ({kinds}, or other columns "
+                           "or templates); evaluate them in separate runs")
+    return next(iter(formats.values()), None)
 
 
 @contextlib.contextmanager

@@ -77,6 +77,8 @@ def score(
         batch_size = max(1, budget // protocol.context)
     byte_sums = np.concatenate([[0], np.cumsum(stream.nbytes)])
     word_sums = np.concatenate([[0], np.cumsum(stream.words)])
+    scored = np.ones(len(stream.ids), dtype=bool) if stream.scored is None else stream.scored
+    token_sums = np.concatenate([[0], np.cumsum(scored)])  # of a text every token a window scores counts
     sums = []  # per window: nll, tokens, bytes, words
     was_training = model.training
     model.eval()
@@ -89,7 +91,7 @@ def score(
                 batch = queue.popleft()
                 try:
                     with autocast():
-                        nll = _score_windows(lm, stream.ids, batch, device)
+                        nll = _score_windows(lm, stream, scored, batch, device)
                 except torch.OutOfMemoryError:
                     if len(batch) == 1:
                         raise ToolkitError(
@@ -103,7 +105,7 @@ def score(
                     queue = collections.deque(_batches([*batch, *itertools.chain.from_iterable(queue)], batch_size))
                     continue
                 for w, value in zip(batch, nll.tolist()):
-                    sums.append((value, w.hi - w.lo, int(byte_sums[w.hi] - byte_sums[w.lo]),
+                    sums.append((value, int(token_sums[w.hi] - token_sums[w.lo]), int(byte_sums[w.hi] - byte_sums[w.lo]),
                                  int(word_sums[w.hi] - word_sums[w.lo])))
                 bar.update(sum(w.hi - w.lo for w in batch))
     finally:
@@ -144,17 +146,24 @@ def _batches(todo: list[Window], batch_size: int) -> list[list[Window]]:
 
 
 @torch.inference_mode()
-def _score_windows(lm, ids: np.ndarray, batch: list[Window], device) -> torch.Tensor:
-    """Per window: the summed NLL (float64) of its scored tokens, each given the window's tokens before it."""
+def _score_windows(lm, stream: TokenStream, scored: np.ndarray, batch: list[Window], device) -> torch.Tensor:
+    """Per window: the summed NLL (float64) of its scored tokens, each given the window's tokens before it
+    (of packed examples, given its own example's tokens before it: their positions restart at 0, which makes
+    transformers mask attention block by block)."""
     first, last = batch[0].lo - batch[0].start, batch[0].hi - batch[0].start
-    inputs = torch.from_numpy(np.stack([ids[w.start : w.hi] for w in batch])).to(device)
-    hidden = lm.transformer(input_ids=inputs, use_cache=False).last_hidden_state
+    inputs = torch.from_numpy(np.stack([stream.ids[w.start : w.hi] for w in batch])).to(device)
+    extra = {}
+    if stream.positions is not None:
+        extra["position_ids"] = torch.from_numpy(np.stack([stream.positions[w.start : w.hi] for w in batch])).to(device)
+    hidden = lm.transformer(input_ids=inputs, use_cache=False, **extra).last_hidden_state
     head = lm.get_output_embeddings()
-    # The prediction of position p comes from the hidden state at p - 1.
-    hidden = hidden[:, first - 1 : last - 1].reshape(-1, hidden.shape[-1])
-    targets = inputs[:, first:last].reshape(-1)
+    # The prediction of position p comes from the hidden state at p - 1; only scored positions are kept.
+    keep = torch.from_numpy(np.stack([scored[w.start + first : w.start + last] for w in batch])).to(device)
+    hidden = hidden[:, first - 1 : last - 1][keep]
+    targets = inputs[:, first:last][keep]
     nll = torch.empty(len(targets), dtype=torch.float64)
     for at in range(0, len(targets), HEAD_ROWS):
         logits = head(hidden[at : at + HEAD_ROWS].to(head.weight.dtype)).float()
         nll[at : at + HEAD_ROWS] = F.cross_entropy(logits, targets[at : at + HEAD_ROWS], reduction="none").double().cpu()
-    return nll.view(len(batch), -1).sum(dim=1)
+    rows = torch.arange(len(batch)).repeat_interleave(keep.sum(dim=1).cpu())
+    return torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, nll)

@@ -6,7 +6,9 @@
     toolkit.generate_batch(model, tokenizer, [("The", "poems"), ("The", None)])   # one batch, each its own
 
 Every path goes through `_run`: prompts are tokenized, cut to fit the context, padded on the left, and
-only the new tokens are decoded.
+only the new tokens are decoded; a sequence ends at EOS. A prompt/completion adapter gets its prompt as it
+was trained (`prompt_tokens`): EOS, then the prompt inside the adapter's template; the caller types only
+the prompt.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from dataclasses import replace
 
 import torch
 
+from ..data.examples import prompt_ids
 from ..errors import ToolkitError, param
-from ..store.loading import load
+from ..store.loading import load, prompt_templates
 from ..store.store import AdapterStore
 from .mixing import mix, parse_weights
 from .settings import GenerationSettings
-from .switching import BASE, base_alone, base_of, layers_enabled, require_loaded
+from .switching import BASE, active_adapter, base_alone, base_of, layers_enabled, require_loaded
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,19 @@ def generate(model, tokenizer, prompt: str, settings: GenerationSettings | None 
     settings = replace(settings or GenerationSettings(), **overrides)
     if stream is not None and settings.num_sequences > 1:
         raise ToolkitError("streaming shows one sequence; use num_sequences=1 or no stream")
-    return _run(model, tokenizer, [prompt] * settings.num_sequences, settings, stream=stream)
+    ids = prompt_tokens(tokenizer, prompt, prompt_templates(model).get(active_adapter(model)))
+    return _run(model, tokenizer, [ids] * settings.num_sequences, settings, stream=stream)
+
+
+def prompt_tokens(tokenizer, prompt: str, template: str | None = None) -> list[int]:
+    """The tokens a model continues for `prompt`. `template`: a prompt/completion adapter's (its recipe's
+    data.template; "" for the prompt alone), which gives EOS then the templated prompt, as each example
+    began in training; None (a text adapter, the base) gives the prompt's own tokens, BOS for an empty one."""
+    if template is not None:
+        return prompt_ids(tokenizer, template, prompt)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    # An empty prompt starts a document, as GPT-2 saw them in training.
+    return ids or [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
 
 
 def generate_batch(model, tokenizer, requests: Sequence[tuple[str, str | None]], settings: GenerationSettings | None = None,
@@ -69,9 +84,9 @@ def generate_batch(model, tokenizer, requests: Sequence[tuple[str, str | None]],
     settings = replace(settings or GenerationSettings(), **overrides)
     if not requests:
         return []
-    prompts, names = [], []
+    prompts, names, templates = [], [], prompt_templates(model)
     for prompt, adapter in requests:
-        prompts += [prompt] * settings.num_sequences
+        prompts += [prompt_tokens(tokenizer, prompt, templates.get(adapter))] * settings.num_sequences
         names += [adapter or BASE] * settings.num_sequences
     wanted = sorted({n for n in names if n != BASE})
     if not wanted:
@@ -83,10 +98,11 @@ def generate_batch(model, tokenizer, requests: Sequence[tuple[str, str | None]],
         return _run(model, tokenizer, prompts, settings, adapter_names=names)
 
 
-def _run(model, tokenizer, prompts: list[str], settings: GenerationSettings, adapter_names: list[str] | None = None,
+def _run(model, tokenizer, prompts: list[list[int]], settings: GenerationSettings, adapter_names: list[str] | None = None,
          stream: Callable[[str], None] | None = None) -> list[str]:
     inputs = _encode(model, tokenizer, prompts, settings.max_new_tokens)
-    kwargs = settings.generate_kwargs() | {"pad_token_id": tokenizer.pad_token_id}
+    # A sequence ends at EOS whatever the checkpoint's generation config says (the rest of its row is padding).
+    kwargs = settings.generate_kwargs() | {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     if adapter_names is not None:
         kwargs["adapter_names"] = adapter_names
     if stream is not None:
@@ -103,8 +119,8 @@ def _run(model, tokenizer, prompts: list[str], settings: GenerationSettings, ada
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
-def _encode(model, tokenizer, prompts: list[str], max_new_tokens: int) -> dict:
-    """Token ids padded on the left; a prompt too long for the context keeps its last tokens."""
+def _encode(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> dict:
+    """Prompts' token ids padded on the left; a prompt too long for the context keeps its last tokens."""
     context = base_of(model).config.n_positions
     room = context - max_new_tokens
     if room < 1:
@@ -113,9 +129,7 @@ def _encode(model, tokenizer, prompts: list[str], max_new_tokens: int) -> dict:
             f"use at most {context - 1}"
         )
     rows = []
-    for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]:
-        if not ids:  # an empty prompt starts a document, as GPT-2 saw them in training
-            ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    for ids in prompts:
         if len(ids) > room:
             log.warning(
                 "the prompt has %d tokens, more than the %d that fit before %d new ones in the context of %d: "

@@ -12,6 +12,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 from ..errors import ToolkitError, param
+from ..store.loading import TEMPLATES, prompt_templates
 from .switching import loaded_adapters, use
 
 # Mixes are peft adapters named by their weights' hash: peft's names cannot hold "." (module-dict keys).
@@ -80,19 +81,46 @@ def mix(model, weights: str | Sequence[str] | Mapping[str, float]) -> str:
     name. The same weights give the same adapter, built once; weights that differ in any digit, another."""
     loaded = [name for name in loaded_adapters(model) if not name.startswith(MIX_PREFIX)]
     weights = parse_weights(weights, label="mix", known=loaded)
-    for name in weights:
-        config = model.peft_config[name]
-        if getattr(config, "use_dora", False) or getattr(config, "use_rslora", False):
-            # cat gives the mix the first adapter's config: DoRA magnitudes and rsLoRA's alpha/sqrt(r)
-            # scaling would not be the weighted sum.
-            raise ToolkitError(f"mix: adapter {name!r} uses DoRA or rsLoRA, which cannot be mixed exactly")
+    problems = [problem for name in weights if (problem := _unmixable(model.peft_config[name], name))]
+    templates = prompt_templates(model)
+    formats = {templates.get(name) for name in weights}
+    if len(formats) > 1:
+        problems.append(
+            f"mix: {', '.join(map(repr, weights))} are prompted differently ({_formats(weights, templates)}); "
+            "use adapters trained on one data format and template"
+        )
+    if problems:
+        raise ToolkitError(*problems)
     mixed = MIX_PREFIX + hashlib.sha256(describe(weights).encode()).hexdigest()[:16]
     _DESCRIPTIONS[mixed] = describe(weights)
     if mixed not in model.peft_config:
         # With one adapter peft falls back to `linear`, which splits w * s as sqrt into A and B: the same update.
         model.add_weighted_adapter(list(weights), list(weights.values()), mixed, combination_type="cat")
+        template = formats.pop()
+        if template is not None:  # the mix is prompted as its adapters are
+            setattr(model, TEMPLATES, {**templates, mixed: template})
     use(model, mixed)
     return mixed
+
+
+def _unmixable(config, name: str) -> str | None:
+    """Why an adapter cannot be part of an exact weighted sum, or None. peft's `cat` gives the mix the
+    first adapter's configuration: a DoRA magnitude vector is no sum of updates (it rescales W + BA as a
+    whole), and with rsLoRA the mix's rank would set its scaling to alpha / sqrt(rank), not the 1 that
+    `cat` folds the weights under."""
+    variants = [v for v, on in (("DoRA", config.use_dora), ("rsLoRA", config.use_rslora)) if on]
+    if not variants:
+        return None
+    return (f"mix: adapter {name!r} uses {' and '.join(variants)}, whose update is not a weighted sum of LoRA "
+            "updates; use it alone (generate or merge it by itself), or mix plain LoRA adapters")
+
+
+def _formats(weights: Mapping[str, float], templates: dict[str, str]) -> str:
+    def one(name: str) -> str:
+        template = templates.get(name)
+        return f"{name}: text" if template is None else f"{name}: template {template!r}"
+
+    return "; ".join(one(name) for name in weights)
 
 
 def _number(raw) -> float | None:

@@ -11,6 +11,7 @@ from ..config.recipe import Recipe
 from ..errors import ToolkitError, first_line
 from ..records import ModelSource
 from ..sources.models import model_source
+from .precision import DTYPES, resolve_precision
 from .quantization import quantization_kwargs
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,16 @@ def gpt2_config(source: ModelSource, label: str, key: str = "model.name"):
 
 
 def load_base(recipe: Recipe):
-    """The frozen base model for training: fp32 weights (mixed precision comes from autocast), or quantized."""
+    """The frozen base model for training: fp32 weights (mixed precision comes from autocast), or quantized
+    (a 4-bit base computing in the training precision)."""
     source = model_source(recipe.model.name, recipe.model.revision)
-    mode = recipe.quantization.mode
+    q = recipe.quantization
     # GPT-2's dropout regularised its pre-training; on the frozen base its random masks are a large share of
     # a CPU step, so a recipe may switch it off.
     no_dropout = {} if recipe.training.base_dropout else {"attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0}
-    model = base_from(source, quantization=mode, attn_implementation=training_attention(), **no_dropout)
+    model = base_from(source, quantization=q.mode, compute_dtype=DTYPES[resolve_precision(recipe.training.precision)],
+                      double_quant=q.double_quant, attn_implementation=training_attention(), **no_dropout)
+    mode = q.mode
     if mode != "none":
         from peft import prepare_model_for_kbit_training
 
@@ -71,12 +75,15 @@ def load_base(recipe: Recipe):
     return model
 
 
-def base_from(source: ModelSource, quantization: str = "none", dtype: torch.dtype = torch.float32, **config):
+def base_from(source: ModelSource, quantization: str = "none", dtype: torch.dtype = torch.float32,
+              compute_dtype: torch.dtype | None = None, double_quant: bool = True, **config):
     """A GPT-2-family model from safetensors only, never with remote code; quantized through bitsandbytes.
-    `config` overrides attributes of the model's config (e.g. its dropout rates)."""
+    `dtype`: of the weights of a full-precision base; `compute_dtype`: of a 4-bit base's products (default
+    `dtype`). `config` overrides attributes of the model's config (e.g. its dropout rates)."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"use_safetensors": True, "trust_remote_code": False, **config, **quantization_kwargs(quantization)}
+    kwargs = {"use_safetensors": True, "trust_remote_code": False, **config,
+              **quantization_kwargs(quantization, compute_dtype or dtype, double_quant)}
     if quantization == "none":
         kwargs["dtype"] = dtype
     try:

@@ -27,8 +27,10 @@ def attach_lora(model, recipe: Recipe):
         lora_alpha=recipe.lora.alpha,
         lora_dropout=recipe.lora.dropout,
         target_modules=targets,
-        # GPT-2's Conv1D stores weights transposed; the 8-bit base replaces it by a normal Linear8bitLt.
+        # GPT-2's Conv1D stores weights transposed; a quantized base replaces it by a normal Linear8bitLt/Linear4bit.
         fan_in_fan_out=recipe.quantization.mode == "none",
+        use_dora=recipe.lora.use_dora,
+        use_rslora=recipe.lora.use_rslora,
         bias="none",
         task_type="CAUSAL_LM",
     )

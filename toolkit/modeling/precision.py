@@ -2,7 +2,8 @@
 
 Training's `training.precision` is "auto", "fp32", "bf16" or "fp16": the fp32 weights are kept and autocast
 runs the matrix products in 16 bits. Loading for inference takes "fp32", "bf16", "fp16" (the weights in that
-dtype) or "int8" (the base's linear layers in 8-bit through bitsandbytes, the rest as stored).
+dtype), "int8", "nf4" or "fp4" (the base's linear layers in 8 or 4 bits through bitsandbytes, computing in
+fp32; the rest as stored).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config.recipe import LOAD_PRECISIONS
+from ..config.recipe import LOAD_PRECISIONS, QUANTIZATION_MODES
 from ..errors import ToolkitError, param
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -35,7 +36,7 @@ class LoadPrecision:
 
     @property
     def quantization(self) -> str:
-        return self.name if self.name == "int8" else "none"
+        return self.name if self.name in QUANTIZATION_MODES else "none"
 
 
 def resolve_precision(precision: str) -> str:

@@ -1,4 +1,9 @@
-"""A quantized base through bitsandbytes: the `from_pretrained` arguments for each mode."""
+"""A quantized base through bitsandbytes: the `from_pretrained` arguments for each mode.
+
+"int8" is LLM.int8() (8-bit weights, outliers in 16 bits); "nf4" and "fp4" are 4-bit blocks of 64 weights
+(QLoRA's normal float, or plain float) that compute in `compute_dtype` and, with double quantisation,
+quantize the blocks' scales too. Embeddings, layer norms and the output layer stay in full precision.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 
 import torch
 
+from ..config.recipe import FOUR_BIT
 from ..errors import ToolkitError
 
 
@@ -17,7 +23,7 @@ def bitsandbytes_missing(mode: str) -> str | None:
     return None
 
 
-def quantization_kwargs(mode: str) -> dict:
+def quantization_kwargs(mode: str, compute_dtype: torch.dtype = torch.float32, double_quant: bool = True) -> dict:
     """Extra `from_pretrained` arguments for a quantized base ({} for "none"). On CUDA each process puts the
     model on its own GPU (LOCAL_RANK under torchrun); bitsandbytes runs on the CPU too."""
     if mode == "none":
@@ -27,5 +33,12 @@ def quantization_kwargs(mode: str) -> dict:
         raise ToolkitError(f"quantization.mode: {problem}")
     from transformers import BitsAndBytesConfig
 
+    if mode in FOUR_BIT:
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=mode, bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_use_double_quant=double_quant,
+        )
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
     device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None
-    return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": device_map}
+    return {"quantization_config": config, "device_map": device_map}

@@ -48,8 +48,8 @@ A LoRA adapter (rank {recipe.lora.r}, alpha {recipe.lora.alpha:g}, on {", ".join
 | base | {base.perplexity:.3f} | {base.tokens:,} |
 | adapted | {adapted.perplexity:.3f} | {adapted.tokens:,} |
 
-Perplexity is exp(summed token NLL / tokens) over {metrics.protocol.kind} windows of {metrics.protocol.context}
-tokens of the evaluation text. Training: {train.steps} steps, {train.tokens:,} tokens.
+Perplexity is exp(summed token NLL / tokens) over {_scored(metrics)}. Training: {train.steps} steps,
+{train.tokens:,} tokens{_kept(metrics)}.
 
 ```python
 from peft import PeftModel
@@ -64,6 +64,21 @@ model = PeftModel.from_pretrained(base, "path/to/{recipe.adapter_name}")
 The full recipe is in `recipe.toml`, the figures in `metrics.json`, the provenance (base and data
 fingerprints, every file's sha256) in `manifest.json`.
 """
+
+
+def _scored(metrics: TrainingMetrics) -> str:
+    protocol = metrics.protocol
+    if protocol.examples:
+        return "the completion tokens of the evaluation examples, each example on its own"
+    return f"{protocol.kind} windows of {protocol.context} tokens of the evaluation text"
+
+
+def _kept(metrics: TrainingMetrics) -> str:
+    kept = metrics.kept
+    if not kept:
+        return ""
+    note = "; stopped early (no improvement)" if kept.stopped_early else ""
+    return note + (f"; the adapter is that of step {kept.step}, the best evaluation" if kept.keep == "best" else "")
 
 
 def render_imported(name: str, base: str, source: Path) -> str:

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 NO_MANIFEST = f"has no readable {MANIFEST}; bring adapters trained elsewhere in with `gpt2-adapt adapters import`"
 WEIGHTS = "adapter_model.safetensors"
+# On a loaded model: adapter name -> the prompt template of a prompt/completion adapter ("": the prompt alone).
+# Generation reads it to put a prompt to each adapter as it was trained; text adapters are not in it.
+TEMPLATES = "gpt2_adapt_templates"
 
 
 def load(
@@ -106,16 +109,27 @@ def check_adapters(store: AdapterStore, names: Sequence[str], source: ModelSourc
 
 
 def attach(model, store: AdapterStore, name: str):
-    """Load a (verified) adapter onto a model under its store name; a plain base becomes a peft model."""
+    """Load a (verified) adapter onto a model under its store name; a plain base becomes a peft model. A
+    prompt/completion adapter's template is recorded on the model (`prompt_templates`)."""
     from peft import PeftModel
     from safetensors import SafetensorError
 
     folder = store.path(name)
     try:
+        recipe = store.trained_recipe(name)
+    except ToolkitError as err:  # only when loading past verification: the adapter then prompts as text
+        log.warning("%s (prompting it with plain text)", err.problems[0])
+        recipe = None
+    templates = {**prompt_templates(model)}
+    if recipe is not None and recipe.data.examples:
+        templates[name] = recipe.data.template
+    try:
         if isinstance(model, PeftModel):
             model.load_adapter(folder, adapter_name=name, is_trainable=False)
-            return model
-        return PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
+        else:
+            model = PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
+        setattr(model, TEMPLATES, templates)
+        return model
     except torch.OutOfMemoryError:
         raise
     except (SafetensorError, RuntimeError, ValueError, TypeError, KeyError, OSError) as err:
@@ -124,6 +138,11 @@ def attach(model, store: AdapterStore, name: str):
             f"adapter {name!r}: peft cannot load {folder}: {first_line(err).rstrip(':')}; "
             "retrain it (train with overwrite) or import it again"
         ) from None
+
+
+def prompt_templates(model) -> dict[str, str]:
+    """The prompt/completion adapters loaded on a model, each with its template."""
+    return getattr(model, TEMPLATES, {})
 
 
 def verify(folder: Path, manifest: dict, source: ModelSource, base: dict) -> list[str]:

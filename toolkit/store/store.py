@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.names import NAME_PATTERN, check_name
+from ..config.recipe import Recipe, parse_recipe
 from ..errors import ToolkitError, param
 from ..files import atomic_folder, json_problem, read_json
 from ..records import RecordError, TrainingMetrics
@@ -157,6 +158,18 @@ class AdapterStore:
             name=name, path=str(folder), manifest=read_json(folder / MANIFEST), metrics=metrics,
             adapter_config=read_json(folder / "adapter_config.json"), recipe=recipe, files=files, problems=problems,
         )
+
+    def trained_recipe(self, name: str) -> Recipe | None:
+        """The resolved recipe an adapter was trained from (its data format, template, quantization, ...), or
+        None for one imported from elsewhere, which has none."""
+        path = self.require(name) / "recipe.toml"
+        if not path.is_file():
+            return None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            text = "\0"  # not TOML either: parse_recipe says so
+        return parse_recipe(text, f"adapter {name!r}: recipe.toml")
 
     def check_sound(self, name: str) -> AdapterInfo:
         """The adapter's records, refused when any is damaged."""

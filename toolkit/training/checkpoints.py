@@ -13,6 +13,7 @@ import math
 import shutil
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,11 +133,13 @@ def read_run_record(folder: Path) -> RunRecord | None:
 
 class CheckpointKeeper(TrainerCallback):
     """Marks each checkpoint complete once it is on disk, keeps the newest `keep` complete ones, and
-    counts training seconds across resumes (evaluation time excluded)."""
+    counts training seconds across resumes (evaluation time excluded). `write_also(checkpoint)` adds what
+    else a run must resume from (the best adapter so far) before the checkpoint is marked."""
 
-    def __init__(self, keep: int, seconds_before: float = 0.0):
+    def __init__(self, keep: int, seconds_before: float = 0.0, write_also: Callable[[Path], None] | None = None):
         self.keep = keep
         self.before = seconds_before
+        self.write_also = write_also
         self.started: float | None = None
         self.paused = 0.0
 
@@ -152,6 +155,8 @@ class CheckpointKeeper(TrainerCallback):
         if not state.is_world_process_zero:
             return
         checkpoint = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
+        if self.write_also:
+            self.write_also(checkpoint)
         fsync_tree(checkpoint)
         write_json(checkpoint / PROGRESS, {"step": state.global_step, "seconds": self.seconds()})
         fsync_tree(checkpoint)

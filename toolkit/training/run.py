@@ -33,12 +33,13 @@ from ..modeling.fingerprints import tokenizer_fingerprint, weights_fingerprint
 from ..modeling.lora import AdapterShape, attach_lora, describe_adapter
 from ..modeling.precision import resolve_precision
 from ..modeling.tokenizer import tokenizer_from
-from ..records import Protocol, RunIdentity, TrainingMetrics, TrainStats
+from ..records import Kept, Protocol, RunIdentity, TrainingMetrics, TrainStats
 from ..sources.models import model_source, recorded_name
 from ..store import card
 from ..store.manifest import MANIFEST, run_identity, write_manifest
 from ..store.store import AdapterStore
 from . import checkpoints, guards, plots
+from .best import BestAdapter, stopped_early, tracks
 from .checkpoints import CheckpointKeeper, RunRecord
 from .trainer import AdapterTrainer, ProgressLines, training_arguments
 
@@ -77,8 +78,7 @@ def train(
     with PartialState().main_process_first():  # under torchrun: rank 0 packs and hashes, the others read its caches
         packed = prepare_data(recipe.data, tokenizer)
         identity = RunIdentity(recipe.fingerprint(), packed.fingerprint, weights_fingerprint(source))
-    log.info("data: %d training blocks of %d tokens; evaluation text %s tokens",
-             len(packed.train), recipe.data.block_size, f"{len(packed.eval.ids):,}")
+    _report_data(recipe, packed)
     _check_step_size(recipe, packed)
     resume_from = _resume_point(store, name, identity, resume, allow_changed)
     if resume_from == "finished":
@@ -182,8 +182,10 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
         if state.is_main_process:  # one process removes; concurrent removals of one tree can fail
             shutil.rmtree(run_folder)
         state.wait_for_everyone()
-    keeper = CheckpointKeeper(recipe.training.keep_checkpoints, checkpoints.training_seconds(checkpoint))
-    protocol = Protocol(recipe.data.block_size, recipe.data.block_size)
+    best = BestAdapter(recipe.training, checkpoint) if tracks(recipe.training) else None
+    keeper = CheckpointKeeper(recipe.training.keep_checkpoints, checkpoints.training_seconds(checkpoint),
+                              write_also=best.save if best else None)
+    protocol = Protocol(recipe.data.block_size, recipe.data.block_size, examples=recipe.data.examples)
     trainer = AdapterTrainer(
         keeper=keeper,
         protocol=protocol,
@@ -192,7 +194,7 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
         args=training_arguments(recipe, run_folder, precision),
         train_dataset=packed.train,
         data_collator=default_data_collator,
-        callbacks=[keeper, *callbacks],
+        callbacks=[keeper, *([best] if best else []), *callbacks],
     )
     # The Trainer prints raw metric dicts; keep its progress bar (when not -q) and print readable lines.
     trainer.remove_callback(PrinterCallback)
@@ -207,7 +209,7 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
             checkpoints.write_run_record(run_folder, record)
     log.info("base perplexity: %.3f over %d tokens", record.base_score.perplexity, record.base_score.tokens)
 
-    if checkpoint is not None and checkpoints.is_finished(checkpoint):
+    if checkpoint is not None and (checkpoints.is_finished(checkpoint) or stopped_early(checkpoint)):
         # The Trainer would train one more step; the weights are all there, so load them instead.
         checkpoints.load_weights(model, checkpoint)
         trainer.state = trainer.state.load_from_json(str(checkpoint / "trainer_state.json"))
@@ -224,6 +226,11 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
                 exit_code=stop.exit_code,
             )
     adapted = trainer.final_evaluation()
+    kept = Kept("last", trainer.state.global_step, best.stopped if best else False)
+    if recipe.training.keep == "best":
+        best.load_best(model)
+        adapted, kept = best.score, Kept("best", best.step, best.stopped)
+        log.info("keeping the adapter of step %d (perplexity %.3f)", best.step, adapted.perplexity)
 
     seconds = keeper.seconds()
     tokens = int(trainer.state.num_input_tokens_seen)
@@ -236,6 +243,7 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
                          tokens_per_second=tokens / seconds if seconds > 0 else 0.0),
         data={"fingerprint": packed.fingerprint, **packed.stats},
         versions=_versions(),
+        kept=kept,
     )
     if trainer.is_world_process_zero():
         _save_adapter(store, recipe, model, tokenizer, identity, metrics, packed, trainer.state.log_history)
@@ -287,6 +295,17 @@ def _dataset_record(recipe: Recipe, packed: PreparedData) -> dict:
         "text_column": d.text_column,
         "fingerprint": packed.fingerprint,
     }
+
+
+def _report_data(recipe: Recipe, packed: PreparedData) -> None:
+    train, evals = packed.stats["train"], packed.stats["eval"]
+    if recipe.data.examples:
+        log.info("data: %s training examples in %s blocks of %d tokens (%.1f%% padding%s); %s evaluation examples",
+                 f"{train['documents']:,}", f"{len(packed.train):,}", recipe.data.block_size, 100 * train["padding"],
+                 f", {train['truncated']:,} prompts cut" if train["truncated"] else "", f"{evals['documents']:,}")
+    else:
+        log.info("data: %s training blocks of %d tokens; evaluation text %s tokens",
+                 f"{len(packed.train):,}", recipe.data.block_size, f"{len(packed.eval.ids):,}")
 
 
 def _check_loggers(recipe: Recipe) -> None:

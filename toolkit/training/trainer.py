@@ -54,7 +54,7 @@ def training_arguments(recipe: Recipe, output_dir: Path, precision: str) -> Trai
         fsdp=t.fsdp or None,  # passed through: the Trainer and accelerate implement both
         deepspeed=t.deepspeed or None,
         remove_unused_columns=False,  # the blocks carry exactly what the model takes
-        include_num_input_tokens_seen="all",  # packed blocks have no padding: every token counts
+        include_num_input_tokens_seen="all",  # every position of the blocks (examples: their padding too)
         ddp_find_unused_parameters=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
@@ -76,9 +76,12 @@ class AdapterTrainer(Trainer):
         self.last_evaluation: tuple[int, Score] | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # No key/value cache: with one, transformers would not read packed examples' restarting position_ids
+        # as the sequences they are, and examples would attend to the ones before them in their block.
+        inputs = {**inputs, "use_cache": False}
         if self.fused_head:
             # Only the last position's logits (the model insists on some) and the final hidden states.
-            inputs = {**inputs, "output_hidden_states": True, "logits_to_keep": 1}
+            inputs |= {"output_hidden_states": True, "logits_to_keep": 1}
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _head_loss(self, outputs, labels, num_items_in_batch=None):
