@@ -300,3 +300,36 @@ def test_concurrent_processes_keep_every_fingerprint_in_the_cache(tiny_model, tm
     known = json.loads((cache / "fingerprints.json").read_text())
     assert sum(str(f.resolve()) in key for key in known for f in folders) == 6
     assert [p.name for p in cache.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ---------------------------------------------------------------- early stopping and the best adapter (issue 16)
+
+
+def test_the_best_adapter_and_the_patience_survive_kill_9(write_recipe, cli, tmp_path):
+    """keep = "best" with patience 2 and a threshold no evaluation can meet: the first evaluation (step 5) is
+    the reference, 10 and 15 miss, so the run stops at 15. Evaluated on digits while it learns sentences,
+    the best is the first evaluation's adapter, which only the checkpoints carry past a kill. Killed after
+    checkpoint 10 (one miss, the best of step 5), or while saving the adapter, the resumed run must stop at
+    the same step with the same best, bit for bit."""
+    digits = tmp_path / "digits.txt"
+    digits.write_text("".join(f"{n * 7919 % 10**12:012d} {n * 104729 % 10**9:09d}\n" for n in range(1, 40)))
+    recipe = write_recipe(data={"eval_files": [str(digits)]}, lora={"dropout": 0.1}, training={
+        "max_steps": 40, "eval_every": 5, "save_every": 10, "keep_checkpoints": 1, "keep": "best",
+        "early_stopping_patience": 2, "early_stopping_threshold": 1e9,
+    })
+    assert cli("train", recipe, "--store", "whole").exit_code == 0
+    whole = json.loads(Path("whole/tiny/metrics.json").read_text())
+    assert whole["train"]["steps"] == 15 and whole["kept"] == {"keep": "best", "step": 5, "stopped_early": True}
+
+    for moment, at, store in (("step", 12, "killed-mid-run"), ("final-save", 0, "killed-saving")):
+        killed = run_harness(moment, at, "train", recipe, "--store", store)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        if moment == "step":
+            state = json.loads(Path(store, ".checkpoints/tiny/checkpoint-10/gpt2_adapt_best.json").read_text())
+            assert state["misses"] == 1 and state["step"] == 5
+        resumed = cli("train", recipe, "--store", store, "--resume")
+        assert resumed.exit_code == 0, resumed.output
+        metrics = json.loads(Path(store, "tiny/metrics.json").read_text())
+        assert metrics["train"]["steps"] == 15 and metrics["kept"] == whole["kept"]
+        assert metrics["adapted"] == whole["adapted"]
+        assert_identical(adapter_tensors("whole"), adapter_tensors(store))
