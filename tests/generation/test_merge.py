@@ -55,12 +55,12 @@ def test_an_int8_trained_adapter_is_merged_at_full_precision(store, cli, tmp_pat
 
     result = cli("merge", "poems8", "--out", tmp_path / "merged", "--verify")
     assert result.exit_code == 0, result.output
-    assert "poems8 was trained on an 8-bit base: merged into the base reloaded at full precision" in result.stdout
+    assert "poems8 was trained on a quantized base: merged into the base reloaded at full precision" in result.stdout
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     fp32_peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), store / "poems8").eval()
     assert max_difference(merged, fp32_peft) <= 1e-5
     assert max_difference(merged, fp32_peft.merge_and_unload()) <= 1e-5  # the fp32 merge
-    assert "8-bit base" in (tmp_path / "merged" / "README.md").read_text()
+    assert "trained on a quantized base" in (tmp_path / "merged" / "README.md").read_text()
 
 
 def test_a_weighted_merge_equals_the_mix(store, cli, tmp_path):

@@ -89,8 +89,9 @@ def show(name: str, store: str | None, as_json: bool) -> None:
         return
     row = info.summary()
     click.echo(f"{name}  ({info.path})")
-    for key in ("base", "dataset", "rank", "targets", "created"):
-        click.echo(f"  {key}: {row[key]}")
+    for key in ("base", "dataset", "rank", "variant", "quantization", "format", "targets", "created"):
+        if row[key] is not None:
+            click.echo(f"  {key}: {row[key]}")
     metrics = info.metrics
     for stage in ("base", "adapted"):
         if stage in metrics:

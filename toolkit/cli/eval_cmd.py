@@ -13,6 +13,7 @@ from .options import (
     emit_json,
     force_option,
     int8_option,
+    nf4_option,
     json_option,
     overrides_option,
     precision_option,
@@ -40,6 +41,7 @@ from .options import (
 @click.option("--batch-size", type=int, default=0, help="Windows per forward pass [default 0: automatic].")
 @precision_option()
 @int8_option
+@nf4_option
 @allow_unverified_option
 @force_option
 @json_option
@@ -48,7 +50,7 @@ from .options import (
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv/--heatmap files that are not earlier outputs of eval.")
 @store_option
 def eval_cmd(adapters, base, model, recipe_path, overrides, datasets, config, split, text_column, files, context, stride,
-             max_tokens, batch_size, precision, int8, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite,
+             max_tokens, batch_size, precision, int8, nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite,
              store) -> None:
     """Perplexity of adapters, their base, or any GPT-2 model, on any text, by a stated protocol.
 
@@ -71,7 +73,7 @@ def eval_cmd(adapters, base, model, recipe_path, overrides, datasets, config, sp
         raise ToolkitError("--set: changes a recipe's keys; give --recipe too, or drop --set")
     options = EvalOptions(
         context=context, stride=stride, max_tokens=max_tokens, batch_size=batch_size,
-        precision=resolve_precision_flags(precision, int8), strict=not resolve_allow_unverified(allow_unverified, force),
+        precision=resolve_precision_flags(precision, int8, nf4=nf4), strict=not resolve_allow_unverified(allow_unverified, force),
         progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO),
     )
     adapter_store = AdapterStore(store)

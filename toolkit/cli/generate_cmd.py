@@ -20,6 +20,7 @@ from .options import (
     base_option,
     force_option,
     int8_option,
+    nf4_option,
     precision_option,
     resolve_allow_unverified,
     resolve_base,
@@ -52,12 +53,13 @@ OLD_DTYPES = ("float32", "bfloat16", "float16")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (adapter, prompt, text) instead of plain text.")
 @precision_option()
 @int8_option
+@nf4_option
 @click.option("--dtype", type=click.Choice(OLD_DTYPES), hidden=True)
 @allow_unverified_option
 @force_option
 @store_option
 def generate(adapters, base, model, prompt, prompt_file, max_new_tokens, greedy, temperature, top_k, top_p,
-             repetition_penalty, num_sequences, seed, mix, compare, batch_path, interactive, as_json, precision, int8,
+             repetition_penalty, num_sequences, seed, mix, compare, batch_path, interactive, as_json, precision, int8, nf4,
              dtype, allow_unverified, force, store) -> None:
     """Generate text with adapters, their base, or any GPT-2 model.
 
@@ -79,7 +81,7 @@ def generate(adapters, base, model, prompt, prompt_file, max_new_tokens, greedy,
     if model and base:
         raise ToolkitError("--model and --base: --model generates with a plain model, --base is the base of --adapter; give one")
     strict = not resolve_allow_unverified(allow_unverified, force)
-    precision = resolve_precision_flags(precision, int8, dtype)
+    precision = resolve_precision_flags(precision, int8, dtype, nf4)
     from ..generation import generate as generation
     from ..generation.mixing import parse_weights
     from ..generation.switching import active_adapter

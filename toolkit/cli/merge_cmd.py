@@ -36,8 +36,8 @@ def merge(adapters, out, precision, dtype, base, model, verify, overwrite, allow
     """Merge adapters into their base: a standalone model folder that transformers loads without peft.
 
     One adapter merges as it is; several (NAME=WEIGHT, a bare NAME weighing 1) merge as the exact weighted
-    sum of their updates. An adapter trained on an 8-bit base is merged into the base reloaded at full
-    precision. Examples:
+    sum of their updates. An adapter trained on a quantized (int8, nf4, fp4) base is merged into the base
+    reloaded at full precision. Examples:
 
     \b
         gpt2-adapt merge wikitext103 --out merged/wikitext103
@@ -62,8 +62,8 @@ def merge(adapters, out, precision, dtype, base, model, verify, overwrite, allow
         return
     click.echo(f"merged {describe(result.weights)} into {result.base} ({result.precision}): {result.path}")
     for name in result.full_precision:
-        click.echo(f"{name} was trained on an 8-bit base: merged into the base reloaded at full precision (exact), "
-                   "not into its 8-bit weights")
+        click.echo(f"{name} was trained on a quantized base: merged into the base reloaded at full precision (exact), "
+                   "not into its quantized weights")
     if result.max_difference is not None:
         click.echo(f"verify: largest logit difference, saved model vs unmerged adapters: {result.max_difference:.3g} "
                    f"({VERIFY_BATCHES} batches of {VERIFY_ROWS} rows)")

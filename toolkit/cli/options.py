@@ -30,21 +30,27 @@ allow_unverified_option = click.option(
 force_option = click.option("--force", is_flag=True, hidden=True)
 
 
-def precision_option(default: str | None = "fp32", help_text: str = "Load the base in this precision (int8: bitsandbytes 8-bit)."):
+def precision_option(default: str | None = "fp32",
+                     help_text: str = "Load the base in this precision (int8, nf4, fp4: bitsandbytes 8-bit or 4-bit)."):
     return click.option("--precision", type=click.Choice(LOAD_PRECISIONS), default=default,
                         show_default=default is not None, help=help_text)
 
 
 int8_option = click.option("--int8", is_flag=True, help="Short for --precision int8.")
+nf4_option = click.option("--nf4", is_flag=True, help="Short for --precision nf4.")
 
 
-def resolve_precision_flags(precision: str | None, int8: bool, dtype: str | None = None) -> str | None:
-    """--int8 and the older --dtype mapped onto --precision."""
+def resolve_precision_flags(precision: str | None, int8: bool, dtype: str | None = None, nf4: bool = False) -> str | None:
+    """--int8, --nf4 and the older --dtype mapped onto --precision."""
+    from ..errors import ToolkitError
+
+    if int8 and nf4:
+        raise ToolkitError("--int8 and --nf4: choose one precision")
     if dtype is not None:
         new = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
         deprecated(f"--dtype {dtype}", f"--precision {new}")
         precision = new
-    return "int8" if int8 else precision
+    return "int8" if int8 else "nf4" if nf4 else precision
 
 
 def resolve_allow_unverified(allow_unverified: bool, force: bool) -> bool:

@@ -14,7 +14,7 @@ from .options import emit_json, json_option, overrides_option
               help="Training steps to time (0: no timing).")
 @json_option
 def plan(recipe_path: str, overrides: tuple[str, ...], as_json: bool, measure_steps: int = 3) -> None:
-    """Parameter counts, adapter size, memory per precision, tokens and a time estimate for a recipe.
+    """Parameter counts, adapter size, memory per base precision, tokens, padding and a time estimate for a recipe.
 
     Loads the model's config (not its weights) for the counts, packs the data (cached for the run),
     and times a few steps on random tokens. Example:
@@ -36,8 +36,15 @@ def plan(recipe_path: str, overrides: tuple[str, ...], as_json: bool, measure_st
         f"tokens: {result['tokens_per_epoch']:,} per epoch, {result['tokens_per_step']:,} per step, "
         f"{result['steps']:,} steps; evaluation scores {result['eval_tokens']:,} tokens"
     )
+    if "examples" in result:
+        e = result["examples"]
+        cut = f"; {e['truncated']:,} prompts cut to fit" if e["truncated"] else ""
+        click.echo(f"examples: {e['train']:,} in {e['blocks']:,} blocks, {100 * e['padding']:.1f}% of their positions "
+                   f"padding{cut}")
+    fp32 = result["memory_bytes"]["fp32"]
     for precision, size in result["memory_bytes"].items():
-        click.echo(f"memory with a {precision} base: about {_mb(size)}")
+        share = "" if precision == "fp32" else f" ({100 * size / fp32:.0f}% of fp32)"
+        click.echo(f"memory with a {precision} base: about {_mb(size)}{share}")
     if "seconds_per_step" in result:
         click.echo(
             f"time: {result['seconds_per_step']:.3f} s per step measured, about "

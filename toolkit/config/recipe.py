@@ -38,6 +38,10 @@ DATA_FORMATS = ("text", "prompt_completion")
 TRUNCATIONS = ("none", "prompt_left")
 KEEPS = ("last", "best")
 PROMPT_FIELD = "{prompt}"  # where a template puts the prompt
+# Measured with peft 0.21 and bitsandbytes 0.50 on a CPU: DoRA's forward dequantizes the base weight and moves
+# it back to the CPU, which leaves an 8-bit layer without its scales for the next step, and it cannot read
+# the 4-bit weights that bitsandbytes packs for CPU inference. On CUDA neither happens.
+DORA_ON_QUANTIZED_CPU = "peft cannot run DoRA on a bitsandbytes (int8, nf4, fp4) base on a CPU"
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 # Wider than any GPT-2 layer (gpt2-xl: 1,600); the model's own width is checked when it is loaded.
 MAX_LORA_RANK = 4096
@@ -462,4 +466,6 @@ def _check_machine(recipe: Recipe) -> list[str]:
     mode = recipe.quantization.mode
     if mode in QUANTIZATION_MODES and mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
         problems.append(f'quantization.mode: "{mode}" needs bitsandbytes; pip install bitsandbytes, or use "none"')
+    if recipe.lora.use_dora and mode != "none" and not torch.cuda.is_available():
+        problems.append(f'lora.use_dora: {DORA_ON_QUANTIZED_CPU}; set quantization.mode = "none", or train on a CUDA GPU')
     return problems

@@ -3,14 +3,13 @@
     toolkit.merge("wikitext103", "merged/wikitext103")
     toolkit.merge({"wikitext103": 0.7, "poems": 0.3}, "merged/mix", precision="bf16", verify=True)
 
-The base is always reloaded at full precision, whatever the adapters were trained on: merging into 8-bit
-weights rounds the update (far more than the plain int8 error, see docs/generation.md), while
+The base is always reloaded at full precision, whatever the adapters were trained on: merging into 8-bit or
+4-bit weights rounds the update (far more than the plain quantization error, see docs/generation.md), while
 W + sum_i w_i s_i B_i A_i in float32 is exact. The result is cast to the output precision at the end.
 """
 
 from __future__ import annotations
 
-import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ class Merged:
     weights: dict[str, float]  # adapter -> weight
     base: str  # the base the adapters were trained on
     precision: str  # of the saved weights: fp32, bf16 or fp16
-    full_precision: list[str]  # adapters trained on an 8-bit base, merged into the full-precision base
+    full_precision: list[str]  # adapters trained on a quantized (int8, nf4, fp4) base, merged into the full-precision one
     max_difference: float | None  # with verify: largest |logit| difference, saved model vs unmerged adapters
 
 
@@ -65,7 +64,7 @@ def merge(adapters, out: str | Path, *, precision: str | None = None, base: str 
     manifests = {name: read_json(store.require(name) / MANIFEST) for name in weights}
     out = Path(out).expanduser()
     replace_out = _check_out(out, overwrite, store)
-    full_precision = [name for name in weights if _trained_int8(store.path(name))]
+    full_precision = [name for name in weights if _trained_quantized(store, name)]
 
     model, tokenizer = load(list(weights), base=base, store=store, strict=strict, precision="fp32")
     base_model = model.get_base_model()
@@ -121,14 +120,13 @@ def _check_out(out: Path, overwrite: bool, store: AdapterStore) -> bool:
     return True
 
 
-def _trained_int8(folder: Path) -> bool:
-    recipe = folder / "recipe.toml"
-    if not recipe.is_file():
-        return False  # imported: not recorded
+def _trained_quantized(store: AdapterStore, name: str) -> bool:
+    """Whether the adapter was trained on a quantized base (imported ones record no recipe: not known)."""
     try:
-        return tomllib.loads(recipe.read_text())["quantization"]["mode"] == "int8"
-    except (tomllib.TOMLDecodeError, KeyError, TypeError):
+        recipe = store.trained_recipe(name)
+    except ToolkitError:  # a damaged recipe.toml, merged past verification: not known either
         return False
+    return recipe is not None and recipe.quantization.mode != "none"
 
 
 def _checkpoint_precision(name_or_path: str) -> str:

@@ -7,12 +7,12 @@ import logging
 
 import torch
 
-from ..config.recipe import Recipe
+from ..config.recipe import FOUR_BIT, Recipe
 from ..errors import ToolkitError, first_line
 from ..records import ModelSource
 from ..sources.models import model_source
 from .precision import DTYPES, resolve_precision
-from .quantization import quantization_kwargs
+from .quantization import keep_trainable, quantization_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ def load_base(recipe: Recipe):
     model = base_from(source, quantization=q.mode, compute_dtype=DTYPES[resolve_precision(recipe.training.precision)],
                       double_quant=q.double_quant, attn_implementation=training_attention(), **no_dropout)
     mode = q.mode
+    if mode in FOUR_BIT:
+        keep_trainable(model)
     if mode != "none":
         from peft import prepare_model_for_kbit_training
 

@@ -42,3 +42,15 @@ def quantization_kwargs(mode: str, compute_dtype: torch.dtype = torch.float32, d
         config = BitsAndBytesConfig(load_in_8bit=True)
     device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None
     return {"quantization_config": config, "device_map": device_map}
+
+
+def keep_trainable(model) -> None:
+    """Stop bitsandbytes from packing a 4-bit base's weights for CPU inference. On a CPU with AVX512-BF16,
+    a Linear4bit layer that runs forward-only (eval mode, no gradient) repacks its weights in place, and a
+    packed layer cannot be trained any more (bitsandbytes 0.50: the next training step fails). Training
+    scores its evaluation text between steps, so the base it trains must stay unpacked."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False

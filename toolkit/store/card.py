@@ -107,8 +107,8 @@ def render_merged(name: str, base: str, weights: dict[str, float], precision: st
 
     rows = "\n".join(row(adapter, weight) for adapter, weight in weights.items())
     int8_note = (
-        f"\n{', '.join(full_precision)} {'was' if len(full_precision) == 1 else 'were'} trained on an 8-bit base; "
-        "the update was merged into the base reloaded at full precision (exact), not into 8-bit weights.\n"
+        f"\n{', '.join(full_precision)} {'was' if len(full_precision) == 1 else 'were'} trained on a quantized base; "
+        "the update was merged into the base reloaded at full precision (exact), not into quantized weights.\n"
         if full_precision else ""
     )
     return f"""---

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..config.recipe import DORA_ON_QUANTIZED_CPU
 from ..errors import ToolkitError, first_line, param
 from ..files import read_json
 from ..modeling.base import base_from
@@ -58,6 +59,11 @@ def load(
     if len(set(names)) != len(names):
         raise ToolkitError(f"adapters {', '.join(names)}: each adapter may be named once")
     manifests = {name: _manifest(store, name, strict) for name in names}
+    if precision.quantization != "none" and not torch.cuda.is_available():
+        dora = [name for name in names if read_json(store.path(name) / "adapter_config.json").get("use_dora")]
+        if dora:
+            raise ToolkitError(*(f"adapter {name!r} uses DoRA: {DORA_ON_QUANTIZED_CPU}; load it with {param('precision')} "
+                                 "fp32, bf16 or fp16" for name in dora))
     base_name, revision = _choose_base(base, manifests)
     key = param("base") if base else f"the base of adapter {names[0]!r} (point {param('base')} at a copy of it)"
     source = model_source(base_name, revision, key=key)

@@ -18,8 +18,10 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 
 
-def build_manifest(folder: Path, *, name: str, base: dict, dataset: dict, recipe_sha256: str | None, versions: dict) -> dict:
-    """The manifest of a finished adapter folder: what it was trained on, and every file's sha256."""
+def build_manifest(folder: Path, *, name: str, base: dict, dataset: dict, recipe_sha256: str | None, versions: dict,
+                   trained_with: dict | None = None) -> dict:
+    """The manifest of a finished adapter folder: what it was trained on, and every file's sha256.
+    `trained_with`: how (the base's quantization, the LoRA variant, the data format and prompt template)."""
     files = {
         p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size}
         for p in sorted(folder.iterdir())
@@ -32,6 +34,7 @@ def build_manifest(folder: Path, *, name: str, base: dict, dataset: dict, recipe
         "base": base,
         "dataset": dataset,
         "recipe_sha256": recipe_sha256,
+        **({"trained_with": trained_with} if trained_with is not None else {}),
         "versions": versions,
         "files": files,
         "tensors": tensor_shapes(folder / "adapter_model.safetensors"),

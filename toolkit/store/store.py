@@ -63,11 +63,16 @@ class AdapterInfo:
         targets = self.adapter_config.get("target_modules") or []
         base = self.manifest.get("base", {}) if isinstance(self.manifest.get("base"), dict) else {}
         figures = self.metrics if not self.problems else {}
+        trained_with = self.manifest.get("trained_with", {}) if isinstance(self.manifest.get("trained_with"), dict) else {}
+        variant = [v for v, key in (("DoRA", "use_dora"), ("rsLoRA", "use_rslora")) if self.adapter_config.get(key)]
         return {
             "name": self.name,
             "base": base.get("name") or self.adapter_config.get("base_model_name_or_path"),
             "dataset": data,
             "rank": self.adapter_config.get("r"),
+            "variant": "+".join(variant) or "LoRA",
+            "quantization": trained_with.get("quantization"),  # of the base it was trained on; None: imported
+            "format": trained_with.get("format"),
             "targets": sorted(targets) if isinstance(targets, list) else targets,
             "bytes": self.bytes,
             "base_perplexity": figures.get("base", {}).get("perplexity"),

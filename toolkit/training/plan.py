@@ -1,8 +1,9 @@
 """Know before you start: sizes, memory and time of a recipe, from the model's config and a few steps.
 
 The parameter counts come from the model built on the meta device (no weights are read). Memory is an
-estimate: weights, LoRA optimizer state, activations and the fp32 logits, per precision; the time comes
-from a few real training steps on random tokens of the recipe's shape.
+estimate: weights, LoRA optimizer state, activations and the fp32 logits, per base (fp32, bf16, int8, nf4);
+the time comes from a few real training steps on random tokens of the recipe's shape. For prompt/completion
+examples it also says how much of the blocks packing left empty.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from ..sources.models import model_source
 # Recomputation in Large Transformer Models"); twice that in fp32. An estimate, not a measurement.
 ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = 34
 ATTENTION_BYTES_PER_SCORE = 5
+# Bytes per weight of a quantized layer: int8 one byte; nf4/fp4 half a byte plus the scale of its block of 64
+# (fp32: 4/64 bytes), or with double quantisation an 8-bit scale and an fp32 one per 256 blocks.
+FOUR_BIT_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # by double_quant
+PLANNED = ("fp32", "bf16", "int8", "nf4")  # the bases whose memory plan estimates (fp4 takes what nf4 does)
 
 
 def plan(recipe: Recipe, measure_steps: int = 3) -> dict:
@@ -39,17 +44,23 @@ def plan(recipe: Recipe, measure_steps: int = 3) -> dict:
     blocks_per_step = t.batch_size * t.grad_accum * world
     steps_per_epoch = math.ceil(len(packed.train) / blocks_per_step)
     steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
+    evals = packed.stats["eval"]
     result = {
         "model": recipe.model.name,
         "parameters": counts,
         "adapter_bytes": counts["trainable"] * 4,
         "tokens_per_epoch": len(packed.train) * recipe.data.block_size,
-        "eval_tokens": packed.stats["eval"]["blocks"] * (recipe.data.block_size - 1),
+        # examples: their completions' tokens; text: the disjoint blocks' scored tokens
+        "eval_tokens": evals["scored"] if recipe.data.examples else evals["blocks"] * (recipe.data.block_size - 1),
         "steps": steps,
         "tokens_per_step": blocks_per_step * recipe.data.block_size,
-        "memory_bytes": {p: _memory(recipe, config, counts, p) for p in ("fp32", "bf16", "int8")},
+        "memory_bytes": {p: _memory(recipe, config, counts, p) for p in PLANNED},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
+    if recipe.data.examples:  # what packing left empty: block positions the training computes for nothing
+        train = packed.stats["train"]
+        result["examples"] = {"train": train["documents"], "blocks": train["blocks"], "padding": train["padding"],
+                              "truncated": train["truncated"]}
     if measure_steps > 0:
         seconds = _seconds_per_step(recipe, measure_steps)
         result["seconds_per_step"] = seconds
@@ -70,10 +81,12 @@ def _parameter_counts(recipe: Recipe, config) -> dict:
 def _memory(recipe: Recipe, config, counts: dict, precision: str) -> int:
     base = counts["total"] - counts["trainable"]
     embeddings = config.vocab_size * config.n_embd + config.n_positions * config.n_embd
+    quantized = base - embeddings  # bitsandbytes keeps the embeddings and the (tied) head in fp32
     weights = {
         "fp32": 4 * base,
         "bf16": 2 * base,  # a bf16 copy of the base; the Trainer's autocast keeps fp32 master weights
-        "int8": 4 * embeddings + 1 * (base - embeddings),  # bitsandbytes keeps embeddings and head in fp32
+        "int8": 4 * embeddings + 1 * quantized,
+        "nf4": 4 * embeddings + FOUR_BIT_BYTES[recipe.quantization.double_quant] * quantized,
     }[precision]
     lora = counts["trainable"] * 4 * 4  # weights, gradients, two Adam moments, all fp32
     tokens = recipe.training.batch_size * recipe.data.block_size
@@ -94,7 +107,7 @@ def _memory(recipe: Recipe, config, counts: dict, precision: str) -> int:
 def _seconds_per_step(recipe: Recipe, steps: int) -> float:
     """Median seconds of a few optimizer steps (forward, backward, AdamW) on random tokens."""
     model = attach_lora(load_base(recipe), recipe)
-    device = "cuda" if torch.cuda.is_available() and recipe.quantization.mode != "int8" else None
+    device = "cuda" if torch.cuda.is_available() and recipe.quantization.mode == "none" else None  # else device_map
     if device:
         model.to(device)
     model.train()

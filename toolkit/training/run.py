@@ -276,7 +276,15 @@ def _save_adapter(store, recipe: Recipe, model, tokenizer, identity: RunIdentity
             dataset=_dataset_record(recipe, packed),
             recipe_sha256=identity.recipe,
             versions=metrics.versions,
+            trained_with=_trained_with(recipe),
         )
+
+
+def _trained_with(recipe: Recipe) -> dict:
+    """What the manifest records of how the adapter was trained, beside what on."""
+    d, lo = recipe.data, recipe.lora
+    return {"quantization": recipe.quantization.mode, "use_dora": lo.use_dora, "use_rslora": lo.use_rslora,
+            "format": d.format, **({"template": d.template} if d.examples else {})}
 
 
 def _dataset_record(recipe: Recipe, packed: PreparedData) -> dict:
