@@ -202,3 +202,36 @@ def test_bad_rows_are_refused_naming_the_column_and_rows(rows, keys, expected):
 def test_rows_are_numbered_from_one():
     numbered = rows_of(ROWS, spec())
     assert numbered[ROW] == [1, 2, 3]
+
+
+def test_builtin_python_qa_is_each_sections_title_and_first_paragraph(tokenizer):
+    from toolkit.sources import builtin
+
+    topic = """The "pass" statement
+********************
+
+   pass_stmt ::= "pass"
+
+"pass" is a null operation --- when it is executed, nothing happens. It
+is useful as a placeholder. A third sentence that would make the completion too long to fit its block.
+
+Changed in version 3.9: (only a note)
+
+A later section
+===============
+
+New in version 3.5.
+
+Its first paragraph of prose.
+"""
+    assert builtin.sections(topic)[0]["prompt"] == 'The "pass" statement'
+    assert builtin.sections(topic)[0]["completion"].startswith('"pass" is a null operation --- when it is executed')
+    assert builtin.sections(topic)[1] == {"prompt": "A later section", "completion": "Its first paragraph of prose."}
+    files = builtin.python_qa()
+    rows = {split: [json.loads(line) for line in path.read_text().splitlines()] for split, path in files.items()}
+    assert len(rows["train"]) > 150 and len(rows["validation"]) > 10
+    assert all(row["prompt"] and row["completion"] for split in rows.values() for row in split)
+    assert all(len(row["completion"]) <= builtin.COMPLETION_CHARACTERS or "." not in row["completion"][:-1]
+               for row in rows["train"])
+    with pytest.raises(ToolkitError, match='set data.format = "prompt_completion"'):
+        prepare_data(DataSpec(dataset="builtin:python-qa", block_size=64), tokenizer)

@@ -229,7 +229,18 @@ def test_quickstart_recipe_runs_offline(cli):
     assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
 
 
-@pytest.mark.parametrize("name", ["wikitext103", "wikitext2", "local-text", "quickstart"])
+def test_python_qa_recipe_trains_on_examples_offline(cli):
+    """The shipped prompt/completion example: builtin:python-qa on builtin:tiny-gpt2, the best adapter kept."""
+    recipe = REPO / "recipes" / "python-qa.toml"
+    result = cli("train", recipe, "--set", "training.max_steps=10", "--set", "training.eval_every=5")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(Path("store/python-qa/metrics.json").read_text())
+    assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
+    assert metrics["protocol"]["kind"] == "examples" and metrics["kept"]["keep"] == "best"
+    assert metrics["data"]["train"]["padding"] < 0.05
+
+
+@pytest.mark.parametrize("name", ["wikitext103", "wikitext2", "local-text", "quickstart", "python-qa"])
 def test_shipped_recipes_are_valid(cli, name):
     recipe = REPO / "recipes" / f"{name}.toml"
     assert recipe.read_text().startswith("#")  # each starts with a comment saying how to run it

@@ -16,12 +16,13 @@ from transformers import TrainerCallback
 
 from .report import PARTS
 
-# fp32 against an 8-bit base, at the same precision, without and with gradient checkpointing
+# fp32 against an 8-bit base (without and with gradient checkpointing) and a 4-bit one, at the same precision
 MEMORY_CASES = {
     "toolkit-fp32": {"training.precision": "fp32"},
     "toolkit-int8": {"training.precision": "fp32", "quantization.mode": "int8"},
     "toolkit-int8-checkpointing": {"training.precision": "fp32", "quantization.mode": "int8",
                                    "training.gradient_checkpointing": True},
+    "toolkit-nf4": {"training.precision": "fp32", "quantization.mode": "nf4"},
 }
 PROMPT = "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure in"
 

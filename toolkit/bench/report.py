@@ -11,7 +11,10 @@ LABELS = {
     "toolkit-fp32": "gpt2-adapt, fp32 (training.precision = fp32)",
     "toolkit-int8": "gpt2-adapt, int8 base, fp32",
     "toolkit-int8-checkpointing": "gpt2-adapt, int8 base + gradient checkpointing",
+    "toolkit-nf4": "gpt2-adapt, nf4 base, fp32",
 }
+# Base weights in memory against fp32: the quantized layers in 8 or 4 bits, embeddings and head in fp32.
+WEIGHT_TARGETS = {"toolkit-int8": 0.55, "toolkit-nf4": 0.45}
 LORA_FLOPS_PER_PARAMETER = 4  # forward 2 + backward to the activations 2; the frozen base has no weight gradients
 
 
@@ -24,7 +27,7 @@ def table(results: dict) -> str:
     ]
     training = results.get("training", {})
     if training:
-        single = " (the fp32 and int8 rows: 1 run)" if "toolkit-fp32" in training else ""
+        single = " (the fp32, int8 and nf4 rows: 1 run)" if "toolkit-fp32" in training else ""
         out += ["", f"Training: {s['steps']} timed steps after a warm-up step; median of {_runs(s['repeats'])}{single}",
                 f"{'':50s} {'precision':>9s} {'useful tok/s':>12s} {'% bf16 peak':>11s} {'peak memory':>11s} "
                 f"{'(training)':>10s}"]
@@ -63,6 +66,11 @@ def describe_machine(machine: dict) -> str:
             f"GEMM peak measured in this run: bf16 {peak['bf16'] / 1e9:,.0f} GFLOP/s, fp32 {peak['fp32'] / 1e9:,.0f} GFLOP/s")
 
 
+def _short(case: str) -> str:
+    """"toolkit-int8-checkpointing" -> "int8 + checkpointing"."""
+    return case.removeprefix("toolkit-").replace("-checkpointing", " + checkpointing")
+
+
 def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
@@ -86,15 +94,16 @@ def _targets(results: dict) -> list[tuple[str, str, str, bool]]:
             rows.append(("default vs plain peft + Trainer, tokens/s", f"{ratio:.2f}x", ">= 1.5x", ratio >= 1.5))
         share = _flops(t["toolkit"]) / peak
         rows.append(("default, share of the bf16 GEMM peak", f"{100 * share:.0f}%", ">= 50%", share >= 0.5))
-    if "toolkit-fp32" in t and "toolkit-int8" in t:
-        ratio = t["toolkit-int8"]["weights_memory"] / t["toolkit-fp32"]["weights_memory"]
-        rows.append(("base weights in memory, int8 / fp32", f"{100 * ratio:.0f}%", "<= 55%", ratio <= 0.55))
     if "toolkit-fp32" in t:
-        for name in ("toolkit-int8", "toolkit-int8-checkpointing"):
+        for name, target in WEIGHT_TARGETS.items():
+            if name in t:
+                ratio = t[name]["weights_memory"] / t["toolkit-fp32"]["weights_memory"]
+                rows.append((f"base weights in memory, {_short(name)} / fp32", f"{100 * ratio:.0f}%",
+                             f"<= {100 * target:.0f}%", ratio <= target))
+        for name in ("toolkit-int8", "toolkit-int8-checkpointing", "toolkit-nf4"):
             if name in t:
                 ratio = t[name]["training_memory"] / t["toolkit-fp32"]["training_memory"]
-                short = "int8 + checkpointing" if "checkpointing" in name else "int8"
-                rows.append((f"training memory, {short} / fp32",
+                rows.append((f"training memory, {_short(name)} / fp32",
                              f"{100 * ratio:.0f}%", "<= 55%", ratio <= 0.55))
     if results.get("eval") and "toolkit" in t:
         same = next((e for e in results["eval"] if e["precision"] == t["toolkit"]["precision"]), results["eval"][0])

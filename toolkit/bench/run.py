@@ -14,7 +14,7 @@ The cases:
 - peft: plain peft + Trainer written the obvious way: run_clm's packing (concatenate, cut into blocks),
   the same LoRA as the toolkit's default (r=16 on c_attn), fp32.
 - toolkit: `gpt2-adapt train` with the default recipe at the same batch shape; then with
-  training.base_dropout=false, and the fp32 and 8-bit bases for the memory comparison.
+  training.base_dropout=false, and the fp32, 8-bit and 4-bit (nf4) bases for the memory comparison.
 """
 
 from __future__ import annotations

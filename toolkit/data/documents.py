@@ -72,11 +72,21 @@ def open_source(spec: DataSpec) -> DocumentSource:
         evals = expand_files(spec.eval_files, "data.eval_files") if spec.eval_files else []
         return _files_source(spec, train, evals)
     if builtin.is_builtin(spec.dataset):
-        if spec.dataset != builtin.PYTHON_DOCS:
-            raise ToolkitError(f"data.dataset: unknown builtin {spec.dataset!r}; use {builtin.PYTHON_DOCS}, the only one")
-        files = builtin.python_docs()
+        _check_builtin(spec.dataset, spec.format, RECIPE_KEYS)
+        files = builtin.dataset_files(spec.dataset)
         return _files_source(spec, [files["train"]], [files["validation"]])
     return _dataset_source(spec)
+
+
+def _check_builtin(name: str, format: str, keys: Keys) -> None:
+    """Refuse an unknown builtin, or one whose rows are not of the format asked for."""
+    known = builtin.datasets()
+    if name not in known:
+        raise ToolkitError(f"{keys.dataset}: unknown builtin {name!r}; use one of {', '.join(known)}")
+    if known[name] != format:
+        fix = (f'set data.format = "{known[name]}" to train on it' if keys == RECIPE_KEYS
+               else "score it with adapters trained on that format")
+        raise ToolkitError(f"{keys.dataset}: {name} holds {known[name].replace('_', '/')} rows; {fix}")
 
 
 def document_batches(documents, text_column: str):
@@ -346,11 +356,10 @@ def read_split(name: str, config: str = "", split: str = "", text_column: str = 
     import datasets
 
     if builtin.is_builtin(name):
-        if name != builtin.PYTHON_DOCS:
-            raise ToolkitError(f"{keys.dataset}: unknown builtin {name!r}; use {builtin.PYTHON_DOCS}, the only one")
+        _check_builtin(name, (examples or DataSpec()).format, keys)
         if config:
             raise ToolkitError(f"{keys.config}: {name} has no configurations; leave {keys.config} out")
-        loaded = read_file_splits({s: [path] for s, path in builtin.python_docs().items()}, keys.dataset)
+        loaded = read_file_splits({s: [path] for s, path in builtin.dataset_files(name).items()}, keys.dataset)
     else:
         loaded = _load_dataset(name, config, keys)
     if isinstance(loaded, datasets.Dataset):  # save_to_disk of one split: there is nothing to choose
