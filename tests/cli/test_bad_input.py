@@ -77,6 +77,11 @@ class World:
         """`train` on a dataset instead of files."""
         return self.train(data={"dataset": dataset, "train_files": [], "eval_files": [], **data})
 
+    def examples(self, rows: list[dict], **data) -> list:
+        """`train` on these prompt/completion rows (a JSONL file), no eval files unless given."""
+        return self.train(data={"train_files": [self.jsonl("qa.jsonl", rows)], "eval_files": [],
+                                "format": "prompt_completion", **data})
+
     def valid(self) -> str:
         return str(self.corpus_dir / "valid.txt")
 
@@ -372,8 +377,9 @@ def case(id: str, setup: Callable[[World], list], *names: str, lines: int = 1, m
     return pytest.param(setup, names, lines, id=id, marks=marks)
 
 
-NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is valid with CUDA")
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="valid with CUDA")
 LINES = [f"line {i}" for i in range(1, 40)]
+QA = [{"prompt": f"What is line {i}?", "completion": f" line {i}."} for i in range(1, 40)]
 
 CASES = [
     # recipes
@@ -650,6 +656,27 @@ CASES = [
     case("plan-measure-steps-negative", lambda w: ["plan", w.write_recipe(), "--measure-steps", "-1"], "--measure-steps"),
     case("generate-temperature-inf", lambda w: w.stored("generate", "--adapter", "tiny", "--prompt", "x", "--temperature", "inf"), "--temperature"),
     case("merge-out-inside-the-store", lambda w: w.stored("merge", "tiny", "--out", "store/merged"), "--out", "adapter store"),
+    # prompt/completion data, early stopping, adapter variants, 4-bit (issue 16)
+    case("examples-missing-prompt-column", lambda w: w.examples([{"question": t, "completion": " x."} for t in LINES]), "data.prompt_column", "'prompt'"),
+    case("examples-missing-completion-column", lambda w: w.examples([{"prompt": t, "answer": " x."} for t in LINES]), "data.completion_column", "'completion'"),
+    case("examples-empty-completion", lambda w: w.examples([{"prompt": t, "completion": "" if i == 4 else " x."} for i, t in enumerate(LINES)]), "data.completion_column", "row 5"),
+    case("examples-template-without-prompt", lambda w: w.examples(QA, template="Question: ?\nAnswer:"), "data.template", "{prompt}"),
+    case("examples-template-with-other-braces", lambda w: w.examples(QA, template="{question}: {prompt}"), "data.template", "{question}"),
+    case("examples-longer-than-a-block", lambda w: w.examples([*QA[:3], {"prompt": " ".join(LINES), "completion": " x."}, *QA[3:]]), "data.block_size", "row 4"),
+    case("examples-completion-longer-than-a-block", lambda w: w.examples([{"prompt": "x", "completion": " ".join(LINES)}, *QA], truncate="prompt_left"), "data.block_size", "row 1"),
+    case("examples-unknown-format", lambda w: w.train(data={"format": "chat"}), "data.format", "'chat'"),
+    case("examples-key-with-text-format", lambda w: w.train(data={"template": "Q: {prompt}"}), "data.template", "data.format"),
+    case("examples-unknown-truncation", lambda w: w.examples(QA, truncate="right"), "data.truncate", "'right'"),
+    case("examples-builtin-read-as-text", lambda w: w.dataset("builtin:python-qa"), "data.dataset", "data.format"),
+    case("keep-unknown", lambda w: w.train(training={"keep": "first"}), "training.keep", "'first'"),
+    case("keep-best-without-evaluations", lambda w: w.train(training={"keep": "best", "eval_every": 0}), "training.keep", "training.eval_every"),
+    case("patience-without-evaluations", lambda w: w.train(training={"early_stopping_patience": 2, "eval_every": 0}), "training.early_stopping_patience"),
+    case("patience-negative", lambda w: w.train(training={"early_stopping_patience": -1}), "training.early_stopping_patience"),
+    case("threshold-negative", lambda w: w.train(training={"early_stopping_threshold": -0.5}), "training.early_stopping_threshold"),
+    case("quantization-unknown-mode", lambda w: w.train(quantization={"mode": "nf3"}), "quantization.mode", "'nf3'"),
+    case("double-quant-without-4bit", lambda w: w.train(quantization={"double_quant": False}), "quantization.double_quant"),
+    case("dora-on-a-quantized-base-on-a-cpu", lambda w: w.train(lora={"use_dora": True}, quantization={"mode": "int8"}), "lora.use_dora", marks=NO_CUDA),
+    case("generate-int8-and-nf4", lambda w: w.stored(*w.generate("--int8", "--nf4")), "--int8 and --nf4"),
     # damaged checkpoints, resumed
     case(
         "checkpoint-garbage-trainer-state",

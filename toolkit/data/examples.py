@@ -66,10 +66,10 @@ def encode_examples(documents, spec: DataSpec, tokenizer, what: str, key: str = 
     if too_long:
         rows = sorted(too_long)
         if spec.truncate == "prompt_left":
-            fix = f"raise {key} or shorten those completions (truncation keeps a completion whole)"
+            fix = f"set {key} higher, or shorten those completions (truncation keeps a completion whole)"
             size = "completions alone are"
         else:
-            fix = f'raise {key}, shorten them, or set data.truncate = "prompt_left" to cut their prompts\' start'
+            fix = f'set {key} higher, shorten them, or set data.truncate = "prompt_left" to cut their prompts\' start'
             size = "examples are"
         detail = {row: f"{too_long[row]:,} tokens" for row in rows}
         raise ToolkitError(
