@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from servers import add_adapter
+from .servers import add_adapter
 
 from toolkit.sources import builtin
 

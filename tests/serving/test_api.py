@@ -5,7 +5,7 @@ import math
 import shutil
 
 import pytest
-from servers import Alone, served
+from .servers import Alone, served
 
 import toolkit
 

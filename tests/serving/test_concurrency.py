@@ -3,7 +3,7 @@ model gives alone, nothing is lost, and the server generated them in batches of 
 
 import threading
 
-from servers import Alone, served
+from .servers import Alone, served
 
 from toolkit import AdapterStore
 

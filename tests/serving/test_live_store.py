@@ -4,7 +4,7 @@ at its new version from the next request on, one removed answers 404; no restart
 import logging
 import shutil
 
-from servers import Alone, add_adapter, served, wait_for
+from .servers import Alone, add_adapter, served, wait_for
 
 from toolkit import AdapterStore
 

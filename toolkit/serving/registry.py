@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,9 @@ class Registry:
             self._unload(entry)
 
     def _unload(self, entry: Loaded) -> None:
-        self.model.delete_adapter(entry.peft_name)
+        with warnings.catch_warnings():  # peft warns when the "active" adapter goes; rows name theirs
+            warnings.simplefilter("ignore")
+            self.model.delete_adapter(entry.peft_name)
         log.info("unloaded %s", entry.peft_name)
 
     # ---------------------------------------------------------------- versions

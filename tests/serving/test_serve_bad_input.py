@@ -4,7 +4,7 @@ the server goes on serving."""
 import shutil
 
 import pytest
-from servers import served
+from .servers import served
 
 GOOD = {"model": "a00", "prompt": "The cat", "max_tokens": 3, "temperature": 0}
 
