@@ -137,3 +137,19 @@ def test_sigterm_finishes_the_requests_in_flight_then_exits_0(long_store, long_m
         assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert log.count('"POST /v1/completions" 200') == 3, log
     assert "Traceback" not in log
+
+
+def test_a_request_arriving_mid_generation_joins_without_waiting_for_it(long_store):
+    """Continuous batching: a short request sent while a long one streams joins it in the batch."""
+    with served(store=str(long_store)) as running:
+        stream = running.client.completions.create(**long_request("l0", 900), stream=True)
+        chunks = [next(stream)]
+        short = running.call("POST", "/v1/completions", long_request("l1", 5))
+        assert short.status == 200 and short.body["usage"]["completion_tokens"] == 5
+        chunks += list(stream)
+        finished = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert len(finished) == 1 and finished[0].choices[0].finish_reason == "length"
+        # The short one did not wait for the long one: some steps advanced both rows.
+        metrics = running.metrics()
+        assert metrics['gpt2_adapt_generated_tokens_total{model="l0"}'] == 900
+        assert metrics['gpt2_adapt_batch_rows_bucket{le="2.0"}'] > metrics['gpt2_adapt_batch_rows_bucket{le="1.0"}']

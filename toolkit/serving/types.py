@@ -30,8 +30,8 @@ class StreamOptions(Strict):
     include_usage: bool = False  # a last chunk with the usage and no choices
 
 
-class Unsupported(Strict):
-    """OpenAI fields accepted at their neutral value only."""
+class Request(Strict):
+    """What every request may carry: here, the OpenAI fields this server accepts at their neutral value only."""
 
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -47,7 +47,7 @@ class Unsupported(Strict):
         return value
 
 
-class CompletionRequest(Unsupported):
+class CompletionRequest(Request):
     model: str = Field(min_length=1)  # an adapter, the base, or a mix "a=0.7,b=0.3"
     prompt: Prompt
     echo: bool = False  # the prompt is returned before the completion (and scored, with logprobs)
@@ -111,7 +111,7 @@ class ChatMessage(Strict):
     content: str
 
 
-class ChatCompletionRequest(Unsupported):
+class ChatCompletionRequest(Request):
     """Accepted and checked; generated only for adapters whose recipe defines a prompt template."""
 
     model: str = Field(min_length=1)
