@@ -44,12 +44,19 @@ def serving_case(setup) -> dict:
     result = {"new_tokens": tokens, "adapters": ADAPTERS, "requests_per_client": REQUESTS_PER_CLIENT}
     with Server(store, work / "base", prompt, max_batch=ADAPTERS) as server:
         result["memory"] = _memory(server, names, AdapterStore(store))
-        result["one_adapter"] = {c: _clients(server, [names[0]] * c, tokens) for c in CLIENTS}
-        result["own_adapter"] = {c: _clients(server, names[:c], tokens) for c in CLIENTS}
-        result["joining"] = _joining(server, names, tokens)
+        _tell("memory", result["memory"])
+        result["one_adapter"] = {c: _tell(f"(a) {c}", _clients(server, [names[0]] * c, tokens)) for c in CLIENTS}
+        result["own_adapter"] = {c: _tell(f"(b) {c}", _clients(server, names[:c], tokens)) for c in CLIENTS}
+        result["joining"] = _tell("joining", _joining(server, names, tokens))
     with Server(store, work / "base", prompt, max_batch=1) as server:
-        result["one_at_a_time"] = {c: _clients(server, names[:c], tokens) for c in CLIENTS}
+        result["one_at_a_time"] = {c: _tell(f"(c) {c}", _clients(server, names[:c], tokens)) for c in CLIENTS}
     return result
+
+
+def _tell(what: str, figures: dict) -> dict:
+    """Each measurement as it is made, on standard error: a long run shows its progress."""
+    print(f"  serving {what}: {json.dumps(figures)}", file=sys.stderr, flush=True)
+    return figures
 
 
 def _make_adapters(base: Path, store: Path, count: int) -> list[str]:
@@ -96,7 +103,7 @@ class Server:
     def __init__(self, store: Path, base: Path, prompt: str, max_batch: int):
         self.prompt = prompt
         self.args = ["--store", str(store), "--base", str(base), "--max-batch", str(max_batch),
-                     "--max-loaded", str(ADAPTERS), "--max-queue", "256"]
+                     "--max-loaded", str(ADAPTERS), "--max-queue", "256", "--timeout", "86400"]  # a queue, not a limit
 
     def __enter__(self) -> Server:
         with socket.socket() as probe:

@@ -5,7 +5,9 @@
 
 `settings` (what the command line sets), `types` (requests and responses), `catalog` (what the store
 offers and what a request's `model` names), `registry` (which adapters are loaded on the one base),
-`engine` (one batched forward pass at a time over rows that each have their own adapter), `batcher` (the
-worker thread that owns the model and runs the engine), `completions` (a request into rows, rows into a
-response), `errors`, `metrics`, `access`, `auth` and `app` (the routes, thin).
+`engine` (one batched forward pass at a time over rows that each have their own adapter), `sampling` and
+`text` (a row's next token, and its text as it grows), `jobs` (what travels between the event loop and
+the worker), `batcher` (the worker thread that owns the model and runs the engine), `completions` (a
+request into rows, rows into a response or a stream), `service` (what a running server holds), `errors`,
+`metrics`, `access`, `auth`, `app` (the routes, thin) and `server` (uvicorn, signals).
 """

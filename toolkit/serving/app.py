@@ -80,7 +80,10 @@ def create_app(settings: ServerSettings | None = None, **fields) -> FastAPI:
         request.state.model = target.metric_label
         # Issue 16 gives recipes prompt templates: an adapter with one will render `messages` into a prompt
         # here and run it as a completion. Until then every model takes plain text only.
-        what = "the base" if not target.weights else f"adapter {target.name!r}" if not target.mix else f"the mix {target.name!r}"
+        if not target.weights:
+            what = "the base"
+        else:
+            what = f"the mix {target.name!r}" if target.mix else f"adapter {target.name!r}"
         raise BadRequest(
             f"{what} was trained on plain text: its recipe defines no prompt template, so it cannot take chat "
             "messages; send the text as a prompt to /v1/completions", param="messages",

@@ -8,13 +8,12 @@ that arrives while others generate therefore starts at the next step, without wa
 continuous batching at the granularity of one token. A row that ends (EOS, a stop sequence, max_tokens)
 leaves the batch at once; so do the rows of a request whose client left or whose time ran out.
 
-Results go back to the event loop as events on the job's asyncio queue: Update (text and tokens of one
-row, and its end) or Failure (the whole job).
+Results go back to the event loop as events on the job's asyncio queue (jobs.py): Update (text and
+tokens of one row, and its end) or Failure (the whole job).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -26,81 +25,15 @@ import torch
 from .catalog import Target
 from .engine import KVBatch
 from .errors import QueueFull, RequestTimeout, ServingError, ShuttingDown
+from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .metrics import Metrics
 from .registry import NoRoom, Registry
-from .sampling import Sampling, choose, top
+from .sampling import choose, top
 from .text import TextStream
 
 log = logging.getLogger(__name__)
 
 IDLE_SWEEP_SECONDS = 1.0  # how often an idle worker unloads adapters removed or changed in the store
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """What one row of a request asks for."""
-
-    index: int  # its choice's index in the response
-    prompt: list[int]  # token ids
-    max_tokens: int
-    sampling: Sampling
-    logprobs: int | None = None  # top tokens to report per position; None: no log-probabilities
-    echo: bool = False  # report the prompt's tokens too (their log-probabilities, with logprobs)
-    stops: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """One token of a row with its log-probability, for `logprobs`."""
-
-    token: str
-    logprob: float | None  # None: a prompt's first token, which nothing predicts
-    top: dict[str, float] | None
-    offset: int  # where its text starts: in the prompt for prompt tokens, else in the completion
-    prompt: bool = False
-
-
-@dataclass(frozen=True)
-class Update:
-    """What one row produced since the last update; `finish_reason` set on its last."""
-
-    index: int
-    text: str = ""
-    tokens: tuple[TokenInfo, ...] = ()
-    finish_reason: str | None = None  # "stop" (EOS or a stop sequence) or "length"
-    completion_tokens: int = 0  # generated so far, EOS included
-
-
-@dataclass(frozen=True)
-class Failure:
-    error: ServingError
-
-
-class Job:
-    """A request's rows on their way through the batcher, and the queue its events come back on."""
-
-    def __init__(self, target: Target, rows: list[RowSpec], timeout: float):
-        self.target, self.rows = target, rows
-        self.created = time.monotonic()
-        self.deadline = self.created + timeout
-        self.loop = asyncio.get_running_loop()
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.cancelled = False  # set by the event loop when the client leaves
-        # The worker's own state:
-        self.waiting: deque[RowSpec] = deque(rows)  # rows not yet admitted
-        self.peft_name: str | None = None  # what the registry lent it, until release
-        self.live = 0  # rows admitted and not ended
-        self.over = False
-        self.first_token_at: float | None = None
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def send(self, *events) -> None:
-        try:
-            self.loop.call_soon_threadsafe(lambda: [self.events.put_nowait(e) for e in events])
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            pass
 
 
 @dataclass

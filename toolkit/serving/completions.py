@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from .batcher import Batcher, Failure, Job, RowSpec, TokenInfo, Update
+from .batcher import Batcher
+from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .catalog import Catalog, Target
 from .errors import BadRequest, ServingError
 from .sampling import Sampling, row_seeds
