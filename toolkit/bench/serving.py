@@ -1,6 +1,6 @@
 """`gpt2-adapt bench --only serving`: `gpt2-adapt serve` under 1, 4 and 16 concurrent clients.
 
-The server runs in its own process (`python -m toolkit.cli serve`, as a user starts it); the clients are
+The server runs in its own process (`toolkit.serve`, what `gpt2-adapt serve` runs); the clients are
 threads of the benchmark's process, each sending its requests one after the other (greedy, `new_tokens`
 tokens each). Three servers of the same base and 16 adapters (LoRA r=16 on c_attn, random weights):
   (a) every client on one adapter;
@@ -97,21 +97,26 @@ def _prompt(base: Path) -> tuple[str, int]:
     return tokenizer.decode(ids), context - len(ids)
 
 
+SERVE = "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))"
+
+
 class Server:
-    """`python -m toolkit.cli serve` on a free port, until the block ends (then SIGTERM)."""
+    """`toolkit.serve` in a process of its own on a free port, until the block ends (then SIGTERM)."""
 
     def __init__(self, store: Path, base: Path, prompt: str, max_batch: int):
         self.prompt = prompt
-        self.args = ["--store", str(store), "--base", str(base), "--max-batch", str(max_batch),
-                     "--max-loaded", str(ADAPTERS), "--max-queue", "256", "--timeout", "86400"]  # a queue, not a limit
+        # No request timeout: a queue of one-at-a-time requests may wait long, which is what is measured.
+        self.settings = {"store": str(store), "base": str(base), "max_batch": max_batch, "max_loaded": ADAPTERS,
+                         "max_queue": 256, "timeout": 86400.0}
 
     def __enter__(self) -> Server:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "-q", "serve", *self.args, "--port", str(port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        settings = json.dumps(self.settings | {"port": port})
+        self.process = subprocess.Popen([sys.executable, "-c", SERVE, settings], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 300
         while True:
             try:
