@@ -25,6 +25,7 @@ EXAMPLES = {
     "mixed-batch": ("docs/generation.md", r"quickstart '.*'\npoems '.*'\nbase '.*'"),
     "merge": ("docs/generation.md", r"merged/mix fp32 \d"),
     "evaluate": ("docs/evaluation.md", r"base \d+\.\d+ \d+ disjoint\nquickstart \d+\.\d+ \d+ disjoint"),
+    "serve": ("docs/serving.md", r"'poems', 'poems8', 'quickstart'\]\n[1-8]\n"),
 }
 EXAMPLE = re.compile(r"```python\n# example: ([\w-]+)\n(.*?)```", re.DOTALL)
 

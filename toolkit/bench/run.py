@@ -63,6 +63,12 @@ def run(setup: Setup, report=print) -> dict:
             results["generation"] = _in_child(measure.generation_case, setup)
         if "data" in setup.parts:
             results["data"] = _in_child(measure.data_case, setup)
+        if "serving" in setup.parts:
+            from .serving import serving_case
+
+            results["serving"] = _in_child(serving_case, setup)
+            report("  serving: " + ", ".join(f"{c} clients {r['tokens_per_second']:,.1f} tokens/s"
+                                             for c, r in results["serving"]["own_adapter"].items()))
     return results
 
 

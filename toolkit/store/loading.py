@@ -105,17 +105,19 @@ def check_adapters(store: AdapterStore, names: Sequence[str], source: ModelSourc
         log.warning("%s (loading anyway, as asked)", problem)
 
 
-def attach(model, store: AdapterStore, name: str):
-    """Load a (verified) adapter onto a model under its store name; a plain base becomes a peft model."""
+def attach(model, store: AdapterStore, name: str, adapter_name: str | None = None):
+    """Load a (verified) adapter onto a model under its store name (or `adapter_name`: the server loads a
+    retrained adapter beside the version still generating); a plain base becomes a peft model."""
     from peft import PeftModel
     from safetensors import SafetensorError
 
     folder = store.path(name)
+    adapter_name = adapter_name or name
     try:
         if isinstance(model, PeftModel):
-            model.load_adapter(folder, adapter_name=name, is_trainable=False)
+            model.load_adapter(folder, adapter_name=adapter_name, is_trainable=False)
             return model
-        return PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
+        return PeftModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=False)
     except torch.OutOfMemoryError:
         raise
     except (SafetensorError, RuntimeError, ValueError, TypeError, KeyError, OSError) as err:
