@@ -156,6 +156,21 @@ def _arguments(setup: Setup, name: str, non_padding: bool = False):
     )
 
 
+def plan_case(setup: Setup) -> dict:
+    """`gpt2-adapt plan`'s memory estimate for each base precision at the benchmark's shape."""
+    from transformers import AutoConfig
+
+    from ..config.recipe import DataSpec, ModelSpec, Recipe, TrainingSpec
+    from ..training.plan import memory_estimate, parameter_counts
+
+    base = Path(setup.work) / "base"
+    recipe = Recipe(model=ModelSpec(name=str(base)), data=DataSpec(train_files=["unused"], block_size=setup.block_size),
+                    training=TrainingSpec(batch_size=setup.batch_size))
+    config = AutoConfig.from_pretrained(base)
+    counts = parameter_counts(recipe, config)
+    return {precision: memory_estimate(recipe, config, counts, precision) for precision in ("fp32", "bf16", "int8")}
+
+
 def eval_case(setup: Setup, precision: str) -> dict:
     """`gpt2-adapt eval` of the default run's adapter (and its base) on the training text."""
     from ..evaluation.run import EvalOptions, read_texts, run

@@ -12,6 +12,8 @@ LABELS = {
     "toolkit-int8": "gpt2-adapt, int8 base, fp32",
     "toolkit-int8-checkpointing": "gpt2-adapt, int8 base + gradient checkpointing",
 }
+# plan's estimate for each base precision, and the run measured at it
+_PLAN_ROWS = {"fp32": "toolkit-fp32", "bf16": "toolkit", "int8": "toolkit-int8"}
 LORA_FLOPS_PER_PARAMETER = 4  # forward 2 + backward to the activations 2; the frozen base has no weight gradients
 
 
@@ -36,6 +38,14 @@ def table(results: dict) -> str:
                    "(training): less what the process held before loading anything")
         if "seed" in training:
             out.append(f"  (seed pipeline: {100 * training['seed']['padding_share']:.0f}% of its positions are padding)")
+    if results.get("plan"):
+        out += ["", "gpt2-adapt plan's memory estimate against the measured training memory:"]
+        for precision, name in _PLAN_ROWS.items():
+            if name in training and (precision != "bf16" or training[name]["precision"] == "bf16"):
+                measured = training[name]["training_memory"]
+                estimate = results["plan"][precision]
+                out.append(f"  {precision:5s} estimate {estimate / 2**30:5.2f} GiB, measured {measured / 2**30:5.2f} GiB "
+                           f"({100 * (estimate / measured - 1):+.0f}%)")
     out += ["", "Targets"] + [
         f"  {what:55s} {figure:>10s}   target {target:8s} {'met' if met else 'MISSED'}"
         for what, figure, target, met in targets(results)
@@ -120,6 +130,11 @@ def targets(results: dict) -> list[tuple[str, str, str, bool]]:
                 short = "int8 + checkpointing" if "checkpointing" in name else "int8"
                 rows.append((f"training memory, {short} / fp32",
                              f"{100 * ratio:.0f}%", "<= 55%", ratio <= 0.55))
+    for precision, name in _PLAN_ROWS.items():
+        if results.get("plan") and name in t and (precision != "bf16" or t[name]["precision"] == "bf16"):
+            error = results["plan"][precision] / t[name]["training_memory"] - 1
+            rows.append((f"plan's memory estimate, {precision}, vs measured", f"{100 * error:+.0f}%", "within 25%",
+                         abs(error) <= 0.25))
     if results.get("eval") and "toolkit" in t:
         same = next((e for e in results["eval"] if e["precision"] == t["toolkit"]["precision"]), results["eval"][0])
         ratio = same["tokens_per_second"] / t["toolkit"]["tokens_per_second"]

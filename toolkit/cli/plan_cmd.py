@@ -36,8 +36,10 @@ def plan(recipe_path: str, overrides: tuple[str, ...], as_json: bool, measure_st
         f"tokens: {result['tokens_per_epoch']:,} per epoch, {result['tokens_per_step']:,} per step, "
         f"{result['steps']:,} steps; evaluation scores {result['eval_tokens']:,} tokens"
     )
+    measured = result.get("measured_memory_bytes", {})
     for precision, size in result["memory_bytes"].items():
-        click.echo(f"memory with a {precision} base: about {_mb(size)}")
+        seen = f" (measured over the timed steps: {_mb(measured[precision])})" if precision in measured else ""
+        click.echo(f"memory with a {precision} base: about {_mb(size)}{seen}")
     if "seconds_per_step" in result:
         click.echo(
             f"time: {result['seconds_per_step']:.3f} s per step measured, about "
