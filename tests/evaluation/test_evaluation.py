@@ -515,3 +515,40 @@ def test_bad_input_is_one_error_line_and_exit_code_2(args, expected, corpus_dir,
     for part in expected:
         assert part in errors[0], errors[0]
     assert result.stdout == ""
+
+
+def test_an_evaluation_text_shorter_than_a_block_is_kept_whole(tiny_model, corpus_dir, tmp_path, tokenizer):
+    """Training no longer refuses an evaluation text shorter than one block: every token of it is scored."""
+    from toolkit.config.recipe import DataSpec
+    from toolkit.data.packing import prepare_data
+
+    (tmp_path / "short.txt").write_text("The cat sees the river.\n")
+    spec = DataSpec(train_files=[str(corpus_dir / "train.txt")], eval_files=[str(tmp_path / "short.txt")], block_size=32)
+    data = prepare_data(spec, tokenizer, cache=tmp_path / "cache")
+    assert data.stats["eval"] == {"documents": 1, "tokens": len(tokenizer("The cat sees the river.")["input_ids"]) + 1}
+    assert data.eval.tokens == data.stats["eval"]["tokens"] < 32
+
+
+def _torchrun(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "toolkit.cli", "-q", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("by_document", [False, True], ids=["stream", "by-document"])
+def test_eval_under_torchrun_shares_the_windows_and_reports_once(tiny_model, corpus_dir, by_document):
+    """Two processes score half of the windows each: the same figures as one process (float rounding), one
+    JSON document printed (by the first process)."""
+    args = ["eval", "--model", str(tiny_model), "--files", str(corpus_dir / "valid.txt"), "--context", "32",
+            *(["--by-document"] if by_document else [])]
+    [alone] = results_of(*args)
+    done = _torchrun(*args, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    [shared] = json.loads(done.stdout)
+    assert (shared["tokens"], shared["bytes"], shared["words"]) == (alone["tokens"], alone["bytes"], alone["words"])
+    for metric in ("perplexity", "bits_per_byte", "word_perplexity"):
+        assert shared[metric] == pytest.approx(alone[metric], rel=1e-9)
