@@ -232,9 +232,10 @@ class TaskScore:
     version: str | None = None  # of the task's definition
 
     @property
-    def headline(self) -> tuple[str, float]:
-        name = next(iter(self.metrics))
-        return name, self.metrics[name]
+    def headline(self) -> tuple[str, float | None]:
+        """The first metric: the one a matrix shows ("", None when the harness reported no number)."""
+        name = next(iter(self.metrics), "")
+        return name, self.metrics.get(name)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

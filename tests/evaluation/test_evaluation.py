@@ -212,6 +212,8 @@ def test_max_tokens_scores_exactly_the_first_n_tokens_of_the_protocol(model, tok
 
     short = token_stream(documents, "text", tokenizer, limit=300)
     assert 300 <= len(short.ids) < len(stream.ids) and short.documents < stream.documents
+    first_five = token_stream(documents, "text", tokenizer, max_documents=5)  # --limit 5
+    assert first_five.documents == 5 and np.array_equal(first_five.ids, stream.ids[: len(first_five.ids)])
     assert score_dict(model, short, Protocol(CONTEXT, 16), max_tokens=100)["mean_nll"] == result["mean_nll"]
 
 

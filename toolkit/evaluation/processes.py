@@ -8,9 +8,13 @@ it cleanly (a process group left open can crash the interpreter at exit).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 
 import torch
+
+# Harness tasks run on the first process while the others wait at the end: longer than the 30-minute default.
+GROUP_TIMEOUT = datetime.timedelta(hours=24)
 
 
 def process() -> tuple[int, int]:
@@ -31,8 +35,9 @@ def launched():
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=GROUP_TIMEOUT)
     try:
         yield torch.distributed.get_rank()
+        torch.distributed.barrier()  # every process done (the first may have run harness tasks alone)
     finally:
         torch.distributed.destroy_process_group()

@@ -106,7 +106,7 @@ class Loaded:
     @contextlib.contextmanager
     def using(self, adapter: str | None):
         """Within: the model runs as the row says."""
-        peft = hasattr(self.model, "disable_adapter")
+        peft = hasattr(self.model, "get_base_model")
         if adapter is not None:
             self.model.set_adapter(adapter)
         with self.model.disable_adapter() if peft and adapter is None else contextlib.nullcontext():
