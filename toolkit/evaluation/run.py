@@ -197,7 +197,7 @@ def run(loaded: Loaded, options: EvalOptions, texts: Sequence[Text] = (), tasks:
                     seconds=scored.seconds, tokens_per_second=scored.tokens_per_second, **common))
             if tasks and rank == 0:  # the harness scores on one process
                 for task in run_tasks(loaded.model, loaded.tokenizer, tasks, limit=options.limit,
-                                      batch_size=options.batch_size, max_length=options.context,
+                                      batch_size=options.batch_size, max_length=protocol.context,
                                       progress=options.progress):
                     results.append(EvalResult(
                         dataset=task.name, protocol=None, score=None, documents=task.documents,
