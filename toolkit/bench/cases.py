@@ -173,13 +173,14 @@ def plan_case(setup: Setup) -> dict:
 
 def eval_case(setup: Setup, precision: str) -> dict:
     """`gpt2-adapt eval` of the default run's adapter (and its base) on the training text."""
-    from ..evaluation.run import EvalOptions, read_texts, run
+    from ..evaluation.run import EvalOptions, load_models, read_texts, run
 
     work = Path(setup.work)
     os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
     texts = read_texts(files=(str(work / "train.txt"),))
     options = EvalOptions(max_tokens=setup.eval_tokens, context=setup.block_size, precision=precision)
-    rows = run(texts, options, adapters=["bench"], store=str(work / "store"))
+    loaded = load_models(["bench"], store=str(work / "store"), precision=precision)
+    rows = run(loaded, options, texts)
     adapted = next(r for r in rows if r.adapter)
     return {"precision": precision, "tokens": adapted.score.tokens, "tokens_per_second": adapted.tokens_per_second}
 

@@ -51,7 +51,7 @@ def table(results: dict) -> str:
         for what, figure, target, met in targets(results)
     ]
     if results.get("eval"):
-        out += ["", f"Evaluation (`gpt2-adapt eval`, disjoint blocks of {s['block_size']}):"]
+        out += ["", f"Evaluation (`gpt2-adapt eval`, disjoint windows of {s['block_size']}):"]
         out += [f"  {e['precision']:5s} {e['tokens_per_second']:10,.1f} tokens/s over {e['tokens']:,} tokens"
                 for e in results["eval"]]
     if results.get("generation"):

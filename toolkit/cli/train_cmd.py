@@ -51,7 +51,7 @@ def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, 
     click.echo(f"adapter {result.name}: {result.path}")
     click.echo(
         f"perplexity: base {m.base.perplexity:.3f} -> adapted {m.adapted.perplexity:.3f} "
-        f"({m.adapted.tokens:,} tokens, {m.protocol.kind} blocks of {m.protocol.context}, {m.precision})"
+        f"({m.adapted.tokens:,} tokens, {m.protocol.label}, {m.precision})"
     )
     t = m.train
     click.echo(f"trained {t.steps} steps, {t.tokens:,} tokens in {t.seconds:.1f} s ({t.tokens_per_second:,.0f} tokens/s)")

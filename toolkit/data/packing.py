@@ -27,7 +27,7 @@ from .streams import TokenStream, token_stream
 log = logging.getLogger(__name__)
 
 # Bump when the packing rules change, so that caches written by older rules are never reused.
-PACKING_VERSION = "2"
+PACKING_VERSION = "3"  # 3: the evaluation stream starts with EOS, and every token of it is scored
 
 
 class BlockDataset(torch.utils.data.Dataset):
@@ -57,7 +57,7 @@ class PreparedData:
     train: BlockDataset
     eval: TokenStream  # the evaluation text, scored by toolkit.evaluation as `gpt2-adapt eval` scores it
     fingerprint: str  # of the packed result: equal fingerprints mean identical blocks and evaluation text
-    stats: dict  # per split: documents, tokens, blocks, dropped (remainder tokens)
+    stats: dict  # train: documents, tokens, blocks, dropped (remainder tokens); eval: documents, tokens (all scored)
     source: DocumentSource  # where the documents came from
 
     @property
@@ -82,14 +82,8 @@ def prepare_data(spec: DataSpec, tokenizer, cache=None) -> PreparedData:
                 f"{where}: the training text has {train_stats['tokens']} tokens, fewer than one block of "
                 f"data.block_size={spec.block_size}; add text or lower data.block_size"
             )
-        stream = token_stream(eval_docs, spec.text_column, tokenizer)
-        if len(stream.ids) < spec.block_size:
-            where = "data.eval_files" if spec.eval_files else "data.train_files" if spec.train_files else "data.dataset"
-            raise ToolkitError(
-                f"{where}: the evaluation text has {len(stream.ids)} tokens, fewer than one block of "
-                f"data.block_size={spec.block_size}; add text or lower data.block_size"
-            )
-        stats = {"train": train_stats, "eval": _stream_stats(stream, spec.block_size)}
+        stream = token_stream(eval_docs, spec.text_column, tokenizer)  # any length: every token of it is scored
+        stats = {"train": train_stats, "eval": {"documents": stream.documents, "tokens": stream.tokens}}
         with atomic_folder(folder) as tmp:
             np.save(tmp / "train.npy", blocks)
             stream.save(tmp / "eval.npz")
@@ -103,12 +97,6 @@ def prepare_data(spec: DataSpec, tokenizer, cache=None) -> PreparedData:
         stats=json.loads((folder / "meta.json").read_text()),
         source=source,
     )
-
-
-def _stream_stats(stream: TokenStream, block_size: int) -> dict:
-    blocks = len(stream.ids) // block_size
-    return {"documents": stream.documents, "tokens": len(stream.ids), "blocks": blocks,
-            "dropped": len(stream.ids) - blocks * block_size}
 
 
 def pack(documents, text_column: str, tokenizer, block_size: int) -> tuple[np.ndarray, dict]:

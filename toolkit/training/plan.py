@@ -53,7 +53,7 @@ def plan(recipe: Recipe, measure_steps: int = 3) -> dict:
         "parameters": counts,
         "adapter_bytes": counts["trainable"] * 4,
         "tokens_per_epoch": len(packed.train) * recipe.data.block_size,
-        "eval_tokens": packed.stats["eval"]["blocks"] * (recipe.data.block_size - 1),
+        "eval_tokens": packed.stats["eval"]["tokens"],
         "steps": steps,
         "tokens_per_step": blocks_per_step * recipe.data.block_size,
         "memory_bytes": {p: memory_estimate(recipe, config, counts, p) for p in ("fp32", "bf16", "int8")},

@@ -78,7 +78,7 @@ def train(
         packed = prepare_data(recipe.data, tokenizer)
         identity = RunIdentity(recipe.fingerprint(), packed.fingerprint, weights_fingerprint(source))
     log.info("data: %d training blocks of %d tokens; evaluation text %s tokens",
-             len(packed.train), recipe.data.block_size, f"{len(packed.eval.ids):,}")
+             len(packed.train), recipe.data.block_size, f"{packed.eval.tokens:,}")
     _check_step_size(recipe, packed)
     resume_from = _resume_point(store, name, identity, resume, allow_changed)
     if resume_from == "finished":
