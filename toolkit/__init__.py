@@ -6,6 +6,7 @@
     toolkit.generate(model, tokenizer, "The", greedy=True)   # also: use, load_adapter, mix, generate_batch
     rows = toolkit.evaluate("quickstart", files=["notes.txt"])
     toolkit.merge("quickstart", "merged/quickstart")
+    toolkit.serve(store="adapters", port=8000)              # every adapter behind an OpenAI-compatible API
     store = toolkit.AdapterStore("adapters")                 # names(), info(name), path(name), remove(name)
 """
 
@@ -18,8 +19,10 @@ _WHERE = {
     "EvalResult": "records",
     "GenerationSettings": "generation.settings",
     "Recipe": "config.recipe",
+    "ServerSettings": "serving.settings",
     "ToolkitError": "errors",
     "TrainingMetrics": "records",
+    "create_app": "serving.app",
     "evaluate": "evaluation.run",
     "generate": "generation.generate",
     "generate_batch": "generation.generate",
@@ -28,6 +31,7 @@ _WHERE = {
     "load_recipe": "config.recipe",
     "merge": "generation.merging",
     "mix": "generation.mixing",
+    "serve": "serving.server",
     "train": "training.run",
     "use": "generation.switching",
 }

@@ -94,11 +94,14 @@ class RunIdentity:
 
 @dataclass(frozen=True)
 class Protocol:
-    """How a text is cut into windows for scoring (see toolkit.evaluation.protocol for the exact rules)."""
+    """How a text is cut into windows for scoring (see toolkit.evaluation.protocol for the exact rules):
+    every token of the text is scored exactly once, the first given EOS."""
 
-    context: int  # tokens per window
-    stride: int  # tokens from one window's start to the next; = context: disjoint windows
-    examples: bool = False  # prompt/completion examples, each on its own, their completions alone scored
+    context: int  # positions per window: each predicts the next token at each of its positions
+    stride: int  # tokens each window predicts beyond the one before; = context: disjoint windows
+    by_document: bool = False  # each document scored on its own (from EOS); else the documents as one stream
+    detokenize: str | None = None  # the detokenizer applied to the scored text ("wikitext"); counts stay the original's
+    examples: bool = False  # prompt/completion examples: each on its own, its completion (and EOS) alone scored
 
     @property
     def kind(self) -> str:
@@ -107,17 +110,41 @@ class Protocol:
         return "disjoint" if self.stride == self.context else "sliding"
 
     @property
-    def scored(self) -> str:
-        """Which tokens count."""
-        return "completion tokens (and their EOS)" if self.examples else "all tokens"
+    def label(self) -> str:
+        """A short name: "disjoint windows of 256 tokens", "sliding windows of 256 tokens, stride 64", with
+        ", by document" and ", wikitext-detokenized" where they apply."""
+        if self.examples:
+            return f"each example on its own (up to {self.context} tokens), its completion scored"
+        windows = (f"disjoint windows of {self.context} tokens" if self.kind == "disjoint"
+                   else f"sliding windows of {self.context} tokens, stride {self.stride}")
+        return windows + (", by document" if self.by_document else "") + (
+            f", {self.detokenize}-detokenized" if self.detokenize else "")
 
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "context": self.context, "stride": self.stride, "scored": self.scored}
+    def describe(self, tokens: int | None = None) -> str:
+        """The rule in one sentence, with the number of tokens scored when given."""
+        if self.examples:
+            count = f"{tokens:,} completion tokens, each" if tokens is not None else "every completion token"
+            return (f"{count} of the prompt/completion examples scored once given its example's tokens before it "
+                    f"(the EOS in front, the templated prompt, the completion so far), each example on its own in "
+                    f"a window of up to {self.context}; the EOS after each completion is scored, the prompt is not")
+        count = f"{tokens:,} tokens, each" if tokens is not None else "every token"
+        over = "each document on its own" if self.by_document else "the documents as one stream"
+        context = "" if self.kind == "disjoint" else f" (at least {self.context - self.stride + 1} past the first window)"
+        windows = f"windows of {self.context}" + (f", stride {self.stride}" if self.kind == "sliding" else "")
+        return (f"{count} scored once given the tokens before it in its window{context}: {windows} "
+                f"over {over}, the first window starting at EOS, the last moved back to end at the last token"
+                + (f"; the text {self.detokenize}-detokenized, words and bytes counted on the original"
+                   if self.detokenize else ""))
+
+    def to_json(self, tokens: int | None = None) -> dict:
+        return {"kind": self.kind, "context": self.context, "stride": self.stride, "by_document": self.by_document,
+                "detokenize": self.detokenize, "examples": self.examples, "description": self.describe(tokens)}
 
     @classmethod
     def from_json(cls, data: dict) -> Protocol:
         data = _require_object(data, "a protocol")
-        return cls(int(data["context"]), int(data.get("stride", data["context"])), data.get("kind") == "examples")
+        return cls(int(data["context"]), int(data.get("stride", data["context"])), bool(data.get("by_document", False)),
+                   data.get("detokenize"), bool(data.get("examples", False)))
 
 
 @dataclass(frozen=True)
@@ -188,7 +215,7 @@ class TrainingMetrics:
         return {
             "base": self.base.to_json(),
             "adapted": self.adapted.to_json(),
-            "protocol": self.protocol.to_json(),
+            "protocol": self.protocol.to_json(self.adapted.tokens),
             "precision": self.precision,
             "train": self.train.to_json(),
             "kept": (self.kept or Kept("last", self.train.steps)).to_json(),
@@ -220,34 +247,73 @@ class TrainingMetrics:
 
 
 @dataclass(frozen=True)
+class TaskScore:
+    """An lm-evaluation-harness task's figures, named as the harness names them ("acc", "word_perplexity";
+    a metric under a filter other than "none" is "metric,filter")."""
+
+    metrics: dict[str, float]  # name -> value, in the harness's order: the first is the task's headline
+    stderr: dict[str, float] = field(default_factory=dict)  # name -> standard error, where the harness gives one
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    version: str | None = None  # of the task's definition
+
+    @property
+    def headline(self) -> tuple[str, float | None]:
+        """The first metric: the one a matrix shows ("", None when the harness reported no number)."""
+        name = next(iter(self.metrics), "")
+        return name, self.metrics.get(name)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> TaskScore:
+        return cls(**_fields(cls, _require_object(data, "a task score"), "a task score"))
+
+
+@dataclass(frozen=True)
 class EvalResult:
-    """One row of `gpt2-adapt eval`: a model (a plain model, a base, an adapter) on a text."""
+    """One row of `gpt2-adapt eval`: a model (a plain model, a base, an adapter) on a text, or on an
+    lm-evaluation-harness task."""
 
     model: str  # the model, or the base the adapter was loaded on
     adapter: str | None  # None: the base or a plain model
-    dataset: str  # the text's label
-    protocol: Protocol
-    score: Score
-    documents: int
+    dataset: str  # the text's label, or the task's name
+    protocol: Protocol | None  # None for a task: the harness's own
+    score: Score | None  # a text's; None for a task
+    documents: int  # documents scored
     precision: str
     seconds: float  # of scoring, loading left out
-    tokens_per_second: float
+    tokens_per_second: float | None  # None for a task
+    task: TaskScore | None = None  # a task's figures
+
+    @property
+    def headline(self) -> tuple[str, float | None]:
+        """The figure a matrix shows: a text's perplexity, a task's first metric."""
+        return self.task.headline if self.task else ("perplexity", self.score.perplexity)
 
     def to_json(self) -> dict:
-        score = dataclasses.asdict(self.score)
+        """A text's row: the protocol and every Score field. A task's: the Score fields the harness also
+        reports under those names (perplexity, word_perplexity, ...; the rest null), and all of its figures
+        under "task"."""
+        if self.task:
+            score = {f.name: self.task.metrics.get(f.name) for f in dataclasses.fields(Score)}
+        else:
+            score = dataclasses.asdict(self.score)
         return {
             "model": self.model, "adapter": self.adapter, "dataset": self.dataset,
-            "protocol": self.protocol.to_json(), **score, "documents": self.documents,
-            "precision": self.precision, "seconds": self.seconds, "tokens_per_second": self.tokens_per_second,
+            "protocol": self.protocol.to_json(self.score.tokens) if self.protocol else None, **score,
+            "documents": self.documents, "precision": self.precision, "seconds": self.seconds,
+            "tokens_per_second": self.tokens_per_second, "task": self.task.to_json() if self.task else None,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> EvalResult:
         data = _require_object(data, "an evaluation result")
-        score = Score(**{f.name: data.get(f.name) for f in dataclasses.fields(Score)})
+        task = TaskScore.from_json(data["task"]) if data.get("task") else None
+        score = None if task else Score(**{f.name: data.get(f.name) for f in dataclasses.fields(Score)})
         return cls(
             model=data["model"], adapter=data.get("adapter"), dataset=data["dataset"],
-            protocol=Protocol.from_json(data["protocol"]), score=score, documents=data.get("documents", 0),
-            precision=data.get("precision", "fp32"), seconds=data.get("seconds", 0.0),
-            tokens_per_second=data.get("tokens_per_second", 0.0),
+            protocol=Protocol.from_json(data["protocol"]) if data.get("protocol") else None, score=score,
+            documents=data.get("documents", 0), precision=data.get("precision", "fp32"),
+            seconds=data.get("seconds", 0.0), tokens_per_second=data.get("tokens_per_second"), task=task,
         )

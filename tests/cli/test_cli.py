@@ -58,8 +58,12 @@ def test_plan_counts_match_the_trained_adapter_and_write_nothing(write_recipe, c
     assert not Path("store").exists()
     assert plan["steps"] == 30 and plan["tokens_per_step"] == 8 * 32
     assert plan["seconds_per_step"] > 0 and plan["estimated_seconds"] == pytest.approx(30 * plan["seconds_per_step"])
-    memory = plan["memory_bytes"]
-    assert memory["fp32"] > memory["bf16"] > 0 and memory["int8"] > 0
+    memory, weights = plan["memory_bytes"], plan["parameters"]["total"] * 4
+    assert all(memory[p] > weights for p in ("fp32", "bf16", "int8"))  # weights, adapter state and a step
+    (measured_precision, measured), = plan["measured_memory_bytes"].items()  # at the recipe's own precision
+    assert measured_precision in ("fp32", "bf16") and measured > 0
+    bigger = json.loads(cli("plan", write_recipe("big.toml", training={"batch_size": 16}), "--json", "--measure-steps", "0").stdout)
+    assert all(bigger["memory_bytes"][p] > memory[p] for p in memory)  # activations grow with the batch
 
     assert cli("train", recipe).exit_code == 0
     from safetensors.torch import load_file

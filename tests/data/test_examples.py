@@ -13,7 +13,8 @@ from transformers import AutoTokenizer
 from toolkit.config.recipe import DataSpec
 from toolkit.data.documents import ROW, check_rows
 from toolkit.data.examples import apply_template, encode_examples, prompt_ids
-from toolkit.data.packing import ExampleBlocks, example_arrays, example_stream, fit_blocks, prepare_data
+from toolkit.data.examples import example_stream
+from toolkit.data.packing import ExampleBlocks, example_arrays, fit_blocks, prepare_data
 from toolkit.errors import ToolkitError
 from toolkit.modeling.head_loss import IGNORE_INDEX
 
@@ -152,11 +153,14 @@ def test_packed_arrays_hold_each_example_at_positions_from_zero(tokenizer):
     assert (item["labels"][learnt] == item["input_ids"][learnt]).all()
 
 
-def test_the_evaluation_stream_is_the_blocks_with_only_completions_counted(tokenizer):
+def test_the_evaluation_stream_holds_each_example_with_only_completions_counted(tokenizer):
     examples = encode(tokenizer)
-    stream = example_stream(examples, 64)
-    assert len(stream.ids) == 64 and stream.documents == 3
-    assert stream.scored.sum() == sum(e.scored().sum() for e in examples)
+    stream = example_stream(examples)
+    assert len(stream.ids) == 1 + sum(len(e) - 1 for e in examples) and stream.documents == 3  # EOS shared
+    for example, start, end in zip(examples, stream.starts, stream.ends()):
+        assert stream.ids[start - 1 : end + 1].tolist() == example.ids.tolist()  # EOS, prompt, completion, EOS
+        assert stream.scored[start : end + 1].tolist() == example.scored()[1:].tolist()  # its EOS in front: the one before's
+    assert stream.tokens == stream.scored.sum() == sum(e.scored().sum() for e in examples)
     assert stream.nbytes[~stream.scored].sum() == 0 and stream.words[~stream.scored].sum() == 0
 
 
@@ -174,10 +178,10 @@ def test_a_recipe_of_examples_is_packed_and_cached(tmp_path, tokenizer):
     assert isinstance(packed.train, ExampleBlocks) and len(packed.train) == train["blocks"]
     assert train["blocks"] < train["documents"]  # several examples per block
     assert packed.padding == train["padding"] < 0.15
-    assert packed.eval.scored is not None and int(packed.eval.scored.sum()) == evals["scored"]
+    assert packed.eval.scored is not None and packed.eval.tokens == evals["tokens"] < packed.eval.ids.size
     again = prepare_data(data, tokenizer, cache=tmp_path / "cache")  # from the cache: the same blocks
     assert again.fingerprint == packed.fingerprint
-    assert np.array_equal(again.train.ids, packed.train.ids) and np.array_equal(again.eval.positions, packed.eval.positions)
+    assert np.array_equal(again.train.ids, packed.train.ids) and np.array_equal(again.eval.scored, packed.eval.scored)
     other = prepare_data(DataSpec(**{**data.__dict__, "template": "{prompt} ->"}), tokenizer, cache=tmp_path / "cache")
     assert other.fingerprint != packed.fingerprint  # the template decides the tokens
 

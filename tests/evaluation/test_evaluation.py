@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import multiprocessing
+import re
 import struct
 from collections import defaultdict
 from pathlib import Path
@@ -39,7 +40,8 @@ REL = 1e-6  # fp32 model, float64 sums: the engine and the plain computation agr
 
 def score_dict(model, stream, protocol, **kwargs) -> dict:
     """The scorer's result as `eval --json` reports its figures, with the protocol."""
-    return {**dataclasses.asdict(score(model, stream, protocol, **kwargs).score), "protocol": protocol.to_json()}
+    result = score(model, stream, protocol, **kwargs).score
+    return {**dataclasses.asdict(result), "protocol": protocol.to_json(result.tokens)}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +62,8 @@ def documents(corpus_dir) -> datasets.Dataset:
 
 
 def stream_by_hand(documents, tokenizer) -> torch.Tensor:
-    """Each non-blank document's tokens followed by EOS, concatenated."""
-    ids = []
+    """EOS, then each non-blank document's tokens followed by EOS."""
+    ids = [tokenizer.eos_token_id]
     for text in documents["text"]:
         if text.strip():
             ids += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -83,16 +85,18 @@ def nll_by_definition(model, ids: torch.Tensor, scored: list[tuple[int, int]]) -
     return total
 
 
-def scored_by_definition(n: int, c: int, s: int) -> list[tuple[int, int]]:
-    """(p, start of its context) for every token the sliding protocol scores, from its definition: a token
-    belongs to the first window that holds it among its newest s tokens (window k = [ks, ks + c)); only
-    full windows exist; a token at its window's first position has no context and is not scored."""
-    last_end = (n - c) // s * s + c
+def scored_by_definition(n: int, c: int, s: int, first: int = 0) -> list[tuple[int, int]]:
+    """(p, start of its context) for every token of the text at stream positions [first, n) (position
+    `first` an EOS, context only), from the protocol's definition token by token: window k starts at
+    first + k*s and predicts the next token at each of its c positions; a token belongs to the first window
+    that predicts it; the first window whose predictions reach the last token is moved back to end there."""
     out = []
-    for p in range(1, last_end):
-        start = 0 if p < c else ((p - c) // s + 1) * s
-        if p != start:
-            out.append((p, start))
+    for p in range(first + 1, n):
+        k = max(0, -(-(p - first - c) // s))  # the first k with first + k*s + c >= p
+        start = first + k * s
+        if start + c >= n - 1:  # the last window: a full window of context, ending at the last token
+            start = max(first, n - 1 - c)
+        out.append((p, start))
     return out
 
 
@@ -110,26 +114,39 @@ def results_of(*args) -> list[dict]:
 # ---------------------------------------------------------------- the protocols, exactly
 
 
-def test_disjoint_is_trainings_packed_blocks_scored_by_plain_torch(model, tokenizer, documents):
-    """S = C: the stream is training's packed stream, and the result is exp(mean NLL of tokens 1..C-1 of
-    every full block) computed directly from the model's logits."""
+def test_disjoint_scores_every_token_of_the_stream_once_by_plain_torch(model, tokenizer, documents):
+    """S = C: the stream is EOS then training's packed stream; windows of C positions each predict C tokens,
+    the last window moved back to end at the last token; the result is exp(mean NLL) of every token after
+    the leading EOS, computed directly from the model's logits."""
     stream = token_stream(documents, "text", tokenizer)
     ids = stream_by_hand(documents, tokenizer)
     np.testing.assert_array_equal(stream.ids, ids.numpy())
     blocks, stats = pack(documents, "text", tokenizer, CONTEXT)
-    assert stats["blocks"] >= 8 and stats["dropped"] > 0  # a remainder that both must leave out
-    np.testing.assert_array_equal(stream.ids[: blocks.size], blocks.reshape(-1))
+    assert stats["blocks"] >= 8 and stats["dropped"] > 0  # a tail that training drops and evaluation scores
+    np.testing.assert_array_equal(stream.ids[1 : 1 + blocks.size], blocks.reshape(-1))
 
     result = score_dict(model, stream, Protocol(CONTEXT, CONTEXT), batch_size=3)  # 3 + 3 + 3 ... and a short last batch
 
-    blocks = torch.from_numpy(blocks).long()
-    with torch.no_grad():
-        logp = torch.log_softmax(model(blocks).logits.double(), -1)
-    nll = -logp[:, :-1].gather(-1, blocks[:, 1:, None]).sum().item()
-    count = blocks[:, 1:].numel()
-    assert result["tokens"] == count == stats["blocks"] * (CONTEXT - 1)
-    assert abs(result["perplexity"] - math.exp(nll / count)) / math.exp(nll / count) <= REL
-    assert result["protocol"] == {"kind": "disjoint", "context": CONTEXT, "stride": CONTEXT}
+    expected = scored_by_definition(len(ids), CONTEXT, CONTEXT)
+    assert [p for p, _ in expected] == list(range(1, len(ids)))  # every token but the leading EOS, once
+    assert expected[0] == (1, 0) and expected[CONTEXT] == (CONTEXT + 1, CONTEXT)  # the first given EOS alone
+    nll = nll_by_definition(model, ids, expected)
+    assert result["tokens"] == len(ids) - 1 == stats["tokens"]
+    assert abs(result["mean_nll"] - nll / len(expected)) / (nll / len(expected)) <= REL
+    assert {k: result["protocol"][k] for k in ("kind", "context", "stride", "by_document")} == {
+        "kind": "disjoint", "context": CONTEXT, "stride": CONTEXT, "by_document": False}
+    assert result["protocol"]["description"].startswith(f"{len(ids) - 1:,} tokens, each scored once")
+
+
+def test_a_text_shorter_than_a_window_is_scored_whole(model, tokenizer):
+    """Nine words at a context of 64: every token, the first given EOS, in one window shorter than the context."""
+    stream = token_stream(datasets.Dataset.from_dict({"text": ["The cat sees the river. A dog likes the moon."]}),
+                          "text", tokenizer)
+    ids = torch.from_numpy(stream.ids)
+    result = score_dict(model, stream, Protocol(CONTEXT, CONTEXT))
+    assert result["tokens"] == len(ids) - 1 < CONTEXT
+    nll = nll_by_definition(model, ids, [(p, 0) for p in range(1, len(ids))])
+    assert result["mean_nll"] == pytest.approx(nll / (len(ids) - 1), rel=REL)
 
 
 @pytest.mark.parametrize("stride", [1, 16, 40])
@@ -141,10 +158,10 @@ def test_sliding_window_scores_each_token_once_with_the_context_it_defines(model
     stream = token_stream(documents, "text", tokenizer)
     ids = torch.from_numpy(stream.ids)
     expected = scored_by_definition(len(ids), CONTEXT, stride)
-    assert all(p - start >= CONTEXT - stride for p, start in expected[CONTEXT:])  # at least C - S of context
+    assert [p for p, _ in expected] == list(range(1, len(ids)))  # every token once, whatever the stride
+    assert all(p - start >= CONTEXT - stride + 1 for p, start in expected[CONTEXT:])  # at least C - S + 1 of context
     if stride == 1:
-        assert all(p - start == min(p, CONTEXT - 1) for p, start in expected)
-        assert len(expected) == len(ids) - 1  # nothing but the first token goes unscored
+        assert all(p - start == min(p, CONTEXT) for p, start in expected)  # all the context there is, up to C
     nll = nll_by_definition(model, ids, expected)
 
     result = score_dict(model, stream, Protocol(CONTEXT, stride), batch_size=5)
@@ -153,6 +170,31 @@ def test_sliding_window_scores_each_token_once_with_the_context_it_defines(model
     assert abs(result["mean_nll"] - nll / len(expected)) / (nll / len(expected)) <= REL
     assert abs(result["perplexity"] - math.exp(nll / len(expected))) / result["perplexity"] <= REL
     assert result["protocol"]["kind"] == ("sliding" if stride < CONTEXT else "disjoint")
+
+
+@pytest.mark.parametrize("stride", [64, 24])
+def test_by_document_each_document_is_scored_alone_from_eos(model, tokenizer, corpus_dir, stride):
+    """By document: each document's tokens (not its EOS) scored once, its windows starting at the EOS before it
+    and never reaching into the document before; documents longer and shorter than a window."""
+    lines = (corpus_dir / "valid.txt").read_text().splitlines()
+    texts = [" ".join(lines[:12]), lines[12], " ".join(lines[13:20])]  # about 200, 15 and 120 tokens
+    documents = datasets.Dataset.from_dict({"text": texts})
+    stream = token_stream(documents, "text", tokenizer, by_document=True)
+    ids = torch.from_numpy(stream.ids)
+    expected = []
+    for start, end in zip(stream.starts, stream.ends()):
+        expected += scored_by_definition(int(end), CONTEXT, stride, first=int(start) - 1)
+    assert len(expected) == stream.tokens == len(ids) - 1 - 3
+    assert max(stream.ends() - stream.starts) > 2 * CONTEXT and min(stream.ends() - stream.starts) < CONTEXT
+
+    result = score_dict(model, stream, Protocol(CONTEXT, stride, by_document=True), batch_size=4)
+
+    nll = nll_by_definition(model, ids, expected)
+    assert result["tokens"] == len(expected)
+    assert result["mean_nll"] == pytest.approx(nll / len(expected), rel=REL)
+    assert result["protocol"]["by_document"] is True
+    assert result["bytes"] == sum(len(t.encode()) for t in texts)  # no byte for the EOS: it is not scored
+    assert result["words"] == sum(len(re.split(r"\s+", t)) for t in texts)
 
 
 def test_max_tokens_scores_exactly_the_first_n_tokens_of_the_protocol(model, tokenizer, documents):
@@ -166,29 +208,36 @@ def test_max_tokens_scores_exactly_the_first_n_tokens_of_the_protocol(model, tok
     result = score_dict(model, stream, Protocol(CONTEXT, 16), max_tokens=100)
     assert result["tokens"] == 100
     assert result["mean_nll"] == pytest.approx(nll / 100, rel=REL)
-    assert sum(w.hi - w.lo for w in windows(len(ids), Protocol(CONTEXT, 16), 100)) == 100
+    assert sum(w.hi - w.lo for w in windows(stream, Protocol(CONTEXT, 16), 100)) == 100
 
     short = token_stream(documents, "text", tokenizer, limit=300)
     assert 300 <= len(short.ids) < len(stream.ids) and short.documents < stream.documents
+    first_five = token_stream(documents, "text", tokenizer, max_documents=5)  # --limit 5
+    assert first_five.documents == 5 and np.array_equal(first_five.ids, stream.ids[: len(first_five.ids)])
+    assert score_dict(model, short, Protocol(CONTEXT, 16), max_tokens=100)["mean_nll"] == result["mean_nll"]
 
 
-def test_windows_cover_the_stream_without_overlap_or_gap():
-    """The scored ranges of any stride tile [1, end of the last full window) exactly, except each window's
-    first position when S = C; the tail after the last full window (< S tokens) is not scored."""
-    for n, c, s in [(200, 64, 64), (200, 64, 1), (200, 64, 17), (64, 64, 64), (63, 64, 8), (1000, 10, 3)]:
-        scored = [p for w in windows(n, Protocol(c, s)) for p in range(w.lo, w.hi)]
-        assert scored == [p for p, _ in scored_by_definition(n, c, s)] if n >= c else scored == []
-        assert len(set(scored)) == len(scored)
-        if n >= c:
-            assert n - max(scored) - 1 < s
+def test_windows_score_every_token_once_within_the_context():
+    """For any length, context and stride: the scored positions are exactly 1 .. n-1, each window holds at
+    most C tokens and predicts from them, and matches the definition token by token."""
+    from toolkit.data.streams import TokenStream
+
+    for n, c, s in [(200, 64, 64), (200, 64, 1), (200, 64, 17), (65, 64, 64), (66, 64, 64), (63, 64, 8),
+                    (1000, 10, 3), (2, 64, 64), (130, 1, 1)]:
+        stream = TokenStream(np.zeros(n, dtype=np.int64), np.ones(n), np.ones(n), np.array([1]))
+        found = windows(stream, Protocol(c, s))
+        scored = [(p, w.start) for w in found for p in range(w.lo, w.hi)]
+        assert scored == scored_by_definition(n, c, s), (n, c, s)
+        assert all(0 < w.hi - 1 - w.start <= c and w.start < w.lo for w in found)
 
 
 # ---------------------------------------------------------------- counts and the metric
 
 
 def test_bytes_and_words_of_hand_made_text(model, tokenizer):
-    """Bytes are the UTF-8 bytes of the documents plus one per document end; words are str.split() words
-    plus one per document end; scoring all but the first token leaves out exactly that token's share."""
+    """The stream: bytes are the UTF-8 bytes of the documents plus one per document end; words are str.split()
+    words plus one per document end. By document, as the harness counts: the bytes alone, and the pieces of
+    re.split(r"\\s+", document). Every token is scored, so a result counts all of them."""
     docs = [
         "Hello wörld,  this is\ttext.",
         "",  # blank rows are not documents
@@ -198,21 +247,33 @@ def test_bytes_and_words_of_hand_made_text(model, tokenizer):
         "  leading and trailing spaces  ",
     ]
     kept = [d for d in docs if d.strip()]
-    stream = token_stream(datasets.Dataset.from_dict({"text": docs}), "text", tokenizer)
-    assert stream.documents == 4
+    documents = datasets.Dataset.from_dict({"text": docs})
+    stream = token_stream(documents, "text", tokenizer)
+    assert stream.documents == 4 and stream.ids[0] == tokenizer.eos_token_id and stream.nbytes[0] == stream.words[0] == 0
     assert stream.nbytes.sum() == sum(len(d.encode()) + 1 for d in kept) == 28 + 44 + 37 + 31 + 4
     assert stream.words.sum() == sum(len(d.split()) + 1 for d in kept) == (5 + 4 + 6 + 4) + 4
-    assert stream.words[0] == 1 and docs[0].startswith(tokenizer.decode(stream.ids[:1].tolist()))
+    assert stream.words[1] == 1 and docs[0].startswith(tokenizer.decode(stream.ids[1:2].tolist()))
 
-    context = min(CONTEXT, len(stream.ids))
-    result = score_dict(model, stream, Protocol(context, 1))  # stride 1: every token but the first is scored
-    assert result["tokens"] == len(stream.ids) - 1
-    assert result["bytes"] == stream.nbytes.sum() - stream.nbytes[0]
-    assert result["words"] == stream.words.sum() - 1
+    context = min(CONTEXT, len(stream.ids) - 1)
+    result = score_dict(model, stream, Protocol(context, 1))
+    assert (result["tokens"], result["bytes"], result["words"]) == (len(stream.ids) - 1, 144, 23)
     total_nll = result["mean_nll"] * result["tokens"]
     assert result["bits_per_byte"] == pytest.approx(total_nll / math.log(2) / result["bytes"], rel=1e-12)
     assert result["byte_perplexity"] == pytest.approx(math.exp(total_nll / result["bytes"]), rel=1e-12)
     assert result["word_perplexity"] == pytest.approx(math.exp(total_nll / result["words"]), rel=1e-12)
+
+    alone = token_stream(documents, "text", tokenizer, by_document=True)
+    pieces = [len(re.split(r"\s+", d)) for d in kept]
+    assert pieces == [5, 4, 6, 6]  # the last document's leading and trailing spaces are a piece each
+    assert alone.nbytes.sum() == sum(len(d.encode()) for d in kept) and alone.words.sum() == sum(pieces)
+    result = score_dict(model, alone, Protocol(CONTEXT, CONTEXT, by_document=True))
+    assert (result["tokens"], result["bytes"], result["words"]) == (len(alone.ids) - 5, 140, 21)
+
+    rewritten = token_stream(documents, "text", tokenizer, by_document=True, detokenize=str.upper)
+    firsts = rewritten.starts
+    assert rewritten.nbytes[firsts].tolist() == [len(d.encode()) for d in kept] == [28, 44, 37, 31]
+    assert rewritten.words[firsts].tolist() == pieces and rewritten.words.sum() == sum(pieces)
+    assert tokenizer.decode(rewritten.ids[firsts[0] : rewritten.ends()[0]].tolist()) == docs[0].upper()
 
 
 def test_word_starts_are_counted_in_the_token_holding_the_words_first_byte():
@@ -224,6 +285,9 @@ def test_word_starts_are_counted_in_the_token_holding_the_words_first_byte():
     np.testing.assert_array_equal(word_starts("é b", np.array([1, 1, 1, 1])), [1, 0, 0, 1])
     # " ab" as " a" "b": the word begins inside the first token, after its space
     np.testing.assert_array_equal(word_starts(" ab", np.array([2, 1])), [1, 0])
+    # with edges (the harness's count): " ab " as " a" "b ": an empty piece before and one after the words
+    np.testing.assert_array_equal(word_starts(" ab ", np.array([2, 2]), edges=True), [2, 1])
+    assert len(re.split(r"\s+", " ab ")) == 3
 
 
 def test_the_metric_sums_bytes_and_words_across_batches():
@@ -295,18 +359,27 @@ def trained(tmp_path_factory, tiny_model, corpus_dir):
     return SimpleNamespace(store=root / "store", recipe=root / "alpha.toml")
 
 
-def test_eval_of_a_recipe_reproduces_trainings_figures(trained):
-    """`eval --recipe R --adapter NAME`: the base row is metrics.json's base perplexity, the adapter row its
-    adapted perplexity, same tokens, same protocol; --stride equal to the block size changes nothing, and
-    a smaller stride does change the figure."""
+def test_eval_of_a_recipe_reproduces_trainings_figures(trained, corpus_dir):
+    """`eval --recipe R --adapter NAME` and `eval --files <the recipe's eval file>`: the base row is
+    metrics.json's base perplexity, the adapter row its adapted perplexity, every token of the evaluation
+    text (the partial last window included), same protocol; --stride equal to the block size changes
+    nothing, and a smaller stride does change the figure."""
     metrics = json.loads((trained.store / "alpha" / "metrics.json").read_text())
     base, alpha = results_of("eval", "--recipe", trained.recipe, "--adapter", "alpha", "--store", trained.store)
+    files = results_of("eval", "--files", corpus_dir / "valid.txt", "--adapter", "alpha", "--context", 32,
+                       "--store", trained.store)
 
     assert (base["adapter"], alpha["adapter"]) == (None, "alpha")
-    assert base["protocol"] == alpha["protocol"] == metrics["protocol"] == {"kind": "disjoint", "context": 32, "stride": 32}
-    assert base["perplexity"] == pytest.approx(metrics["base"]["perplexity"], rel=REL)
-    assert alpha["perplexity"] == pytest.approx(metrics["adapted"]["perplexity"], rel=REL)
-    assert base["tokens"] == alpha["tokens"] == metrics["adapted"]["tokens"]
+    assert base["protocol"] == alpha["protocol"] == files[1]["protocol"] == metrics["protocol"]
+    assert metrics["protocol"]["context"] == metrics["protocol"]["stride"] == 32
+    stream = token_stream(datasets.Dataset.from_dict({"text": (corpus_dir / "valid.txt").read_text().splitlines()}),
+                          "text", AutoTokenizer.from_pretrained(alpha["model"]))
+    assert base["tokens"] == alpha["tokens"] == metrics["adapted"]["tokens"] == files[1]["tokens"] == len(stream.ids) - 1
+    assert (len(stream.ids) - 1) % 32  # a partial last window, scored
+    for row, run_ in ((base, "base"), (alpha, "adapted")):
+        assert row["perplexity"] == pytest.approx(metrics[run_]["perplexity"], rel=REL)
+        assert row["bits_per_byte"] == pytest.approx(metrics[run_]["bits_per_byte"], rel=REL)
+    assert [r["perplexity"] for r in files] == pytest.approx([base["perplexity"], alpha["perplexity"]], rel=1e-12)
     assert alpha["perplexity"] < base["perplexity"]
     for key in ("model", "dataset", "bits_per_byte", "byte_perplexity", "word_perplexity", "bytes", "words"):
         assert key in alpha
@@ -315,8 +388,8 @@ def test_eval_of_a_recipe_reproduces_trainings_figures(trained):
     same = results_of("eval", "--recipe", trained.recipe, "--adapter", "alpha", "--stride", 32, "--store", trained.store)
     assert [r["perplexity"] for r in same] == pytest.approx([base["perplexity"], alpha["perplexity"]], rel=1e-12)
     sliding = results_of("eval", "--recipe", trained.recipe, "--adapter", "alpha", "--stride", 8, "--store", trained.store)
-    assert sliding[1]["protocol"] == {"kind": "sliding", "context": 32, "stride": 8}
-    assert sliding[1]["tokens"] > alpha["tokens"]  # no token lost to a block start
+    assert {k: sliding[1]["protocol"][k] for k in ("kind", "context", "stride")} == {"kind": "sliding", "context": 32, "stride": 8}
+    assert sliding[1]["tokens"] == alpha["tokens"]  # the same tokens, each with more context
     assert sliding[1]["perplexity"] != pytest.approx(alpha["perplexity"], rel=1e-4)
 
 
@@ -348,7 +421,7 @@ def test_matrix_of_two_adapters_on_two_texts(trained, tiny_model, corpus_dir, tm
     assert plain[0]["perplexity"] == pytest.approx(by_cell[None, texts[0]]["perplexity"], rel=1e-9)
 
     rows = (tmp_path / "out" / "matrix.csv").read_text().splitlines()
-    assert len(rows) == 7 and rows[0].startswith("model,adapter,dataset,kind,context,stride,perplexity")
+    assert len(rows) == 7 and rows[0].startswith("model,adapter,dataset,kind,context,stride,by_document,detokenize,perplexity")
     assert rows[4].split(",")[1] == "alpha" and f"{by_cell['alpha', valid]['perplexity']}" in rows[4]
 
     png = (tmp_path / "out" / "matrix.png").read_bytes()
@@ -359,7 +432,7 @@ def test_matrix_of_two_adapters_on_two_texts(trained, tiny_model, corpus_dir, tm
 
     text = run_cli(*args)
     assert text.exit_code == 0
-    assert "sliding window of 48 tokens, stride 24" in text.stdout
+    assert "windows of 48, stride 24 over the documents as one stream" in text.stdout
     assert text.stdout.count("alpha") == 3  # two lines of the long table and one row of the matrix
 
     # An earlier output of eval is replaced; a file of the user's only with --overwrite.
@@ -426,16 +499,26 @@ def empty_test_split(tmp_path) -> Path:
         (lambda c, m, s: ["--model", m], ["--recipe", "--dataset", "--files"]),
         (lambda c, m, s: ["--model", m, "--dataset", "EMPTY", "--split", "dev"], ["--split", "'dev'", "train, test"]),
         (lambda c, m, s: ["--model", "./no-such-model", "--files", c / "valid.txt"], ["--model", "no such folder"]),
-        (lambda c, m, s: ["--model", m, "--files", "SHORT"], ["fewer than one window of 64", "--context"]),
+        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--limit", 0], ["--limit", "at least 1"]),
+        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--detokenize", "moses"], ["--detokenize", "'moses'", "wikitext"]),
+        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--detokenize", "wikitext", "--max-tokens", 50],
+         ["--max-tokens", "--detokenize", "--limit"]),
+        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--by-document", "--context", 32, "--stride", 33],
+         ["--stride", "33", "32 tokens"]),
+        (lambda c, m, s: ["--model", m, "--task", "t", "--include-path", c / "no-such-folder"], ["--include-path", "not a folder"]),
+        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--include-path", c], ["--include-path", "--task"]),
+        (lambda c, m, s: ["--mix", "alpha=1,nope=2", "--files", c / "valid.txt", "--store", s], ["'nope'", "alpha, beta"]),
+        (lambda c, m, s: ["--mix", "alpha=1,beta=x", "--files", c / "valid.txt", "--store", s], ["--mix", "'beta'", "not a finite number"]),
     ],
     ids=["unknown-adapter", "no-text-column", "empty-split", "stride-over-context", "stride-over-model-context",
          "not-gpt2", "context-over-model", "no-files", "max-tokens-0", "no-model", "no-text", "unknown-split",
-         "missing-model-folder", "text-shorter-than-a-window"],
+         "missing-model-folder", "limit-0", "unknown-detokenizer", "max-tokens-with-detokenize",
+         "by-document-stride-over-context", "include-path-not-a-folder", "include-path-without-task",
+         "mix-of-an-unknown-adapter", "mix-weight-not-a-number"],
 )
 def test_bad_input_is_one_error_line_and_exit_code_2(args, expected, corpus_dir, tiny_model, trained, not_gpt2,
                                                      empty_test_split, tmp_path):
-    (tmp_path / "short.txt").write_text("The cat sees the river.\n")
-    named = {"LLAMA": not_gpt2, "EMPTY": empty_test_split, "SHORT": tmp_path / "short.txt"}
+    named = {"LLAMA": not_gpt2, "EMPTY": empty_test_split}
     argv = [named.get(a, a) if isinstance(a, str) else a for a in args(corpus_dir, tiny_model, trained.store)]
     result = run_cli("eval", *argv)
     assert result.exit_code == 2, result.output
@@ -444,3 +527,40 @@ def test_bad_input_is_one_error_line_and_exit_code_2(args, expected, corpus_dir,
     for part in expected:
         assert part in errors[0], errors[0]
     assert result.stdout == ""
+
+
+def test_an_evaluation_text_shorter_than_a_block_is_kept_whole(tiny_model, corpus_dir, tmp_path, tokenizer):
+    """Training no longer refuses an evaluation text shorter than one block: every token of it is scored."""
+    from toolkit.config.recipe import DataSpec
+    from toolkit.data.packing import prepare_data
+
+    (tmp_path / "short.txt").write_text("The cat sees the river.\n")
+    spec = DataSpec(train_files=[str(corpus_dir / "train.txt")], eval_files=[str(tmp_path / "short.txt")], block_size=32)
+    data = prepare_data(spec, tokenizer, cache=tmp_path / "cache")
+    assert data.stats["eval"] == {"documents": 1, "tokens": len(tokenizer("The cat sees the river.")["input_ids"]) + 1}
+    assert data.eval.tokens == data.stats["eval"]["tokens"] < 32
+
+
+def _torchrun(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "toolkit.cli", "-q", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("by_document", [False, True], ids=["stream", "by-document"])
+def test_eval_under_torchrun_shares_the_windows_and_reports_once(tiny_model, corpus_dir, by_document):
+    """Two processes score half of the windows each: the same figures as one process (float rounding), one
+    JSON document printed (by the first process)."""
+    args = ["eval", "--model", str(tiny_model), "--files", str(corpus_dir / "valid.txt"), "--context", "32",
+            *(["--by-document"] if by_document else [])]
+    [alone] = results_of(*args)
+    done = _torchrun(*args, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    [shared] = json.loads(done.stdout)
+    assert (shared["tokens"], shared["bytes"], shared["words"]) == (alone["tokens"], alone["bytes"], alone["words"])
+    for metric in ("perplexity", "bits_per_byte", "word_perplexity"):
+        assert shared[metric] == pytest.approx(alone[metric], rel=1e-9)

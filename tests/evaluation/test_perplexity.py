@@ -40,23 +40,29 @@ def stream(tiny_model, corpus_dir):
 
 
 @torch.no_grad()
-def by_hand(model, ids: np.ndarray, block: int = BLOCK) -> tuple[float, int, list[float]]:
-    """exp(sum of next-token NLL over positions 1..n-1 of every full block / their count), in float64.
-    Also returns each block's own perplexity."""
-    blocks = torch.from_numpy(ids[: len(ids) // block * block].reshape(-1, block))
-    logp = torch.log_softmax(model(blocks).logits.double(), dim=-1)
-    nll = -logp[:, :-1].gather(-1, blocks[:, 1:, None]).squeeze(-1).sum(1)
-    count = blocks[:, 1:].numel()
-    return math.exp(nll.sum().item() / count), count, [math.exp(n / (block - 1)) for n in nll.tolist()]
+def by_hand(model, ids: np.ndarray, block: int = BLOCK) -> tuple[float, int]:
+    """Disjoint windows from their definition, in float64: window k, ids[kB : kB + B], predicts
+    ids[kB + 1 : kB + B + 1]; the tokens left after the last full one are predicted by ids[n-1-B : n-1].
+    Returns exp(mean NLL) and the number of tokens predicted (all but the leading EOS)."""
+    ids = torch.from_numpy(ids)
+    full = (len(ids) - 1) // block
+    inputs, targets = ids[: full * block].view(full, block), ids[1 : full * block + 1].view(full, block)
+    logp = torch.log_softmax(model(inputs).logits.double(), dim=-1)
+    nll = -logp.gather(-1, targets[..., None]).sum().item()
+    left = len(ids) - 1 - full * block
+    if left:
+        logp = torch.log_softmax(model(ids[len(ids) - 1 - block : len(ids) - 1][None]).logits[0].double(), dim=-1)
+        nll -= logp[-left:].gather(-1, ids[-left:, None]).sum().item()
+    return math.exp(nll / (len(ids) - 1)), len(ids) - 1
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
 def test_the_score_matches_a_plain_torch_computation_whatever_the_batching(model, stream, batch_size):
-    """Disjoint windows of BLOCK tokens: perplexity and token count equal the direct float64 computation."""
+    """Disjoint windows of BLOCK positions: perplexity and token count equal the direct float64 computation."""
     result = score(model, stream, Protocol(BLOCK, BLOCK), batch_size=batch_size).score
-    expected, count, _ = by_hand(model, stream.ids)
+    expected, count = by_hand(model, stream.ids)
     assert abs(result.perplexity - expected) / expected <= 1e-5
-    assert result.tokens == count == len(stream.ids) // BLOCK * (BLOCK - 1)
+    assert result.tokens == count == len(stream.ids) - 1 and (len(stream.ids) - 1) % BLOCK  # a partial last window
     assert result.mean_nll == pytest.approx(math.log(expected), rel=1e-6)
     assert 1 < result.perplexity < 10 * model.config.vocab_size  # a random model is near uniform
 
@@ -64,7 +70,7 @@ def test_the_score_matches_a_plain_torch_computation_whatever_the_batching(model
 def test_scoring_runs_in_eval_mode_and_restores_training_mode(tiny_model, stream):
     """A model left in training mode (dropout on) is scored without dropout and handed back training."""
     model = load_model(tiny_model)
-    expected, _, _ = by_hand(model, stream.ids)
+    expected, _ = by_hand(model, stream.ids)
     model.train()
     result = score(model, stream, Protocol(BLOCK, BLOCK)).score
     assert model.training

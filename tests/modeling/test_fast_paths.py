@@ -19,15 +19,18 @@ from toolkit.training.trainer import AdapterTrainer
 
 
 def stream_of(ids: torch.Tensor) -> TokenStream:
-    """Rows of token ids as one stream (each token one byte and one word: the counts do not matter here)."""
-    flat = ids.reshape(-1).numpy()
+    """Rows of token ids as documents scored on their own, each row's first token its context (where EOS
+    stands in a real stream), so that every other token is scored given the row before it; one token more
+    closes the stream. Each token is one byte and one word: the counts do not matter here."""
+    rows, length = ids.shape
+    flat = torch.cat([ids.reshape(-1), ids[:1, 0]]).numpy()
     ones = flat * 0 + 1
-    return TokenStream(flat, ones, ones, flat[:1] * 0)
+    return TokenStream(flat, ones, ones, torch.arange(rows).numpy() * length + 1, by_document=True)
 
 
 def score_blocks(model, ids: torch.Tensor) -> float:
-    """The summed NLL the scorer gives the rows of `ids` as disjoint windows of their length."""
-    scored = score(model, stream_of(ids), Protocol(ids.shape[1], ids.shape[1])).score
+    """The summed NLL the scorer gives tokens 1.. of each row of `ids`, given the row before them."""
+    scored = score(model, stream_of(ids), Protocol(ids.shape[1], ids.shape[1], by_document=True)).score
     return scored.mean_nll * scored.tokens
 
 
@@ -76,7 +79,7 @@ def test_summed_nll_matches_the_models_own_loss_and_gradients(lora_model, autoca
 def test_the_scorer_scores_each_window_like_cross_entropy(lora_model):
     """The scorer (training's evaluation and eval's) on a peft model: the model's own logits' cross entropy."""
     ids = torch.randint(0, lora_model.config.vocab_size, (2, 40))
-    scored = score(lora_model, stream_of(ids), Protocol(40, 40)).score
+    scored = score(lora_model, stream_of(ids), Protocol(40, 40, by_document=True)).score
     logits = lora_model(input_ids=ids).logits.double()
     expected = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="sum")
     assert scored.tokens == 2 * 39

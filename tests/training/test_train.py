@@ -1,6 +1,7 @@
 """`gpt2-adapt train` end to end: the real CLI, peft, the Trainer and bitsandbytes on a tiny GPT-2."""
 
 import json
+import math
 import shutil
 import time
 import tomllib
@@ -28,13 +29,21 @@ ADAPTER_FILES = {
 }
 
 
-def eval_blocks(store: Path, name: str) -> torch.Tensor:
-    """The evaluation text the run scored, found through the packed-data fingerprint in metrics.json, as
-    the blocks of its block size that the disjoint protocol scores."""
+@torch.no_grad()
+def eval_perplexity_by_hand(model, store: Path, name: str) -> tuple[float, int]:
+    """The evaluation text the run scored (found through the packed-data fingerprint in metrics.json),
+    scored by plain torch as the disjoint protocol defines: window k, ids[kB : kB + B], predicts
+    ids[kB + 1 : kB + B + 1]; what is left is predicted by the last B tokens before the last one."""
     metrics = json.loads((store / name / "metrics.json").read_text())
-    stream = TokenStream.load(Path("cache") / "packed" / metrics["data"]["fingerprint"] / "eval.npz")
-    block = metrics["protocol"]["context"]
-    return torch.from_numpy(stream.ids[: len(stream.ids) // block * block].reshape(-1, block))
+    ids = torch.from_numpy(TokenStream.load(Path("cache") / "packed" / metrics["data"]["fingerprint"] / "eval.npz").ids)
+    block, full = metrics["protocol"]["context"], (len(ids) - 1) // metrics["protocol"]["context"]
+    logp = torch.log_softmax(model(input_ids=ids[: full * block].view(full, block)).logits.double(), -1)
+    nll = -logp.gather(-1, ids[1 : full * block + 1].view(full, block, 1)).sum().item()
+    left = len(ids) - 1 - full * block
+    if left:
+        logp = torch.log_softmax(model(input_ids=ids[-1 - block : -1][None]).logits[0].double(), -1)
+        nll -= logp[-left:].gather(-1, ids[-left:, None]).sum().item()
+    return math.exp(nll / (len(ids) - 1)), len(ids) - 1
 
 
 def test_train_writes_a_complete_adapter_that_plain_peft_loads(write_recipe, cli, tiny_model):
@@ -46,7 +55,8 @@ def test_train_writes_a_complete_adapter_that_plain_peft_loads(write_recipe, cli
 
     metrics = json.loads((store / "tiny" / "metrics.json").read_text())
     assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
-    assert metrics["protocol"] == {"kind": "disjoint", "context": 32, "stride": 32}
+    assert {k: metrics["protocol"][k] for k in ("kind", "context", "stride", "by_document")} == {
+        "kind": "disjoint", "context": 32, "stride": 32, "by_document": False}
     assert metrics["train"]["steps"] == 30
     assert metrics["train"]["tokens"] == 30 * 8 * 32  # steps x batch x block: packed, no padding
     assert metrics["train"]["seconds"] > 0
@@ -57,14 +67,9 @@ def test_train_writes_a_complete_adapter_that_plain_peft_loads(write_recipe, cli
     # No toolkit code from here: transformers + peft load the adapter and reproduce the adapted perplexity.
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, store / "tiny")
-    ids = eval_blocks(store, "tiny")
-    model.eval()
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits.double()
-    nll = -torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).sum()
-    by_hand = torch.exp(nll / ids[:, 1:].numel()).item()
+    by_hand, tokens = eval_perplexity_by_hand(model.eval(), store, "tiny")
     assert by_hand == pytest.approx(metrics["adapted"]["perplexity"], rel=1e-5)
-    assert ids[:, 1:].numel() == metrics["adapted"]["tokens"]
+    assert tokens == metrics["adapted"]["tokens"]
 
 
 def test_same_seed_gives_identical_adapter_tensors(write_recipe, cli):

@@ -1,1 +1,2 @@
-"""`gpt2-adapt bench`: speed and memory on this machine, each case in a fresh process, with the targets."""
+"""`gpt2-adapt bench`: speed and memory on this machine (training, evaluation, generation, data, serving), each
+case in a fresh process, with the targets."""

@@ -157,15 +157,31 @@ def _arguments(setup: Setup, name: str, non_padding: bool = False):
     )
 
 
+def plan_case(setup: Setup) -> dict:
+    """`gpt2-adapt plan`'s memory estimate for each base precision at the benchmark's shape."""
+    from transformers import AutoConfig
+
+    from ..config.recipe import DataSpec, ModelSpec, Recipe, TrainingSpec
+    from ..training.plan import PLANNED, memory_estimate, parameter_counts
+
+    base = Path(setup.work) / "base"
+    recipe = Recipe(model=ModelSpec(name=str(base)), data=DataSpec(train_files=["unused"], block_size=setup.block_size),
+                    training=TrainingSpec(batch_size=setup.batch_size))
+    config = AutoConfig.from_pretrained(base)
+    counts = parameter_counts(recipe, config)
+    return {precision: memory_estimate(recipe, config, counts, precision) for precision in PLANNED}
+
+
 def eval_case(setup: Setup, precision: str) -> dict:
     """`gpt2-adapt eval` of the default run's adapter (and its base) on the training text."""
-    from ..evaluation.run import EvalOptions, read_texts, run
+    from ..evaluation.run import EvalOptions, load_models, read_texts, run
 
     work = Path(setup.work)
     os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
     texts = read_texts(files=(str(work / "train.txt"),))
     options = EvalOptions(max_tokens=setup.eval_tokens, context=setup.block_size, precision=precision)
-    rows = run(texts, options, adapters=["bench"], store=str(work / "store"))
+    loaded = load_models(["bench"], store=str(work / "store"), precision=precision)
+    rows = run(loaded, options, texts)
     adapted = next(r for r in rows if r.adapter)
     return {"precision": precision, "tokens": adapted.score.tokens, "tokens_per_second": adapted.tokens_per_second}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-PARTS = ("training", "memory", "eval", "generation", "data")
+PARTS = ("training", "memory", "eval", "generation", "data", "serving")
 LABELS = {
     "seed": "seed pipeline: padded lines, full fine-tune, fp32",
     "peft": "plain peft + Trainer: run_clm packing, fp32",
@@ -15,6 +15,8 @@ LABELS = {
 }
 # Base weights in memory against fp32: the quantized layers in 8 or 4 bits, embeddings and head in fp32.
 WEIGHT_TARGETS = {"toolkit-int8": 0.55, "toolkit-nf4": 0.45}
+# plan's estimate for each base precision, and the run measured at it
+_PLAN_ROWS = {"fp32": "toolkit-fp32", "bf16": "toolkit", "int8": "toolkit-int8", "nf4": "toolkit-nf4"}
 LORA_FLOPS_PER_PARAMETER = 4  # forward 2 + backward to the activations 2; the frozen base has no weight gradients
 
 
@@ -39,12 +41,20 @@ def table(results: dict) -> str:
                    "(training): less what the process held before loading anything")
         if "seed" in training:
             out.append(f"  (seed pipeline: {100 * training['seed']['padding_share']:.0f}% of its positions are padding)")
+    if results.get("plan"):
+        out += ["", "gpt2-adapt plan's memory estimate against the measured training memory:"]
+        for precision, name in _PLAN_ROWS.items():
+            if name in training and (precision != "bf16" or training[name]["precision"] == "bf16"):
+                measured = training[name]["training_memory"]
+                estimate = results["plan"][precision]
+                out.append(f"  {precision:5s} estimate {estimate / 2**30:5.2f} GiB, measured {measured / 2**30:5.2f} GiB "
+                           f"({100 * (estimate / measured - 1):+.0f}%)")
     out += ["", "Targets"] + [
         f"  {what:55s} {figure:>10s}   target {target:8s} {'met' if met else 'MISSED'}"
-        for what, figure, target, met in _targets(results)
+        for what, figure, target, met in targets(results)
     ]
     if results.get("eval"):
-        out += ["", f"Evaluation (`gpt2-adapt eval`, disjoint blocks of {s['block_size']}):"]
+        out += ["", f"Evaluation (`gpt2-adapt eval`, disjoint windows of {s['block_size']}):"]
         out += [f"  {e['precision']:5s} {e['tokens_per_second']:10,.1f} tokens/s over {e['tokens']:,} tokens"
                 for e in results["eval"]]
     if results.get("generation"):
@@ -57,7 +67,31 @@ def table(results: dict) -> str:
         d = results["data"]
         out += ["", f"Data preparation ({d['tokens']:,} tokens): first run {d['first_seconds']:.2f} s "
                 f"({d['tokens'] / d['first_seconds']:,.0f} tokens/s), cached {d['cached_seconds']:.3f} s"]
+    if results.get("serving"):
+        out += ["", *serving_table(results["serving"])]
     return "\n".join(out)
+
+
+SERVING_COLUMNS = {"one_adapter": "(a) all on one adapter", "own_adapter": "(b) each on its own adapter",
+                   "one_at_a_time": "(c) one request at a time"}
+
+
+def serving_table(r: dict) -> list[str]:
+    out = [f"Serving (`gpt2-adapt serve`, greedy, {r['new_tokens']} new tokens per request, "
+           f"{r['requests_per_client']} requests per client, {r['adapters']} adapters loaded):",
+           f"{'clients':>8s}" + "".join(f"  {title:>28s}" for title in SERVING_COLUMNS.values()),
+           f"{'':>8s}" + f"  {'tokens/s   p50 s   p95 s':>28s}" * len(SERVING_COLUMNS)]
+    for clients in r["one_adapter"]:
+        cells = [r[key][clients] for key in SERVING_COLUMNS]
+        out.append(f"{clients:>8}" + "".join(f"  {c['tokens_per_second']:12,.1f} {c['p50']:7.2f} {c['p95']:7.2f}"
+                                             for c in cells))
+    m, j = r["memory"], r["joining"]
+    out += [f"  memory per loaded adapter: {m['per_adapter'] / 2**20:.2f} MiB of resident memory "
+            f"(its weights file: {m['adapter_file'] / 2**20:.2f} MiB)",
+            f"  a {j['short_tokens']}-token request sent while a {j['long_tokens']}-token one generates: "
+            f"{j['short_during_long']:.2f} s (alone {j['short_alone']:.2f} s); the long one {j['long_with_short']:.2f} s "
+            f"(alone {j['long_alone']:.2f} s)"]
+    return out
 
 
 def describe_machine(machine: dict) -> str:
@@ -79,7 +113,7 @@ def _flops(run: dict) -> float:
     return LORA_FLOPS_PER_PARAMETER * run["parameters"] * run["tokens_per_second"]
 
 
-def _targets(results: dict) -> list[tuple[str, str, str, bool]]:
+def targets(results: dict) -> list[tuple[str, str, str, bool]]:
     """(what, figure, target, met) for each target whose measurements are in the results."""
     t = results.get("training", {})
     peak = results["machine"]["gemm_peak_flops"]["bf16"]
@@ -105,6 +139,11 @@ def _targets(results: dict) -> list[tuple[str, str, str, bool]]:
                 ratio = t[name]["training_memory"] / t["toolkit-fp32"]["training_memory"]
                 rows.append((f"training memory, {_short(name)} / fp32",
                              f"{100 * ratio:.0f}%", "<= 55%", ratio <= 0.55))
+    for precision, name in _PLAN_ROWS.items():
+        if results.get("plan") and name in t and (precision != "bf16" or t[name]["precision"] == "bf16"):
+            error = results["plan"][precision] / t[name]["training_memory"] - 1
+            rows.append((f"plan's memory estimate, {precision}, vs measured", f"{100 * error:+.0f}%", "within 25%",
+                         abs(error) <= 0.25))
     if results.get("eval") and "toolkit" in t:
         same = next((e for e in results["eval"] if e["precision"] == t["toolkit"]["precision"]), results["eval"][0])
         ratio = same["tokens_per_second"] / t["toolkit"]["tokens_per_second"]
@@ -113,4 +152,13 @@ def _targets(results: dict) -> list[tuple[str, str, str, bool]]:
         g = results["generation"]
         ratio = g["merged"] / g["base"]
         rows.append(("generation, merged vs base", f"{100 * ratio:.0f}%", ">= 97%", ratio >= 0.97))
+    if results.get("serving"):
+        r = results["serving"]
+        most = max(r["own_adapter"])
+        own, one, single = (r[key][most]["tokens_per_second"] for key in ("own_adapter", "one_adapter", "one_at_a_time"))
+        rows.append((f"serving {most} clients: own adapters vs one adapter", f"{100 * own / one:.0f}%", ">= 80%",
+                     own >= 0.8 * one))
+        rows.append((f"serving {most} clients: batched vs one at a time", f"{own / single:.1f}x", ">= 4x", own >= 4 * single))
+        ratio = r["memory"]["per_adapter"] / r["memory"]["adapter_file"]
+        rows.append(("serving: memory per loaded adapter vs its file", f"{ratio:.1f}x", "<= 2x", ratio <= 2))
     return rows

@@ -42,7 +42,7 @@ def run(setup: Setup, report=print) -> dict:
         _prepare(setup)
         # The toolkit's runs come first: eval uses the default run's adapter, generation switches between both.
         cases = []
-        if {"training", "eval", "generation"} & set(setup.parts):
+        if {"training", "eval", "generation", "memory"} & set(setup.parts):
             cases.append(("toolkit", {}))
         if {"training", "generation"} & set(setup.parts):
             cases.append(("toolkit-nodropout", {"training.base_dropout": False}))
@@ -57,12 +57,20 @@ def run(setup: Setup, report=print) -> dict:
             training[name] = _median_run(runs)
             report(f"  {name}: {training[name]['tokens_per_second']:,.1f} useful tokens/s, "
                    f"peak {training[name]['peak_memory'] / 2**30:.2f} GiB")
+        if "memory" in setup.parts:
+            results["plan"] = _in_child(measure.plan_case, setup)
         if "eval" in setup.parts:
             results["eval"] = [_in_child(measure.eval_case, setup, precision) for precision in ("fp32", "bf16")]
         if "generation" in setup.parts:
             results["generation"] = _in_child(measure.generation_case, setup)
         if "data" in setup.parts:
             results["data"] = _in_child(measure.data_case, setup)
+        if "serving" in setup.parts:
+            from .serving import serving_case
+
+            results["serving"] = _in_child(serving_case, setup)
+            report("  serving: " + ", ".join(f"{c} clients {r['tokens_per_second']:,.1f} tokens/s"
+                                             for c, r in results["serving"]["own_adapter"].items()))
     return results
 
 

@@ -12,9 +12,10 @@ from .generate_cmd import generate
 from .merge_cmd import merge
 from .plan_cmd import plan
 from .recipe_cmd import recipe
+from .serve_cmd import serve
 from .train_cmd import train
 
-for command in (train, plan, recipe, adapters, eval_cmd, generate, merge, bench):
+for command in (train, plan, recipe, adapters, eval_cmd, generate, merge, serve, bench):
     main.add_command(command)
 
 __all__ = ["main"]

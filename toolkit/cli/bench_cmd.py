@@ -23,7 +23,7 @@ from .options import emit_json, json_option
               help="Measure only these parts (repeatable) [default: all].")
 @json_option
 def bench(model, texts, block_size, batch_size, steps, repeats, parts, as_json) -> None:
-    """Training, memory, evaluation, generation and data preparation speed on this machine.
+    """Training, memory, evaluation, generation, data preparation and serving speed on this machine.
 
     Trains the default recipe side by side with a plain peft + Trainer script and the 2022 seed's
     padded full fine-tune, each in a fresh process, and prints one table with the targets. The model has

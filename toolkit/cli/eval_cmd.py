@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .options import (
 
 @click.command("eval")
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME", help="An adapter in the store (repeatable); the base is scored beside them.")
+@click.option("--mix", metavar="A=W,B=W", help="Also score the weighted sum of stored adapters' updates, e.g. wikitext103=0.7,poems=0.3.")
 @base_option
 @click.option("--model", metavar="ID_OR_DIR", help="A plain model instead of adapters: a hub id, or a folder (a base, a merged adapter).")
 @click.option("--recipe", "recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False), help="Score on a recipe's evaluation text (its block size is the default context).")
@@ -35,8 +37,13 @@ from .options import (
 @click.option("--split", default="", help="The datasets' split [default: test, else validation].")
 @click.option("--text-column", default="text", show_default=True, help="The column holding the text (datasets and non-txt files).")
 @click.option("--files", multiple=True, metavar="PATH_OR_GLOB", help="Local txt/json/jsonl/csv/parquet files; each --files is one text (repeatable).")
-@click.option("--context", type=int, help="Tokens per window [default: the recipe's block size, else the model's context].")
-@click.option("--stride", type=int, help="Sliding window: tokens between window starts [default: the context, i.e. disjoint blocks].")
+@click.option("--task", "tasks", multiple=True, metavar="NAME", help="An lm-evaluation-harness task, e.g. wikitext, lambada_openai, hellaswag (repeatable).")
+@click.option("--include-path", "include_paths", multiple=True, metavar="DIR", help="A folder of harness task YAML files of your own (repeatable).")
+@click.option("--limit", type=int, help="Only the first N documents of each text and each task.")
+@click.option("--context", type=int, help="Positions per window [default: the recipe's block size, else the model's context].")
+@click.option("--stride", type=int, help="Sliding windows: tokens between window starts [default: the context, i.e. disjoint windows].")
+@click.option("--by-document", is_flag=True, help="Score each document on its own, as lm-evaluation-harness does [default: one stream].")
+@click.option("--detokenize", metavar="NAME", help="Rewrite the scored text first: wikitext (words and bytes are counted on the original).")
 @click.option("--max-tokens", type=int, help="Score only the first N tokens of each text (a quick estimate).")
 @click.option("--batch-size", type=int, default=0, help="Windows per forward pass [default 0: automatic].")
 @precision_option()
@@ -49,33 +56,41 @@ from .options import (
 @click.option("--heatmap", "heatmap_path", type=click.Path(dir_okay=False), help="Write the rows x texts heatmap PNG here [default: beside --csv].")
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv/--heatmap files that are not earlier outputs of eval.")
 @store_option
-def eval_cmd(adapters, base, model, recipe_path, overrides, datasets, config, split, text_column, files, context, stride,
-             max_tokens, batch_size, precision, int8, nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite,
-             store) -> None:
-    """Perplexity of adapters, their base, or any GPT-2 model, on any text, by a stated protocol.
+def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, config, split, text_column, files, tasks,
+             include_paths, limit, context, stride, by_document, detokenize, max_tokens, batch_size, precision, int8,
+             nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite, store) -> None:
+    """Perplexity of adapters, their base, a mix or any GPT-2 model, on any text, by a stated protocol;
+    and lm-evaluation-harness tasks on the same rows.
 
-    Reports token perplexity, bits per byte, byte and word perplexity, and what was counted. Several
-    --adapter and several texts give a matrix (plus the base row). Examples:
+    Reports token perplexity, bits per byte, byte and word perplexity, and what was counted: every token of
+    the text scored exactly once. Several --adapter and several texts or tasks give a matrix (plus the base
+    row). Under torchrun the windows are shared among the processes. Examples:
 
         gpt2-adapt eval --recipe recipes/quickstart.toml --adapter quickstart
 
         gpt2-adapt eval --model gpt2 --files 'notes/*.txt' --stride 512 --json
+
+        gpt2-adapt eval --adapter poems --task wikitext --task hellaswag --limit 100
     """
     from ..errors import ToolkitError
     from ..evaluation import report
-    from ..evaluation.run import EvalOptions, examples_format, read_texts, run
+    from ..evaluation.harness import prepare_tasks
+    from ..evaluation.processes import launched
+    from ..evaluation.run import EvalOptions, examples_format, load_models, read_texts, run
     from ..store.store import AdapterStore
 
-    base, model = resolve_base(base, model, adapters)
+    base, model = resolve_base(base, model, adapters or mix)
     if model and base:
         raise ToolkitError("--model and --base: --model scores a plain model, --base is the base of --adapter; give one")
     if overrides and not recipe_path:
         raise ToolkitError("--set: changes a recipe's keys; give --recipe too, or drop --set")
     options = EvalOptions(
-        context=context, stride=stride, max_tokens=max_tokens, batch_size=batch_size,
-        precision=resolve_precision_flags(precision, int8, nf4=nf4), strict=not resolve_allow_unverified(allow_unverified, force),
+        context=context, stride=stride, by_document=by_document, detokenize=detokenize, max_tokens=max_tokens,
+        limit=limit, batch_size=batch_size, precision=resolve_precision_flags(precision, int8, nf4=nf4),
+        strict=not resolve_allow_unverified(allow_unverified, force),
         progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO),
     )
+    weights = _mix_weights(mix)
     adapter_store = AdapterStore(store)
     heatmap_path = heatmap_path or (str(Path(csv_path).with_suffix(".png")) if csv_path else None)
     for path, kind, name in ((csv_path, "csv", "csv"), (heatmap_path, "png", "heatmap")):
@@ -87,12 +102,27 @@ def eval_cmd(adapters, base, model, recipe_path, overrides, datasets, config, sp
 
         recipe = load_recipe(recipe_path, overrides)
     texts = read_texts(recipe, recipe_path or "", datasets, config, split, text_column, files,
-                       examples=examples_format(adapters, adapter_store))
-    results = run(
-        texts, options, adapters=adapters,
-        model=model or base or (recipe.model.name if recipe and not adapters else None),
-        store=adapter_store, default_context=recipe.data.block_size if recipe else None,
-    )
+                       examples=examples_format([*adapters, *weights], adapter_store))
+    if not texts and not tasks:
+        raise ToolkitError("no text to score: give --recipe, --dataset, --files or --task")
+    if include_paths and not tasks:
+        raise ToolkitError("--include-path: adds a folder of harness tasks; name the tasks with --task")
+    found = prepare_tasks(tasks, include_paths) if tasks else None
+    with launched() as rank:
+        loaded = load_models(
+            list(dict.fromkeys([*adapters, *weights])),
+            model or base or (recipe.model.name if recipe and not adapters and not mix else None),
+            adapter_store, options.strict, options.precision,
+        )
+        if mix:
+            from ..generation.mixing import describe
+            from ..generation.mixing import mix as mix_adapters
+
+            loaded = dataclasses.replace(loaded, rows=(None, *adapters))
+            loaded = loaded.with_row(mix_adapters(loaded.model, weights), f"mix {describe(weights)}")
+        results = run(loaded, options, texts, found, default_context=recipe.data.block_size if recipe else None)
+    if rank != 0:
+        return  # every process holds the same figures; the first reports them
     if csv_path:
         report.write_csv(results, Path(csv_path))
     if heatmap_path:
@@ -101,3 +131,11 @@ def eval_cmd(adapters, base, model, recipe_path, overrides, datasets, config, sp
         emit_json([r.to_json() for r in results])
     else:
         click.echo(report.table(results))
+
+
+def _mix_weights(mix: str | None) -> dict[str, float]:
+    if not mix:
+        return {}
+    from ..generation.mixing import parse_weights
+
+    return parse_weights(mix, label="--mix")

@@ -49,11 +49,9 @@ def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, 
         emit_json({"name": result.name, "path": str(result.path), "trained": result.trained, **m.to_json()})
         return
     click.echo(f"adapter {result.name}: {result.path}")
-    scored = ("completion tokens, each example on its own" if m.protocol.examples
-              else f"tokens, {m.protocol.kind} blocks of {m.protocol.context}")
     click.echo(
         f"perplexity: base {m.base.perplexity:.3f} -> adapted {m.adapted.perplexity:.3f} "
-        f"({m.adapted.tokens:,} {scored}, {m.precision})"
+        f"({m.adapted.tokens:,} tokens, {m.protocol.label}, {m.precision})"
     )
     t = m.train
     stopped = " (stopped early: no improvement)" if m.kept and m.kept.stopped_early else ""

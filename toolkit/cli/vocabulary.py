@@ -15,6 +15,8 @@ OPTIONS = {
     "datasets": "--dataset",
     "overrides": "--set",
     "texts": "--prompt",
+    "tasks": "--task",
+    "include_paths": "--include-path",
 }
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..config.recipe import PROMPT_FIELD, DataSpec
 from ..errors import ToolkitError
 from .documents import ROW, TOKENIZE_BATCH, describe_rows
-from .streams import EOS_BYTES, EOS_WORDS, token_byte_lengths, word_starts
+from .streams import EOS_BYTES, EOS_WORDS, TokenStream, token_byte_lengths, word_starts
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,22 @@ def encode_examples(documents, spec: DataSpec, tokenizer, what: str, key: str = 
             f"(EOS before and after included); {fix}"
         )
     return examples
+
+
+def example_stream(examples: list[Example]) -> TokenStream:
+    """Evaluation examples as one token stream in a text's layout (EOS, then each example's prompt and
+    completion followed by EOS), marked for scoring each on its own: its windows start at the EOS in front
+    of it, and only its completion and the EOS after it count (their bytes and words too)."""
+    pieces = [examples[0].ids[:1]] + [e.ids[1:] for e in examples]  # consecutive examples share an EOS
+    scored = [np.zeros(1, bool)] + [e.scored()[1:] for e in examples]
+    starts = 1 + np.cumsum([0] + [len(e) - 1 for e in examples[:-1]])
+    return TokenStream(
+        ids=np.concatenate(pieces).astype(np.int64),
+        nbytes=np.concatenate([np.zeros(1, np.int64)] + [np.where(e.scored(), e.nbytes, 0)[1:] for e in examples]),
+        words=np.concatenate([np.zeros(1, np.int64)] + [np.where(e.scored(), e.words, 0)[1:] for e in examples]),
+        starts=starts.astype(np.int64),
+        scored=np.concatenate(scored),
+    )
 
 
 def _encode(documents, spec: DataSpec, tokenizer) -> Iterator[Example | tuple[int, int]]:

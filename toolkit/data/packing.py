@@ -8,8 +8,8 @@ block, placed best-fit decreasing (the longest first, each into the fullest bloc
 of a block is padding. Each token carries its position within its own example: where the positions restart
 at 0, transformers' attention mask starts a new sequence (a block-diagonal mask), so an example sees only
 its own tokens, exactly as if it were alone. Labels are -100 (not learnt) on the prompt, unless
-`train_on_prompt`, and on the padding. The evaluation examples are packed the same way into a token stream
-whose windows are the blocks, scored on their completions only.
+`train_on_prompt`, and on the padding. The evaluation examples are not packed: they become a token stream
+in which each is scored on its own, its completion only (`toolkit.data.examples.example_stream`).
 
 The packed blocks are cached as .npy files under a fingerprint of everything that decides their content:
 the data itself, the tokenizer's full definition, the block size, the format and how evaluation is carved out.
@@ -33,13 +33,13 @@ from ..files import atomic_folder, writable_cache
 from ..modeling.fingerprints import tokenizer_fingerprint
 from ..modeling.head_loss import IGNORE_INDEX
 from .documents import DocumentSource, document_batches, open_source
-from .examples import Example, encode_examples
+from .examples import Example, encode_examples, example_stream
 from .streams import TokenStream, token_stream
 
 log = logging.getLogger(__name__)
 
 # Bump when the packing rules change, so that caches written by older rules are never reused.
-PACKING_VERSION = "3"  # 3: prompt/completion examples
+PACKING_VERSION = "4"  # 4: prompt/completion examples; 3: the evaluation stream starts with EOS
 
 
 class BlockDataset(torch.utils.data.Dataset):
@@ -151,25 +151,13 @@ def example_arrays(examples: list[Example], packing: Packing, prompt_too: bool =
     return out
 
 
-def example_stream(examples: list[Example], block_size: int) -> TokenStream:
-    """Evaluation examples packed into blocks, as one token stream whose disjoint windows of block_size are
-    the blocks: each example is scored on its own (its positions restart at 0), its completion only."""
-    packing = fit_blocks([len(e) for e in examples], block_size)
-    arrays = {k: v.reshape(-1) for k, v in example_arrays(examples, packing).items()}
-    return TokenStream(
-        ids=arrays["ids"].astype(np.int64), nbytes=arrays["nbytes"].astype(np.int64),
-        words=arrays["words"].astype(np.int64), starts=np.flatnonzero(arrays["positions"] == 0)[: len(examples)],
-        positions=arrays["positions"].astype(np.int64), scored=arrays["scored"],
-    )
-
-
 @dataclass(frozen=True)
 class PreparedData:
     train: BlockDataset | ExampleBlocks
     eval: TokenStream  # the evaluation text (or examples), scored by toolkit.evaluation as `gpt2-adapt eval` scores it
     fingerprint: str  # of the packed result: equal fingerprints mean identical blocks and evaluation text
-    stats: dict  # per split: documents (or examples), tokens, blocks, dropped (text: remainder tokens),
-    #              padding (examples: share of empty positions), scored (examples: tokens learnt or scored), truncated
+    stats: dict  # per split: documents (or examples), tokens (eval: those scored); train: blocks, dropped
+    #              (text: remainder tokens), and of examples padding (share of empty positions), scored, truncated
     source: DocumentSource  # where the documents came from
 
     @property
@@ -221,13 +209,8 @@ def _pack_text(spec: DataSpec, tokenizer, train_docs, eval_docs):
             f"{_where(spec, 'train')}: the training text has {train_stats['tokens']} tokens, fewer than one block of "
             f"data.block_size={spec.block_size}; add text or lower data.block_size"
         )
-    stream = token_stream(eval_docs, spec.text_column, tokenizer)
-    if len(stream.ids) < spec.block_size:
-        raise ToolkitError(
-            f"{_where(spec, 'eval')}: the evaluation text has {len(stream.ids)} tokens, fewer than one block of "
-            f"data.block_size={spec.block_size}; add text or lower data.block_size"
-        )
-    return {"train": blocks}, stream, {"train": train_stats, "eval": _stream_stats(stream, spec.block_size)}
+    stream = token_stream(eval_docs, spec.text_column, tokenizer)  # any length: every token of it is scored
+    return {"train": blocks}, stream, {"train": train_stats, "eval": {"documents": stream.documents, "tokens": stream.tokens}}
 
 
 def _pack_examples(spec: DataSpec, tokenizer, train_docs, eval_docs):
@@ -235,9 +218,9 @@ def _pack_examples(spec: DataSpec, tokenizer, train_docs, eval_docs):
     evals = encode_examples(eval_docs, spec, tokenizer, _where(spec, "eval"))
     packing = fit_blocks([len(e) for e in train], spec.block_size)
     arrays = example_arrays(train, packing, prompt_too=spec.train_on_prompt)
-    stream = example_stream(evals, spec.block_size)
+    stream = example_stream(evals)  # each scored on its own, as training's evaluation and `eval` score it
     stats = {"train": _example_stats(train, packing, int(arrays["scored"].sum())),
-             "eval": _example_stats(evals, fit_blocks([len(e) for e in evals], spec.block_size), int(stream.scored.sum()))}
+             "eval": {"documents": len(evals), "tokens": stream.tokens}}
     log.info("%s training examples in %s blocks of %d: %.1f%% padding",
              f"{len(train):,}", f"{len(packing.blocks):,}", spec.block_size, 100 * packing.padding)
     saved = {"train_ids": arrays["ids"], "train_learnt": arrays["scored"], "train_positions": arrays["positions"]}
@@ -254,12 +237,6 @@ def _where(spec: DataSpec, split: str) -> str:
     if split == "eval" and spec.eval_files:
         return "data.eval_files"
     return "data.train_files" if spec.train_files else "data.dataset"
-
-
-def _stream_stats(stream: TokenStream, block_size: int) -> dict:
-    blocks = len(stream.ids) // block_size
-    return {"documents": stream.documents, "tokens": len(stream.ids), "blocks": blocks,
-            "dropped": len(stream.ids) - blocks * block_size}
 
 
 def pack(documents, text_column: str, tokenizer, block_size: int) -> tuple[np.ndarray, dict]:

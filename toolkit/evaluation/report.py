@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
 from ..errors import ToolkitError, param
 from ..files import write_atomic
 from ..records import EvalResult
-from .protocol import describe
 
 CSV_COLUMNS = [
-    "model", "adapter", "dataset", "kind", "context", "stride", "perplexity", "bits_per_byte",
-    "byte_perplexity", "word_perplexity", "mean_nll", "tokens", "bytes", "words", "documents", "precision",
-    "seconds", "tokens_per_second",
+    "model", "adapter", "dataset", "kind", "context", "stride", "by_document", "detokenize", "perplexity",
+    "bits_per_byte", "byte_perplexity", "word_perplexity", "mean_nll", "tokens", "bytes", "words", "documents",
+    "precision", "seconds", "tokens_per_second", "task",
 ]
+# The header of the CSV that eval wrote before tasks and by-document scoring: still an earlier output of eval.
+PREVIOUS_CSV_COLUMNS = [c for c in CSV_COLUMNS if c not in ("by_document", "detokenize", "task")]
 HEATMAP_DPI = 100
 
 
@@ -31,23 +33,54 @@ def row_label(result: EvalResult) -> str:
     return f"base ({Path(str(result.model).rstrip('/')).name or result.model})"
 
 
+def column_label(result: EvalResult) -> str:
+    """A text's label, or "<task> <its first metric>" for a task: what a matrix column shows."""
+    return f"{result.dataset} {result.headline[0]}" if result.task else result.dataset
+
+
 def table(results: list[EvalResult]) -> str:
-    """One line per (model, text) with every metric; then, for several texts and rows, the perplexity
-    matrix with one column per text."""
+    """One line per (model, text or task) with every metric; then, for several columns and rows, the
+    matrix of perplexities (a task's column: its first metric)."""
     header = ["model", "dataset", "perplexity", "bits/byte", "byte ppl", "word ppl", "tokens", "bytes", "words"]
-    lines = [[
-        row_label(r), r.dataset, _num(r.score.perplexity), _num(r.score.bits_per_byte, 4),
-        _num(r.score.byte_perplexity, 4), _num(r.score.word_perplexity), f"{r.score.tokens:,}",
-        f"{r.score.bytes or 0:,}", f"{r.score.words or 0:,}",
-    ] for r in results]
-    out = [f"protocol: {describe(results[0].protocol)}; precision {results[0].precision}", ""]
+    lines = [[row_label(r), r.dataset, *_figures(r)] for r in results]
+    if any(r.task for r in results):
+        header.append("task figures")
+        for line, r in zip(lines, results):
+            line.append(_task_figures(r) if r.task else "")
+    protocols = list(dict.fromkeys(r.protocol for r in results if r.protocol))
+    out = [f"protocol: {p.describe()}" for p in protocols]
+    if any(r.task for r in results):
+        out.append("tasks: lm-evaluation-harness, its own protocol per task")
+    out += [f"precision: {results[0].precision}", ""]
     out += _columns([header, *lines], right_from=2)
-    rows, datasets = _axes(results)
-    if len(rows) > 1 and len(datasets) > 1:
-        cells = {(row_label(r), r.dataset): r.score.perplexity for r in results}
-        matrix = [["perplexity", *datasets]] + [[row, *(_num(cells[row, d]) for d in datasets)] for row in rows]
+    rows, columns = _axes(results)
+    if len(rows) > 1 and len(columns) > 1:
+        cells = {(row_label(r), column_label(r)): r.headline[1] for r in results}
+        matrix = [["perplexity", *columns]] + [[row, *(_num(cells.get((row, c))) for c in columns)] for row in rows]
         out += [""] + _columns(matrix, right_from=1)
     return "\n".join(out)
+
+
+def _figures(r: EvalResult) -> list[str]:
+    """The table's figures; a task fills those it reports under the same names."""
+    if r.score:
+        s = r.score
+        return [_num(s.perplexity), _num(s.bits_per_byte, 4), _num(s.byte_perplexity, 4), _num(s.word_perplexity),
+                f"{s.tokens:,}", f"{s.bytes or 0:,}", f"{s.words or 0:,}"]
+    m = r.task.metrics
+    return [_num(m.get("perplexity")), _num(m.get("bits_per_byte"), 4), _num(m.get("byte_perplexity"), 4),
+            _num(m.get("word_perplexity")), "-", "-", "-"]
+
+
+def _task_figures(r: EvalResult) -> str:
+    shown = ("perplexity", "bits_per_byte", "byte_perplexity", "word_perplexity")
+    parts = []
+    for name, value in r.task.metrics.items():
+        if name in shown:
+            continue
+        error = r.task.stderr.get(name)
+        parts.append(f"{name} {value:.4f}" + (f" ±{error:.4f}" if error is not None else ""))
+    return ", ".join(parts) + f" ({r.documents:,} documents)"
 
 
 def check_output(path: Path, kind: str, option: str, store_root: Path, overwrite: bool) -> None:
@@ -73,12 +106,13 @@ def _is_previous_output(path: Path, kind: str) -> bool:
     except OSError:
         return False
     if kind == "csv":
-        return head.split(b"\n", 1)[0].rstrip(b"\r") == ",".join(CSV_COLUMNS).encode()
+        return head.split(b"\n", 1)[0].rstrip(b"\r") in (",".join(CSV_COLUMNS).encode(), ",".join(PREVIOUS_CSV_COLUMNS).encode())
     return head.startswith(b"\x89PNG") and b"Matplotlib" in head
 
 
 def write_csv(results: list[EvalResult], path: Path) -> None:
-    """One row per (model, text): the protocol spread into kind/context/stride, every metric and count."""
+    """One row per (model, text or task): the protocol spread into its columns, every metric and count; a
+    task's figures as JSON in the `task` column."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = io.StringIO(newline="")
@@ -86,7 +120,8 @@ def write_csv(results: list[EvalResult], path: Path) -> None:
     writer.writeheader()
     for r in results:
         row = r.to_json()
-        writer.writerow({**row, **row["protocol"], "adapter": r.adapter or ""})
+        writer.writerow({**row, **(row["protocol"] or {}), "adapter": r.adapter or "",
+                         "task": json.dumps(r.task.metrics) if r.task else ""})
     write_atomic(path, out.getvalue())
 
 
@@ -106,15 +141,18 @@ def heatmap(results: list[EvalResult], path: Path) -> None:
     import numpy as np
 
     rows, datasets = _axes(results)
-    cells = {(row_label(r), r.dataset): r.score.perplexity for r in results}
-    ppl = np.array([[cells[row, d] for d in datasets] for row in rows], dtype=float)
+    cells = {(row_label(r), column_label(r)): r.headline[1] for r in results}
+    ppl = np.array([[_value(cells.get((row, d))) for d in datasets] for row in rows], dtype=float)
+    # A figure where higher is better (a task's accuracy) is coloured the other way round.
+    better = {column_label(r): -1.0 if r.task and r.task.higher_is_better.get(r.headline[0]) else 1.0 for r in results}
+    sign = np.array([better[d] for d in datasets])
     adapters = {r.adapter for r in results if r.adapter}
     bases = [i for i, row in enumerate(rows) if row not in adapters] if adapters else []
     if bases:
-        values = np.log2(ppl / ppl[bases[0]])
+        values = sign * np.log2(ppl / ppl[bases[0]])
         limit = max(float(np.nanmax(np.abs(values))), 1e-3)
         style = {"cmap": "RdYlGn_r", "vmin": -limit, "vmax": limit}
-        bar_label = "log2(perplexity / base perplexity)"
+        bar_label = "log2(perplexity / base perplexity)" + (" (accuracy: base / row)" if (sign < 0).any() else "")
         dark = lambda shade: abs(shade - 0.5) > 0.35  # noqa: E731  both ends of this map are dark
     else:
         values, style, bar_label = np.log10(ppl), {"cmap": "viridis_r"}, "log10(perplexity)"
@@ -132,7 +170,8 @@ def heatmap(results: list[EvalResult], path: Path) -> None:
             color = "white" if dark(float(image.norm(values[i, j]))) else "black"
             axis.text(j, i, note, ha="center", va="center", fontsize=9, color=color)
     fig.colorbar(image, ax=axis, label=bar_label)
-    axis.set_title(f"perplexity, {describe(results[0].protocol)}", fontsize=10)
+    protocol = next((r.protocol for r in results if r.protocol), None)
+    axis.set_title("perplexity" + (f", {protocol.label}" if protocol else ""), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,13 +185,17 @@ def heatmap(results: list[EvalResult], path: Path) -> None:
 
 
 def _axes(results: list[EvalResult]) -> tuple[list[str], list[str]]:
-    rows, datasets = [], []
+    rows, columns = [], []
     for r in results:
         if row_label(r) not in rows:
             rows.append(row_label(r))
-        if r.dataset not in datasets:
-            datasets.append(r.dataset)
-    return rows, datasets
+        if column_label(r) not in columns:
+            columns.append(column_label(r))
+    return rows, columns
+
+
+def _value(value) -> float:
+    return math.nan if value is None else value
 
 
 def _num(value, digits: int = 3) -> str:

@@ -1,11 +1,13 @@
-"""An evaluation run: which models (a plain model, or a base and its adapters) on which texts (a recipe's
-evaluation text, dataset splits, files, strings), each loaded once and every pair scored by one protocol.
+"""An evaluation run: which models (a plain model, a base and its adapters, a model in memory) on which
+texts (a recipe's evaluation text, dataset splits, files, strings) and lm-evaluation-harness tasks, each
+loaded once, every text scored by one protocol.
 
     rows = toolkit.evaluate(["poems"], files=["test.txt"], context=256)   # the base row, then poems
     rows = toolkit.evaluate(model="gpt2", texts=["Some text.", "Another document."])
+    rows = toolkit.evaluate("poems", tasks=["wikitext"], limit=20)        # the harness's task, adapter in memory
 
-Everything a user can get wrong (arguments, texts, the model, the protocol against the model's context) is
-checked before the first window is scored.
+Everything a user can get wrong (arguments, texts, tasks and their data, the model, the protocol against
+the model's context) is checked before the first window is scored.
 
 Adapters trained on prompt/completion examples are scored on examples: every text is read with their
 recipe's columns and template, each example scored on its own, on its completion's tokens only.
@@ -14,14 +16,15 @@ recipe's columns and template, each example scored on its own, on its completion
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..config.recipe import DataSpec, Recipe
+from ..data.detokenize import DETOKENIZERS
 from ..data.documents import open_source, read_files, read_split
-from ..data.examples import encode_examples
-from ..data.packing import example_stream
+from ..data.examples import encode_examples, example_stream
 from ..data.streams import token_stream
 from ..errors import ToolkitError, param
 from ..modeling.base import gpt2_config
@@ -30,6 +33,8 @@ from ..records import EvalResult, Protocol
 from ..sources.models import model_source
 from ..store.loading import load
 from ..store.store import AdapterStore
+from .harness import Tasks, prepare_tasks, run_tasks
+from .processes import process
 from .protocol import check_protocol, tokens_needed
 from .scoring import score
 
@@ -46,9 +51,12 @@ class Text:
 
 @dataclass(frozen=True)
 class EvalOptions:
-    context: int | None = None  # tokens per window; None: the recipe's block size, else the model's context
-    stride: int | None = None  # None: the context (disjoint blocks)
+    context: int | None = None  # positions per window; None: the recipe's block size, else the model's context
+    stride: int | None = None  # None: the context (disjoint windows)
+    by_document: bool = False  # score each document on its own, as lm-evaluation-harness does
+    detokenize: str | None = None  # rewrite the scored text first ("wikitext"); words and bytes stay the original's
     max_tokens: int | None = None  # score only the first N tokens of each text; None: all
+    limit: int | None = None  # only the first N documents of each text and each task; None: all
     batch_size: int = 0  # windows per forward pass; 0: as many as the device's token budget allows
     precision: str = "fp32"  # "fp32", "bf16", "fp16" (the base's weights) or "int8" (bitsandbytes)
     strict: bool = True  # refuse an adapter that fails verification against its base
@@ -60,16 +68,54 @@ class EvalOptions:
             LoadPrecision(self.precision)
         except ToolkitError as err:
             problems += err.raw
-        if self.max_tokens is not None and self.max_tokens < 1:
-            problems.append(f"{param('max_tokens')}: must be at least 1 (got {self.max_tokens})")
+        for name in ("max_tokens", "limit", "context", "stride"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{param(name)}: must be at least 1 (got {value})")
         if self.batch_size < 0:
             problems.append(f"{param('batch_size')}: must be >= 0, 0 meaning automatic (got {self.batch_size})")
-        if self.context is not None and self.context < 2:
-            problems.append(f"{param('context')}: must be at least 2 tokens (got {self.context})")
-        if self.stride is not None and self.stride < 1:
-            problems.append(f"{param('stride')}: must be at least 1 (got {self.stride})")
+        if self.detokenize is not None and self.detokenize not in DETOKENIZERS:
+            problems.append(f"{param('detokenize')}: no detokenizer named {self.detokenize!r}; "
+                            f"use {', '.join(DETOKENIZERS)}")
+        elif self.detokenize and self.max_tokens:
+            problems.append(f"{param('max_tokens')} and {param('detokenize')}: the original's words and bytes cannot be "
+                            f"split between tokens of the rewritten text, so documents are scored whole; "
+                            f"use {param('limit')} N for the first N documents")
         if problems:
             raise ToolkitError(*problems)
+
+    def protocol(self, context: int) -> Protocol:
+        """The protocol at `context` (what the options say, or the default the caller found)."""
+        return Protocol(self.context or context, self.stride or self.context or context, self.by_document,
+                        self.detokenize)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded model and the rows to score with it: peft adapters by name, None for the base (every adapter
+    switched off, or a plain model as it is)."""
+
+    model: object
+    tokenizer: object
+    name: str  # how results name the model: the base of the adapters, or the plain model
+    rows: tuple[str | None, ...]
+    labels: dict = field(default_factory=dict)  # adapter -> how results name it, where not by its name
+
+    @property
+    def config(self):
+        return (self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model).config
+
+    def with_row(self, adapter: str, label: str) -> Loaded:
+        return dataclasses.replace(self, rows=(*self.rows, adapter), labels={**self.labels, adapter: label})
+
+    @contextlib.contextmanager
+    def using(self, adapter: str | None):
+        """Within: the model runs as the row says."""
+        peft = hasattr(self.model, "get_base_model")
+        if adapter is not None:
+            self.model.set_adapter(adapter)
+        with self.model.disable_adapter() if peft and adapter is None else contextlib.nullcontext():
+            yield
 
 
 def read_texts(
@@ -106,21 +152,16 @@ def read_texts(
         if not isinstance(text, str) or not text.strip():
             raise ToolkitError(f"{param('texts')}: text {number} is {'blank' if isinstance(text, str) else 'not a string'}; give text to score")
         out.append(Text(f"text {number}", hf_datasets.Dataset.from_dict({"text": [text]}), "text"))
-    if not out:
-        raise ToolkitError(f"no text to score: give {param('recipe')}, {param('datasets')}, {param('files')} or {param('texts')}")
     labels = [t.label for t in out]
     if len(set(labels)) != len(labels):
         raise ToolkitError(f"the same text is named twice ({', '.join(labels)}); name each once")
     return out
 
 
-def run(texts: list[Text], options: EvalOptions, adapters: Sequence[str] = (), model: str | None = None,
-        store=None, default_context: int | None = None) -> list[EvalResult]:
-    """Score every row (the plain `model`; or the base and then each adapter) on every text.
-
-    `model` with adapters is the base to load them on (default: the base recorded with them).
-    `default_context` (a recipe's block size) is the context when options.context is None.
-    """
+def load_models(adapters: Sequence[str] = (), model: str | None = None, store=None, strict: bool = True,
+                precision: str = "fp32") -> Loaded:
+    """The plain `model`; or the base (`model`: a local copy of it) with each adapter loaded once and
+    verified. Rows: the model; or the base and then each adapter."""
     adapters = list(adapters)
     if not adapters and not model:
         raise ToolkitError(f"nothing to score: name adapters ({param('adapters')}) or a model ({param('model')})")
@@ -128,83 +169,125 @@ def run(texts: list[Text], options: EvalOptions, adapters: Sequence[str] = (), m
     if model:
         gpt2_config(model_source(model, key=key), model, key=key)  # say so before loading any weights
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
-    lm, tokenizer = load(adapters or None, base=model, store=store, strict=options.strict, precision=options.precision)
+    lm, tokenizer = load(adapters or None, base=model, store=store, strict=strict, precision=precision)
     base = lm.get_base_model() if adapters else lm
-    base_label = model or _recorded_base(adapters[0], store) or base.config.name_or_path
-    config = base.config
-    context = options.context or default_context or config.n_positions
-    examples = any(text.examples for text in texts)
-    if examples and not all(text.examples for text in texts):
-        raise ToolkitError("these texts mix prompt/completion examples and plain text; score them in two runs")
-    if examples and (options.stride not in (None, context) or options.max_tokens):
-        raise ToolkitError(f"{param('stride')} and {param('max_tokens')}: prompt/completion examples are scored "
-                           "whole, each on its own; leave both out")
-    protocol = Protocol(context, options.stride or context, examples=examples)
-    check_protocol(protocol, config.n_positions, base_label)
+    name = model or _recorded_base(adapters[0], store) or base.config.name_or_path
+    return Loaded(lm, tokenizer, name, (None, *adapters))
 
+
+def run(loaded: Loaded, options: EvalOptions, texts: Sequence[Text] = (), tasks: Tasks | None = None,
+        default_context: int | None = None) -> list[EvalResult]:
+    """Score every row of `loaded` on every text, then on every harness task: one EvalResult each, in
+    that order (row by row). `default_context` (a recipe's block size) is the context when
+    options.context is None, else the model's."""
+    config = loaded.config
+    protocol = options.protocol(default_context or config.n_positions)
+    if any(text.examples for text in texts):
+        protocol = _examples_protocol(protocol, options, texts)
+    check_protocol(protocol, config.n_positions, loaded.name)
     limit = tokens_needed(protocol, options.max_tokens) if options.max_tokens else None
+    detokenize = DETOKENIZERS.get(options.detokenize)
     streams = []
     for text in texts:
         with _naming(text):
-            if text.examples:  # packed into blocks of the context, as training packed them
-                spec = replace(text.examples, block_size=context)
-                streams.append(example_stream(encode_examples(text.documents, spec, tokenizer, "the text", param("context")),
-                                              context))
+            if text.examples:  # each example on its own, as training's evaluation scores them
+                documents = text.documents.select(range(min(options.limit, len(text.documents)))) if options.limit \
+                    else text.documents
+                spec = replace(text.examples, block_size=protocol.context)
+                found = encode_examples(documents, spec, loaded.tokenizer, "the text", param("context"))
+                streams.append(example_stream(found))
             else:
-                streams.append(token_stream(text.documents, text.text_column, tokenizer, limit))
-    rows = [None, *adapters] if adapters else [None]
+                streams.append(token_stream(text.documents, text.text_column, loaded.tokenizer, limit,
+                                            max_documents=options.limit, by_document=protocol.by_document,
+                                            detokenize=detokenize))
+    rank, _ = process()
     results = []
-    for adapter in rows:
-        if adapter is not None:
-            lm.set_adapter(adapter)
-        # The base row of an adapter run is the same model with every adapter switched off.
-        with lm.disable_adapter() if adapters and adapter is None else contextlib.nullcontext():
+    for adapter in loaded.rows:
+        label = loaded.labels.get(adapter, adapter)
+        common = {"model": loaded.name, "adapter": label, "precision": options.precision}
+        with loaded.using(adapter):
             for text, stream in zip(texts, streams):
-                label = f"{adapter or 'base'} on {text.label}"
                 with _naming(text):
-                    scored = score(lm, stream, protocol, batch_size=options.batch_size, max_tokens=options.max_tokens,
-                                   progress=options.progress, label=label)
-                log.info("%s: perplexity %.3f over %s tokens", label, scored.score.perplexity, f"{scored.score.tokens:,}")
+                    scored = score(loaded.model, stream, protocol, batch_size=options.batch_size,
+                                   max_tokens=options.max_tokens, progress=options.progress and rank == 0,
+                                   label=f"{label or 'base'} on {text.label}")
+                log.info("%s on %s: perplexity %.3f over %s tokens", label or "base", text.label,
+                         scored.score.perplexity, f"{scored.score.tokens:,}")
                 results.append(EvalResult(
-                    model=base_label, adapter=adapter, dataset=text.label, protocol=protocol, score=scored.score,
-                    documents=stream.documents, precision=options.precision, seconds=scored.seconds,
-                    tokens_per_second=scored.tokens_per_second,
-                ))
+                    dataset=text.label, protocol=protocol, score=scored.score, documents=stream.documents,
+                    seconds=scored.seconds, tokens_per_second=scored.tokens_per_second, **common))
+            if tasks and rank == 0:  # the harness scores on one process
+                for task in run_tasks(loaded.model, loaded.tokenizer, tasks, limit=options.limit,
+                                      batch_size=options.batch_size, max_length=protocol.context,
+                                      progress=options.progress):
+                    results.append(EvalResult(
+                        dataset=task.name, protocol=None, score=None, documents=task.documents,
+                        seconds=task.seconds, tokens_per_second=None, task=task.score, **common))
     return results
 
 
 def evaluate(
-    adapters: str | Sequence[str] | None = None,
+    adapters=None,
     *,
     model: str | None = None,
     base: str | None = None,
+    tokenizer=None,
     texts: Sequence[str] = (),
     files: Sequence[str] = (),
     datasets: Sequence[str] = (),
     recipe: Recipe | None = None,
+    tasks: Sequence[str] = (),
+    include_paths: Sequence[str] = (),
     config: str = "",
     split: str = "",
     text_column: str = "text",
     store: AdapterStore | str | None = None,
     **options,
 ) -> list[EvalResult]:
-    """Perplexity (and bits per byte, byte and word perplexity) of adapters and their base, or of a plain
-    `model`, on strings (`texts`, one document each), files, dataset splits or a recipe's evaluation text.
+    """Perplexity (and bits per byte, byte and word perplexity) on strings (`texts`, one document each),
+    files, dataset splits or a recipe's evaluation text, and lm-evaluation-harness `tasks` (found among the
+    harness's and in `include_paths`), of adapters and their base, a plain `model`, or a model in memory.
 
-    `adapters`: a name or names from the store (the base is scored beside them); `base` points at a local
-    copy of their base. `options` are EvalOptions fields: context, stride, max_tokens, batch_size, precision,
-    strict. Returns one EvalResult per (row, text).
+    `adapters`: a name or names from the store (the base is scored beside them; `base` points at a local
+    copy of it), or a model already loaded (`toolkit.load`, after `toolkit.mix` or `toolkit.use`, or any
+    GPT-2 model with its `tokenizer`), scored as it is. `options` are EvalOptions fields: context, stride,
+    by_document, detokenize, max_tokens, limit, batch_size, precision, strict. Returns one EvalResult per
+    (row, text or task).
     """
-    names = [adapters] if isinstance(adapters, str) else list(adapters or [])
-    if model and names:
+    settings = EvalOptions(**options)
+    in_memory = adapters is not None and not isinstance(adapters, (str, list, tuple))
+    names = [] if in_memory else [adapters] if isinstance(adapters, str) else list(adapters or [])
+    if model and (names or in_memory):
         raise ToolkitError(f"{param('model')} and {param('adapters')}: a plain model has no adapters; "
                            f"give the adapters' base as {param('base')}")
-    settings = EvalOptions(**options)
+    if in_memory and tokenizer is None:
+        raise ToolkitError(f"{param('tokenizer')}: a model in memory needs its tokenizer too")
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts,
                         examples=examples_format(names, store))
-    return run(chosen, settings, adapters=names, model=model or base or (recipe.model.name if recipe and not names else None),
-               store=store, default_context=recipe.data.block_size if recipe else None)
+    if not chosen and not tasks:
+        raise ToolkitError(f"no text to score: give {param('recipe')}, {param('datasets')}, {param('files')}, "
+                           f"{param('texts')} or {param('tasks')}")
+    found = prepare_tasks(tasks, include_paths) if tasks else None
+    if in_memory:
+        active = adapters.active_adapter if hasattr(adapters, "get_base_model") else None  # a peft model's
+        loaded = Loaded(adapters, tokenizer, str(adapters.config.name_or_path), (active,))
+    else:
+        loaded = load_models(names, model or base or (recipe.model.name if recipe and not names else None), store,
+                             settings.strict, settings.precision)
+    return run(loaded, settings, chosen, found, default_context=recipe.data.block_size if recipe else None)
+
+
+def _examples_protocol(protocol: Protocol, options: EvalOptions, texts: Sequence[Text]) -> Protocol:
+    """The protocol for prompt/completion examples, which are scored whole, each on its own."""
+    if not all(text.examples for text in texts):
+        raise ToolkitError("these texts mix prompt/completion examples and plain text; score them in two runs")
+    chosen = [name for name in ("stride", "max_tokens", "by_document", "detokenize")
+              if getattr(options, name) not in (None, False) and not (name == "stride" and options.stride == protocol.context)]
+    if chosen:
+        raise ToolkitError(f"{' and '.join(param(name) for name in chosen)}: prompt/completion examples are scored "
+                           f"whole, each on its own; leave {'it' if len(chosen) == 1 else 'them'} out")
+    return replace(protocol, examples=True)
 
 
 def examples_format(adapters: Sequence[str], store: AdapterStore) -> DataSpec | None:

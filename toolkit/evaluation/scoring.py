@@ -1,8 +1,10 @@
 """The one NLL scorer: a causal LM on a token stream by a protocol, behind `gpt2-adapt eval`, training's
 evaluations and `toolkit.evaluate`.
 
-Each window runs the transformer once; the output layer runs only where a token is scored, a few hundred
-positions at a time (the logits of every position would be most of the memory). Per-token log-softmax is in
+Each window runs the transformer once; windows of different lengths (short documents, by document) share a
+batch padded on the right, which changes nothing before the padding since attention is causal. The output
+layer runs only where a token is scored, a few hundred positions at a time (the logits of every position
+would be most of the memory). Per-token log-softmax is in
 fp32, sums in float64, and the figures come out of the toolkit's `evaluate` metric. Under torch.distributed
 every process scores its share of the windows and all of them get the same result.
 """
@@ -24,6 +26,7 @@ from ..data.streams import TokenStream
 from ..errors import ToolkitError, param
 from ..records import Protocol, Score
 from .metric import load_metric
+from .processes import process
 from .protocol import Window, windows
 
 log = logging.getLogger(__name__)
@@ -56,25 +59,24 @@ def score(
 ) -> Scored:
     """Score the stream by the protocol: perplexity, bits per byte, byte and word perplexity, and the counts.
 
-    `model` is a GPT-2 LM, or a peft model around one (its active adapter is used). `batch_size` 0 picks
-    one from the context; on CUDA, a batch that runs out of memory is split and later batches shrink.
-    `autocast` is the mixed-precision context to score under (training's own).
+    `model` is a GPT-2 LM, or a peft model around one (its active adapter is used). `batch_size`: windows
+    per forward pass; 0 fills each batch up to the device's token budget. On CUDA, a batch that runs out
+    of memory is split and later batches shrink. `autocast` is the mixed-precision context to score under
+    (training's own). The stream must have been counted for the protocol (`by_document` alike, examples
+    for examples).
     """
     from tqdm.auto import tqdm
 
-    todo = windows(len(stream.ids), protocol, max_tokens)
-    if not todo:
-        raise ToolkitError(
-            f"the text has {len(stream.ids)} tokens, fewer than one window of {protocol.context}; "
-            f"add text or lower {param('context')}"
-        )
-    rank, world = _process()
-    mine = todo[rank::world]
+    if stream.by_document != protocol.by_document or (stream.scored is not None) != protocol.examples:
+        raise ValueError("the stream was counted for another protocol: build it with by_document (or as "
+                         "examples) as the protocol's")
+    todo = windows(stream, protocol, max_tokens)
+    rank, world = process()
+    # Longest first, so that a batch pads little; order does not change the sums.
+    mine = sorted(todo[rank::world], key=lambda w: w.hi - w.start, reverse=True)
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     device = lm.get_output_embeddings().weight.device
-    if batch_size <= 0:
-        budget = CUDA_TOKENS_PER_BATCH if device.type == "cuda" else CPU_TOKENS_PER_BATCH
-        batch_size = max(1, budget // protocol.context)
+    budget = CUDA_TOKENS_PER_BATCH if device.type == "cuda" else CPU_TOKENS_PER_BATCH
     byte_sums = np.concatenate([[0], np.cumsum(stream.nbytes)])
     word_sums = np.concatenate([[0], np.cumsum(stream.words)])
     scored = np.ones(len(stream.ids), dtype=bool) if stream.scored is None else stream.scored
@@ -86,12 +88,12 @@ def score(
     try:
         total = sum(w.hi - w.lo for w in mine)
         with tqdm(total=total, unit="tok", unit_scale=True, desc=label, disable=not progress, leave=False) as bar:
-            queue = collections.deque(_batches(mine, batch_size))
+            queue = collections.deque(_batches(mine, batch_size, budget))
             while queue:
                 batch = queue.popleft()
                 try:
                     with autocast():
-                        nll = _score_windows(lm, stream, scored, batch, device)
+                        nll = _score_windows(lm, stream.ids, scored, batch, device)
                 except torch.OutOfMemoryError:
                     if len(batch) == 1:
                         raise ToolkitError(
@@ -102,7 +104,7 @@ def score(
                     batch_size = len(batch) // 2
                     log.info("out of memory: batches of %d windows from here on", batch_size)
                     # Re-plan everything not yet scored at the smaller size, not just this batch.
-                    queue = collections.deque(_batches([*batch, *itertools.chain.from_iterable(queue)], batch_size))
+                    queue = collections.deque(_batches([*batch, *itertools.chain.from_iterable(queue)], batch_size, budget))
                     continue
                 for w, value in zip(batch, nll.tolist()):
                     sums.append((value, int(token_sums[w.hi] - token_sums[w.lo]), int(byte_sums[w.hi] - byte_sums[w.lo]),
@@ -119,51 +121,47 @@ def score(
     return Scored(Score(**metric.compute()), seconds)
 
 
-def _process() -> tuple[int, int]:
-    """This process's rank and the number of processes under torch.distributed; (0, 1) otherwise."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _gather(rows: list) -> list:
     everyone = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(everyone, rows)
     return [row for part in everyone for row in part]
 
 
-def _batches(todo: list[Window], batch_size: int) -> list[list[Window]]:
-    """Consecutive windows that score the same positions of themselves (so one slice serves the batch)."""
+def _batches(todo: list[Window], batch_size: int, budget: int) -> list[list[Window]]:
+    """Consecutive windows, `batch_size` at a time, or (0) as many as fit `budget` tokens once padded to the
+    first (the longest: `todo` is sorted)."""
     batches: list[list[Window]] = []
     for w in todo:
-        shape = (w.lo - w.start, w.hi - w.start)
-        last = batches[-1] if batches else None
-        if last and len(last) < batch_size and (last[0].lo - last[0].start, last[0].hi - last[0].start) == shape:
-            last.append(w)
-        else:
-            batches.append([w])
+        if batches:
+            last = batches[-1]
+            room = batch_size if batch_size > 0 else max(1, budget // (last[0].hi - 1 - last[0].start))
+            if len(last) < room:
+                last.append(w)
+                continue
+        batches.append([w])
     return batches
 
 
 @torch.inference_mode()
-def _score_windows(lm, stream: TokenStream, scored: np.ndarray, batch: list[Window], device) -> torch.Tensor:
-    """Per window: the summed NLL (float64) of its scored tokens, each given the window's tokens before it
-    (of packed examples, given its own example's tokens before it: their positions restart at 0, which makes
-    transformers mask attention block by block)."""
-    first, last = batch[0].lo - batch[0].start, batch[0].hi - batch[0].start
-    inputs = torch.from_numpy(np.stack([stream.ids[w.start : w.hi] for w in batch])).to(device)
-    extra = {}
-    if stream.positions is not None:
-        extra["position_ids"] = torch.from_numpy(np.stack([stream.positions[w.start : w.hi] for w in batch])).to(device)
-    hidden = lm.transformer(input_ids=inputs, use_cache=False, **extra).last_hidden_state
+def _score_windows(lm, ids: np.ndarray, scored: np.ndarray, batch: list[Window], device) -> torch.Tensor:
+    """Per window: the summed NLL (float64) of its scored tokens (`scored` marks them: of a text all the
+    window scores, of examples their completions), each given the window's tokens before it."""
+    length = max(w.hi - 1 - w.start for w in batch)
+    inputs = np.zeros((len(batch), length), dtype=np.int64)  # padded on the right: causal attention ignores it
+    rows, columns, targets = [], [], []
+    for row, w in enumerate(batch):
+        inputs[row, : w.hi - 1 - w.start] = ids[w.start : w.hi - 1]
+        positions = w.lo + np.flatnonzero(scored[w.lo : w.hi])
+        rows.append(np.full(len(positions), row))
+        columns.append(positions - 1 - w.start)  # position p is predicted at p - 1
+        targets.append(ids[positions])
+    hidden = lm.transformer(input_ids=torch.from_numpy(inputs).to(device), use_cache=False).last_hidden_state
+    hidden = hidden[torch.from_numpy(np.concatenate(rows)).to(device), torch.from_numpy(np.concatenate(columns)).to(device)]
+    targets = torch.from_numpy(np.concatenate(targets)).to(device)
     head = lm.get_output_embeddings()
-    # The prediction of position p comes from the hidden state at p - 1; only scored positions are kept.
-    keep = torch.from_numpy(np.stack([scored[w.start + first : w.start + last] for w in batch])).to(device)
-    hidden = hidden[:, first - 1 : last - 1][keep]
-    targets = inputs[:, first:last][keep]
     nll = torch.empty(len(targets), dtype=torch.float64)
     for at in range(0, len(targets), HEAD_ROWS):
         logits = head(hidden[at : at + HEAD_ROWS].to(head.weight.dtype)).float()
         nll[at : at + HEAD_ROWS] = F.cross_entropy(logits, targets[at : at + HEAD_ROWS], reduction="none").double().cpu()
-    rows = torch.arange(len(batch)).repeat_interleave(keep.sum(dim=1).cpu())
-    return torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, nll)
+    counts = torch.tensor([len(c) for c in columns])
+    return torch.zeros(len(batch), dtype=torch.float64).index_add_(0, torch.repeat_interleave(torch.arange(len(batch)), counts), nll)

@@ -114,13 +114,15 @@ def check_adapters(store: AdapterStore, names: Sequence[str], source: ModelSourc
         log.warning("%s (loading anyway, as asked)", problem)
 
 
-def attach(model, store: AdapterStore, name: str):
-    """Load a (verified) adapter onto a model under its store name; a plain base becomes a peft model. A
+def attach(model, store: AdapterStore, name: str, adapter_name: str | None = None):
+    """Load a (verified) adapter onto a model under its store name (or `adapter_name`: the server loads a
+    retrained adapter beside the version still generating); a plain base becomes a peft model. A
     prompt/completion adapter's template is recorded on the model (`prompt_templates`)."""
     from peft import PeftModel
     from safetensors import SafetensorError
 
     folder = store.path(name)
+    adapter_name = adapter_name or name
     try:
         recipe = store.trained_recipe(name)
     except ToolkitError as err:  # only when loading past verification: the adapter then prompts as text
@@ -128,12 +130,12 @@ def attach(model, store: AdapterStore, name: str):
         recipe = None
     templates = {**prompt_templates(model)}
     if recipe is not None and recipe.data.examples:
-        templates[name] = recipe.data.template
+        templates[adapter_name] = recipe.data.template
     try:
         if isinstance(model, PeftModel):
-            model.load_adapter(folder, adapter_name=name, is_trainable=False)
+            model.load_adapter(folder, adapter_name=adapter_name, is_trainable=False)
         else:
-            model = PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
+            model = PeftModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=False)
         setattr(model, TEMPLATES, templates)
         return model
     except torch.OutOfMemoryError:

@@ -1,9 +1,10 @@
 """Know before you start: sizes, memory and time of a recipe, from the model's config and a few steps.
 
 The parameter counts come from the model built on the meta device (no weights are read). Memory is an
-estimate: weights, LoRA optimizer state, activations and the fp32 logits, per base (fp32, bf16, int8, nf4);
-the time comes from a few real training steps on random tokens of the recipe's shape. For prompt/completion
-examples it also says how much of the blocks packing left empty.
+estimate per base (fp32, bf16, int8, nf4: weights, LoRA optimizer state, and what one training step adds:
+see MEMORY_MODEL); the time, and the peak memory at the recipe's own precision, come from a few real
+training steps on random tokens of the recipe's shape. For prompt/completion examples it also says how much
+of the blocks packing left empty.
 """
 
 from __future__ import annotations
@@ -23,11 +24,21 @@ from ..modeling.precision import resolve_precision
 from ..modeling.tokenizer import tokenizer_from
 from ..sources.models import model_source
 
-# Activation memory a transformer layer keeps for the backward pass, in 16-bit: 34 bytes per token per
-# hidden unit plus 5 bytes per attention score (Korthikanti et al., 2022, "Reducing Activation
-# Recomputation in Large Transformer Models"); twice that in fp32. An estimate, not a measurement.
-ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = 34
-ATTENTION_BYTES_PER_SCORE = 5
+# What one training step adds to a process's peak memory, per transformer layer: bytes per token per hidden
+# unit, bytes per attention score, and a fixed part, for each base precision. The textbook count of what
+# autograd keeps for the backward pass (Korthikanti et al., 2022: 34 bytes per token-hidden and 5 per score
+# in 16 bits) is well under what a process really peaks at: the forward's temporaries, the backward's own
+# tensors, bitsandbytes' fp16 copies and what the allocator holds on to count too. So these are measured:
+# a least-squares fit to the peak RSS of real steps of the 124M architecture at four batch shapes on a CPU
+# (`python benchmarks/plan_memory.py` prints the fit, its residuals and the estimate against the benchmark's
+# rows; figures in docs/speed.md). CUDA's caching allocator holds less; there they overestimate. A 4-bit base
+# takes the int8 base's step (bitsandbytes dequantizes both the same way), not measured apart.
+MEMORY_MODEL = {  # precision: (bytes per token per hidden unit, bytes per attention score, fixed bytes)
+    "fp32": (282, 5.9, 101 << 20),
+    "bf16": (127, 5.8, 260 << 20),
+    "int8": (361, 14.2, 443 << 20),
+}
+MEMORY_MODEL["nf4"] = MEMORY_MODEL["int8"]
 # Bytes per weight of a quantized layer: int8 one byte; nf4/fp4 half a byte plus the scale of its block of 64
 # (fp32: 4/64 bytes), or with double quantisation an 8-bit scale and an fp32 one per 256 blocks.
 FOUR_BIT_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # by double_quant
@@ -36,7 +47,7 @@ PLANNED = ("fp32", "bf16", "int8", "nf4")  # the bases whose memory plan estimat
 
 def plan(recipe: Recipe, measure_steps: int = 3) -> dict:
     config = load_config(recipe)
-    counts = _parameter_counts(recipe, config)
+    counts = parameter_counts(recipe, config)
     tokenizer = tokenizer_from(model_source(recipe.model.name, recipe.model.revision), recipe.model.name)
     packed = prepare_data(recipe.data, tokenizer)
     t = recipe.training
@@ -44,17 +55,15 @@ def plan(recipe: Recipe, measure_steps: int = 3) -> dict:
     blocks_per_step = t.batch_size * t.grad_accum * world
     steps_per_epoch = math.ceil(len(packed.train) / blocks_per_step)
     steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
-    evals = packed.stats["eval"]
     result = {
         "model": recipe.model.name,
         "parameters": counts,
         "adapter_bytes": counts["trainable"] * 4,
         "tokens_per_epoch": len(packed.train) * recipe.data.block_size,
-        # examples: their completions' tokens; text: the disjoint blocks' scored tokens
-        "eval_tokens": evals["scored"] if recipe.data.examples else evals["blocks"] * (recipe.data.block_size - 1),
+        "eval_tokens": packed.stats["eval"]["tokens"],  # examples: their completions' tokens
         "steps": steps,
         "tokens_per_step": blocks_per_step * recipe.data.block_size,
-        "memory_bytes": {p: _memory(recipe, config, counts, p) for p in PLANNED},
+        "memory_bytes": {p: memory_estimate(recipe, config, counts, p) for p in PLANNED},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
     if recipe.data.examples:  # what packing left empty: block positions the training computes for nothing
@@ -62,13 +71,21 @@ def plan(recipe: Recipe, measure_steps: int = 3) -> dict:
         result["examples"] = {"train": train["documents"], "blocks": train["blocks"], "padding": train["padding"],
                               "truncated": train["truncated"]}
     if measure_steps > 0:
-        seconds = _seconds_per_step(recipe, measure_steps)
+        seconds, peak = _measure_steps(recipe, measure_steps)
         result["seconds_per_step"] = seconds
         result["estimated_seconds"] = seconds * steps
+        result["measured_memory_bytes"] = {resolved_precision(recipe): peak}
     return result
 
 
-def _parameter_counts(recipe: Recipe, config) -> dict:
+def resolved_precision(recipe: Recipe) -> str:
+    """The memory model's name for the recipe's own setting: its base quantization, else its precision."""
+    if recipe.quantization.mode != "none":
+        return "nf4" if recipe.quantization.mode == "fp4" else recipe.quantization.mode  # fp4 plans as nf4
+    return "bf16" if resolve_precision(recipe.training.precision) in ("bf16", "fp16") else "fp32"
+
+
+def parameter_counts(recipe: Recipe, config) -> dict:
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
@@ -78,34 +95,35 @@ def _parameter_counts(recipe: Recipe, config) -> dict:
     return {"total": total, "trainable": trainable, "share": trainable / total}
 
 
-def _memory(recipe: Recipe, config, counts: dict, precision: str) -> int:
+def memory_estimate(recipe: Recipe, config, counts: dict, precision: str) -> int:
+    """Peak bytes of a training process over what it held before loading the model (see MEMORY_MODEL)."""
     base = counts["total"] - counts["trainable"]
     embeddings = config.vocab_size * config.n_embd + config.n_positions * config.n_embd
-    quantized = base - embeddings  # bitsandbytes keeps the embeddings and the (tied) head in fp32
+    linear = base - embeddings  # the layers' weights (the layer norms and biases: a rounding error here)
     weights = {
         "fp32": 4 * base,
-        "bf16": 2 * base,  # a bf16 copy of the base; the Trainer's autocast keeps fp32 master weights
-        "int8": 4 * embeddings + 1 * quantized,
-        "nf4": 4 * embeddings + FOUR_BIT_BYTES[recipe.quantization.double_quant] * quantized,
+        # fp32 master weights, and the bf16 copy of each linear weight that autocast makes and the backward keeps
+        "bf16": 4 * base + 2 * linear,
+        "int8": 4 * embeddings + 1 * linear,  # bitsandbytes keeps embeddings and the (tied) head in fp32
+        "nf4": 4 * embeddings + FOUR_BIT_BYTES[recipe.quantization.double_quant] * linear,
     }[precision]
     lora = counts["trainable"] * 4 * 4  # weights, gradients, two Adam moments, all fp32
+    per_token, per_score, fixed = MEMORY_MODEL[precision]
+    layers = config.n_layer
     tokens = recipe.training.batch_size * recipe.data.block_size
-    scale = 2 if precision == "fp32" else 1
-    activations = tokens * config.n_layer * config.n_embd * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN * scale
-    scores = recipe.training.batch_size * config.n_layer * config.n_head * recipe.data.block_size**2
-    attention = scores * ATTENTION_BYTES_PER_SCORE * scale
-    if recipe.training.gradient_checkpointing:  # one layer's activations plus each layer's input
-        activations = activations // config.n_layer + tokens * config.n_embd * config.n_layer * 2 * scale
-        attention //= config.n_layer
-    if head_loss.applies(recipe.training):
-        logits = head_loss.CHUNK_ELEMENTS * 4 * 2  # one chunk of fp32 logits and its copy
-    else:
-        logits = tokens * config.vocab_size * 4 * 2  # the model's own loss: fp32 logits and their gradient
-    return int(weights + lora + activations + attention + logits)
+    scores = recipe.training.batch_size * config.n_head * recipe.data.block_size**2
+    step = layers * (tokens * config.n_embd * per_token + scores * per_score)
+    if recipe.training.gradient_checkpointing:  # one layer's step memory plus each layer's saved input
+        step = step // layers + layers * tokens * config.n_embd * 4
+    if not head_loss.applies(recipe.training):  # the model's own loss: fp32 logits and their gradient
+        step += tokens * config.vocab_size * 4 * 2
+    return int(weights + lora + step + fixed)
 
 
-def _seconds_per_step(recipe: Recipe, steps: int) -> float:
-    """Median seconds of a few optimizer steps (forward, backward, AdamW) on random tokens."""
+def _measure_steps(recipe: Recipe, steps: int) -> tuple[float, int]:
+    """Median seconds of a few optimizer steps (forward, backward, AdamW) on random tokens, and the peak
+    memory they added to this process (allocated on a GPU; resident on a CPU)."""
+    before = _resident_bytes()
     model = attach_lora(load_base(recipe), recipe)
     device = "cuda" if torch.cuda.is_available() and recipe.quantization.mode == "none" else None  # else device_map
     if device:
@@ -131,4 +149,18 @@ def _seconds_per_step(recipe: Recipe, steps: int) -> float:
         if device:
             torch.cuda.synchronize()
         timings.append(time.perf_counter() - started)
-    return sorted(timings[1:])[len(timings[1:]) // 2]
+    peak = torch.cuda.max_memory_allocated() if device else _peak_resident_bytes() - before
+    return sorted(timings[1:])[len(timings[1:]) // 2], int(peak)
+
+
+def _resident_bytes() -> int:
+    try:  # resident pages x page size (Linux)
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def _peak_resident_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB

@@ -1,0 +1,61 @@
+"""Benchmark (not a test): `gpt2-adapt bench --only serving` on the real 124M GPT-2 architecture, printing the
+serving table of BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/serving.py [--new-tokens 64] [--json FILE]
+
+The model is `GPT2LMHeadModel(GPT2Config())` with random weights and the real GPT-2 tokenizer, read from
+../shared/data (never copied here); the script says so and stops where that folder is absent. The server
+runs in its own process; 1, 4 and 16 clients send greedy requests of new-tokens/2 tokens, (a) all on one
+adapter, (b) each on its own (16 loaded), (c) to a server that generates one request at a time. About 10
+minutes on 2 CPU cores; every figure is a speed, so run it on a quiet machine.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=64, help="twice the tokens each request generates")
+    parser.add_argument("--json", help="also write the measurements to this JSON file")
+    args = parser.parse_args()
+    vocab, text = SHARED / "gpt2-tokenizer" / "vocab.json", SHARED / "wikitext-2" / "valid.txt"
+    if not vocab.is_file() or not text.is_file():
+        print(f"skipped: {SHARED} (WikiText-2 and the GPT-2 tokenizer) is not on this machine")
+        return 0
+
+    from transformers import GPT2Config, GPT2TokenizerFast
+
+    from toolkit.bench import run as bench
+    from toolkit.bench.cases import Setup
+    from toolkit.bench.report import describe_machine, serving_table, targets
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
+        model = Path(folder) / "gpt2-124m"  # config and tokenizer only: the benchmark draws the weights
+        GPT2Config().save_pretrained(model)
+        tokenizer = GPT2TokenizerFast(vocab=str(vocab), merges=str(vocab.with_name("merges.txt")))
+        tokenizer.model_max_length = 1024  # built locally it would claim 1e30
+        tokenizer.save_pretrained(model)
+        setup = Setup(model=str(model), texts=[str(text)], new_tokens=args.new_tokens, parts=("serving",))
+        results = bench.run(setup, report=lambda line: print(line, file=sys.stderr, flush=True))
+    print(describe_machine(results["machine"]))
+    print("model: GPT-2 124M (GPT2Config(), random weights), fp32; adapters: LoRA r=16 on c_attn")
+    print("\n".join(serving_table(results["serving"])))
+    print("Targets")
+    for what, figure, target, met in targets(results):
+        print(f"  {what:55s} {figure:>10s}   target {target:8s} {'met' if met else 'MISSED'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""`gpt2-adapt serve` refuses bad settings with one `error:` line each and exit 2, before it listens."""
+
+import pytest
+from helpers import error_lines
+from .servers import free_socket
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--max-batch", "0"], "error: --max-batch: must be at least 1 (got 0)"),
+    (["--max-queue", "0", "--timeout", "0"], "error: --max-queue: must be at least 1 (got 0)"),
+    (["--port", "70000"], "error: --port: must be between 1 and 65535 (got 70000)"),
+    (["--api-key", " "], "error: --api-key: is empty; give a key, or none to leave the server open"),
+    (["--preload", "a00", "--preload", "a01", "--max-loaded", "1"],
+     "error: --preload: 2 adapters, more than --max-loaded (1) can keep; preload fewer or raise the limit"),
+])
+def test_bad_settings_are_refused(cli, args, line):
+    result = cli("serve", *args)
+    assert result.exit_code == 2
+    assert line in error_lines(result.stderr)
+
+
+def test_what_cannot_be_served_is_refused_before_listening(cli, tmp_path, many_adapters):
+    empty = cli("serve", "--store", tmp_path / "empty")
+    assert empty.exit_code == 2
+    assert error_lines(empty.stderr) == [
+        f"error: nothing to serve: the store {tmp_path / 'empty'} holds no adapter that records its base; train one "
+        "into it, point --store at another store, or name the model with --base"]
+    ghost = cli("serve", "--store", many_adapters, "--preload", "ghost")
+    assert ghost.exit_code == 2
+    assert error_lines(ghost.stderr)[0].startswith("error: --preload: no adapter named 'ghost' in")
+    with free_socket() as taken:
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = cli("serve", "--store", many_adapters, "--port", port)
+    assert busy.exit_code == 2
+    assert error_lines(busy.stderr)[0].startswith(f"error: --port: cannot listen on 127.0.0.1:{port} (")

@@ -1,0 +1,323 @@
+"""The batcher: a worker thread that owns the model and generates every request in flight together.
+
+Requests arrive as jobs (one row per prompt and per `n`) from the event loop, which never touches the
+model. Between two decoding steps the worker admits waiting rows while the batch has room (up to
+`max_batch`): it loads their adapter through the registry if need be, prefills them together and joins
+them to the running batch (engine.KVBatch). Every step then advances every row by one token. A request
+that arrives while others generate therefore starts at the next step, without waiting for them to end:
+continuous batching at the granularity of one token. A row that ends (EOS, a stop sequence, max_tokens)
+leaves the batch at once; so do the rows of a request whose client left or whose time ran out.
+
+Results go back to the event loop as events on the job's asyncio queue (jobs.py): Update (text and
+tokens of one row, and its end) or Failure (the whole job).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from .catalog import Target
+from .engine import KVBatch
+from .errors import QueueFull, RequestTimeout, ServingError, ShuttingDown
+from .jobs import Failure, Job, RowSpec, TokenInfo, Update
+from .metrics import Metrics
+from .registry import NoRoom, Registry
+from .sampling import choose, top
+from .text import TextStream
+
+log = logging.getLogger(__name__)
+
+IDLE_SWEEP_SECONDS = 1.0  # how often an idle worker unloads adapters removed or changed in the store
+
+
+@dataclass
+class Row:
+    """A row in flight."""
+
+    job: Job
+    spec: RowSpec
+    peft_name: str
+    text: TextStream
+    generator: torch.Generator | None
+    last: int | None = None  # the latest token, fed at the next step
+    generated: int = 0
+    finish_reason: str | None = None
+    tokens: list[TokenInfo] = field(default_factory=list)  # not yet sent
+
+
+class Batcher:
+    def __init__(self, registry: Registry, tokenizer, metrics: Metrics, *, max_batch: int, max_queue: int,
+                 timeout: float):
+        self.registry, self.tokenizer, self.metrics = registry, tokenizer, metrics
+        self.max_batch, self.max_queue, self.timeout = max_batch, max_queue, timeout
+        self.eos = _eos_ids(registry.model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id
+        self.device = _device(registry.model)
+        self.lock = threading.Condition()
+        self.waiting: deque[Job] = deque()  # guarded by lock
+        self.queued_rows = 0  # rows of the waiting jobs not yet admitted; guarded by lock
+        self.stopping = False
+        self.rows: list[Row] = []  # in flight, in the order of the batch's rows
+        self.batch: KVBatch | None = None
+        self.thread = threading.Thread(target=self._work, name="gpt2-adapt-batcher", daemon=True)
+
+    # ---------------------------------------------------------------- the event loop's side
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, target: Target, rows: list[RowSpec]) -> Job:
+        """Queue a request's rows; refused with 429 when the queue is full, 503 when shutting down."""
+        job = Job(target, rows, self.timeout)
+        with self.lock:
+            if self.stopping:
+                raise ShuttingDown("the server is shutting down; send the request to another instance or later")
+            if self.queued_rows + len(rows) > self.max_queue:
+                raise QueueFull(
+                    f"the queue is full ({self.queued_rows} rows waiting, at most {self.max_queue}); retry later",
+                    headers={"Retry-After": "1"},
+                )
+            self.waiting.append(job)
+            self.queued_rows += len(rows)
+            self.metrics.queue_rows.set(self.queued_rows)
+            self.lock.notify()
+        return job
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the worker: what is still queued or generating fails with 503."""
+        with self.lock:
+            self.stopping = True
+            self.lock.notify()
+        self.thread.join(timeout)
+
+    # ---------------------------------------------------------------- the worker
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                if not self.waiting and not self.rows and not self.stopping:
+                    if not self.lock.wait(IDLE_SWEEP_SECONDS):
+                        self._quietly(self.registry.sweep)
+                        self.metrics.loaded_adapters.set(self.registry.loaded)
+                        continue
+                if self.stopping:
+                    break
+            try:
+                self._cycle()
+            except Exception as err:  # a bug or out of memory: those rows fail, the server goes on
+                log.exception("generation failed")
+                self._fail_all(ServingError(f"generation failed ({type(err).__name__}); the server's log has the details"))
+        self._fail_all(ShuttingDown("the server shut down before this request was done"))
+
+    def _cycle(self) -> None:
+        self._drop_stopped()
+        self._admit()
+        self._retire()
+        if self.rows:
+            logits = self.batch.step(self.registry.model, [r.last for r in self.rows], [r.peft_name for r in self.rows])
+            self.metrics.batch_rows.observe(len(self.rows))
+            for row, row_logits in zip(self.rows, logits):
+                self._advance(row, row_logits)
+            self._emit(self.rows)
+            self._retire()
+        self.metrics.running_rows.set(len(self.rows))
+        self.metrics.loaded_adapters.set(self.registry.loaded)
+
+    def _admit(self) -> None:
+        """Move waiting rows into the batch while it has room, in the order they came."""
+        room = self.max_batch - len(self.rows)
+        with self.lock:
+            jobs = list(self.waiting)
+        admitted: list[Row] = []
+        finished_waiting: list[Job] = []
+        for job in jobs:
+            if room <= 0:
+                break
+            if job.peft_name is None:
+                try:
+                    job.peft_name = self.registry.acquire(job.target)
+                except NoRoom:  # every loaded adapter is generating: a later job may fit
+                    continue
+                except ServingError as err:
+                    self._end(job, Failure(err))
+                    finished_waiting.append(job)
+                    continue
+            while job.waiting and room > 0:
+                spec = job.waiting.popleft()
+                admitted.append(Row(job, spec, job.peft_name, TextStream(self.tokenizer, spec.stops),
+                                    spec.sampling.generator(self.device)))
+                job.live += 1
+                room -= 1
+            if not job.waiting:
+                finished_waiting.append(job)
+        with self.lock:
+            for job in finished_waiting:
+                self.waiting.remove(job)
+            self.queued_rows = sum(len(job.waiting) for job in self.waiting)
+            self.metrics.queue_rows.set(self.queued_rows)
+        if admitted:
+            self._prefill(admitted)
+
+    def _prefill(self, rows: list[Row]) -> None:
+        """Run the new rows' prompts, choose their first tokens, join them to the batch. Rows that report
+        their prompt's log-probabilities need the logits of every position: they run apart."""
+        model = self.registry.model
+        scored = [r for r in rows if r.spec.echo and r.spec.logprobs is not None]
+        for group in (scored, [r for r in rows if r not in scored]):
+            if not group:
+                continue
+            batch, logits = KVBatch.prefill(model, [r.spec.prompt for r in group], [r.peft_name for r in group],
+                                            self.pad_id, self.device, all_logits=group is scored)
+            for row, row_logits in zip(group, logits):
+                label = row.job.target.metric_label
+                self.metrics.prompt_tokens.labels(label).inc(len(row.spec.prompt))
+                if group is scored:
+                    row.tokens += self._prompt_tokens(row.spec, row_logits[-len(row.spec.prompt):])
+                    row_logits = row_logits[-1]
+                if row.spec.max_tokens == 0:
+                    row.finish_reason = "length"
+                else:
+                    self._advance(row, row_logits)
+            if self.batch is None:
+                self.batch = batch
+            else:
+                self.batch.join(batch)
+            self.rows += group
+        self._emit(rows)
+
+    def _advance(self, row: Row, logits: torch.Tensor) -> None:
+        """Choose a row's next token, record it, and end the row where it ends."""
+        spec = row.spec
+        token = choose(logits, spec.sampling, row.generator)
+        offset = row.text.push(token)
+        if spec.logprobs is not None:
+            logprobs = torch.log_softmax(logits, dim=-1)
+            row.tokens.append(TokenInfo(self._piece(token), float(logprobs[token]),
+                                        self._top(logprobs, spec.logprobs, token), offset))
+        row.last, row.generated = token, row.generated + 1
+        self.metrics.generated_tokens.labels(row.job.target.metric_label).inc()
+        if token in self.eos or row.text.stopped:
+            row.finish_reason = "stop"
+        elif row.generated >= spec.max_tokens:
+            row.finish_reason = "length"
+
+    def _prompt_tokens(self, spec: RowSpec, logits: torch.Tensor) -> list[TokenInfo]:
+        """The prompt's tokens with the log-probability of each given the ones before (none for the first)."""
+        logprobs = torch.log_softmax(logits, dim=-1)
+        out, offset = [], 0
+        for i, token in enumerate(spec.prompt):
+            piece = self._piece(token)
+            if i == 0:
+                out.append(TokenInfo(piece, None, None, offset, prompt=True))
+            else:
+                out.append(TokenInfo(piece, float(logprobs[i - 1, token]), self._top(logprobs[i - 1], spec.logprobs, token),
+                                     offset, prompt=True))
+            offset = len(self.tokenizer.decode(spec.prompt[:i + 1], skip_special_tokens=True))
+        return out
+
+    def _piece(self, token: int) -> str:
+        return self.tokenizer.decode([token])
+
+    def _top(self, logprobs: torch.Tensor, k: int, chosen: int) -> dict[str, float]:
+        return {self._piece(t): v for t, v in top(logprobs, k, chosen)}
+
+    def _emit(self, rows: list[Row]) -> None:
+        """Send each row's new text and tokens, and its end, to its request."""
+        by_job: dict[Job, list[Update]] = {}
+        now = time.monotonic()
+        for row in rows:
+            text = row.text.rest() if row.finish_reason else row.text.ready()
+            if not (text or row.tokens or row.finish_reason):
+                continue
+            by_job.setdefault(row.job, []).append(
+                Update(row.spec.index, text, tuple(row.tokens), row.finish_reason, row.generated))
+            row.tokens = []
+        for job, updates in by_job.items():
+            if job.first_token_at is None:
+                job.first_token_at = now
+                self.metrics.first_token_seconds.labels(job.target.metric_label).observe(now - job.created)
+            job.send(*updates)
+
+    def _retire(self) -> None:
+        """Drop the rows that ended, and end the jobs whose rows all did."""
+        ended = [r for r in self.rows if r.finish_reason or r.job.over]
+        if not ended:
+            return
+        keep = [i for i, r in enumerate(self.rows) if not (r.finish_reason or r.job.over)]
+        self.batch.keep(keep)
+        self.rows = [self.rows[i] for i in keep]
+        if not self.rows:
+            self.batch = None
+        for row in ended:
+            row.job.live -= 1
+            if not row.job.over and row.job.live == 0 and not row.job.waiting:
+                self.metrics.request_seconds.labels(row.job.target.metric_label).observe(time.monotonic() - row.job.created)
+                self._end(row.job)
+
+    def _drop_stopped(self) -> None:
+        """End the jobs whose client left or whose time ran out, waiting or generating."""
+        now = time.monotonic()
+        with self.lock:
+            jobs = set(self.waiting) | {r.job for r in self.rows}
+        for job in jobs:
+            if job.over:
+                continue
+            if job.cancelled:
+                self._stop(job, "cancelled", None)
+            elif now > job.deadline:
+                self._stop(job, "timeout", Failure(RequestTimeout(
+                    f"the request took longer than the server's timeout of {self.timeout:g} s; its generation was stopped")))
+        self._retire()
+
+    def _stop(self, job: Job, reason: str, failure: Failure | None) -> None:
+        self.metrics.stopped_rows.labels(reason).inc(job.live + len(job.waiting))
+        with self.lock:
+            if job in self.waiting:
+                self.waiting.remove(job)
+                self.queued_rows -= len(job.waiting)
+                self.metrics.queue_rows.set(self.queued_rows)
+        job.waiting.clear()
+        self._end(job, failure)
+
+    def _end(self, job: Job, failure: Failure | None = None) -> None:
+        """A job is over: give back its adapter, tell its request if it failed."""
+        job.over = True
+        if job.peft_name is not None:
+            self._quietly(self.registry.release, job.peft_name)
+            job.peft_name = None
+        if failure is not None:
+            job.send(failure)
+
+    def _fail_all(self, error: ServingError) -> None:
+        with self.lock:
+            jobs = set(self.waiting) | {r.job for r in self.rows}
+            self.waiting.clear()
+            self.queued_rows = 0
+        for job in jobs:
+            if not job.over:
+                self._end(job, Failure(error))
+        self.rows, self.batch = [], None
+
+    @staticmethod
+    def _quietly(action, *args) -> None:
+        try:
+            action(*args)
+        except Exception:  # unloading an adapter must not stop the worker
+            log.exception("%s failed", getattr(action, "__name__", action))
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    """The tokens that end a row: the model's generation config's, as `generate` uses them."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return {i for i in ids if i is not None} or {tokenizer.eos_token_id}

@@ -1,0 +1,213 @@
+"""POST /v1/completions: a request into rows for the batcher, and the rows' updates into a response or a
+stream of server-sent events.
+
+Rows: one per prompt and per `n`, prompt-major (choice i*n+j is the j-th completion of prompt i), as
+OpenAI numbers them. Usage counts each prompt once, and every generated token (EOS included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from .batcher import Batcher
+from .jobs import Failure, Job, RowSpec, TokenInfo, Update
+from .catalog import Catalog, Target
+from .errors import BadRequest, ServingError
+from .sampling import Sampling, row_seeds
+from .types import Completion, CompletionChoice, CompletionRequest, Logprobs, Usage
+
+DONE = b"data: [DONE]\n\n"  # how OpenAI ends a stream
+
+
+def _event(data: str) -> bytes:
+    """One server-sent event (the JSON holds no newline)."""
+    return b"data: " + data.encode() + b"\n\n"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    target: Target
+    rows: list[RowSpec]
+    echoes: list[str]  # per row: the text put before its completion ("" without echo)
+    prompt_tokens: int
+
+
+class Completions:
+    def __init__(self, catalog: Catalog, batcher: Batcher, tokenizer, context: int, vocab_size: int):
+        # `tokenizer` is this side's own: the batcher's worker decodes with another instance, since a fast
+        # tokenizer must not encode in one thread while it decodes in another.
+        self.catalog, self.batcher, self.tokenizer = catalog, batcher, tokenizer
+        self.context, self.vocab_size = context, vocab_size
+
+    def prepare(self, body: CompletionRequest) -> Prepared:
+        """The rows of a request, or a 400/404 saying why there are none."""
+        target = self.catalog.target(body.model)
+        prompts = [self._ids(p) for p in body.prompts]
+        for number, ids in enumerate(prompts):
+            if len(ids) + body.max_tokens > self.context:
+                which = f"prompt {number}" if len(prompts) > 1 else "the prompt"
+                raise BadRequest(
+                    f"{which} has {len(ids)} tokens and max_tokens is {body.max_tokens}: {len(ids) + body.max_tokens} "
+                    f"tokens, more than the model's context of {self.context}; shorten the prompt or lower max_tokens "
+                    f"to at most {max(self.context - len(ids), 0)}",
+                    param="max_tokens",
+                )
+        count = len(prompts) * body.n
+        if count > self.batcher.max_queue:
+            raise BadRequest(f"{len(prompts)} prompts x n={body.n} is {count} rows, more than this server queues at once "
+                             f"({self.batcher.max_queue}); send fewer per request", param="n")
+        seeds = row_seeds(body.seed, count)
+        temperature = body.temperature
+        rows, echoes = [], []
+        for i, ids in enumerate(prompts):
+            echo = (body.prompts[i] if isinstance(body.prompts[i], str) else self.tokenizer.decode(ids)) if body.echo else ""
+            for j in range(body.n):
+                index = i * body.n + j
+                sampling = Sampling(temperature, body.top_p, seeds[index])
+                rows.append(RowSpec(index, ids, body.max_tokens, sampling, body.logprobs, body.echo, body.stops))
+                echoes.append(echo)
+        return Prepared(target, rows, echoes, sum(map(len, prompts)))
+
+    def _ids(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, list):
+            bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+            if bad:
+                raise BadRequest(f"token ids {bad[:5]} are not in the vocabulary (0 to {self.vocab_size - 1})", param="prompt")
+            return prompt
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if not ids:  # an empty prompt starts a document, as toolkit.generate starts it
+            bos = self.tokenizer.bos_token_id
+            ids = [bos if bos is not None else self.tokenizer.eos_token_id]
+        return ids
+
+    # ---------------------------------------------------------------- answering
+
+    async def complete(self, body: CompletionRequest, request: Request) -> Completion:
+        prepared = self.prepare(body)
+        request.state.model = prepared.target.metric_label
+        job = self.batcher.submit(prepared.target, prepared.rows)
+        answer = Answer(prepared, body)
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
+        try:
+            async for update in _updates(job):
+                answer.add(update)
+        finally:
+            watcher.cancel()
+            job.cancel()  # a no-op when it is over
+        return answer.completion()
+
+    async def stream(self, body: CompletionRequest, request: Request) -> AsyncIterator[bytes]:
+        """Server-sent events; the first is awaited before the response starts, so that a request refused
+        when its turn comes (its adapter damaged, say) still gets its error status."""
+        prepared = self.prepare(body)
+        request.state.model = prepared.target.metric_label
+        job = self.batcher.submit(prepared.target, prepared.rows)
+        updates = _updates(job)
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
+        try:
+            first = await anext(updates)
+        except BaseException:
+            job.cancel()
+            raise
+        finally:
+            watcher.cancel()  # from here the streaming response itself notices a client that leaves
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        return self._events(prepared, body, job, first, updates)
+
+    async def _events(self, prepared: Prepared, body: CompletionRequest, job: Job, first: Update,
+                      updates: AsyncIterator[Update]) -> AsyncIterator[bytes]:
+        answer = Answer(prepared, body)
+        try:
+            update = first
+            while update is not None:
+                chunk = answer.add(update)
+                yield _event(chunk.model_dump_json())
+                update = await anext(updates, None)
+            if body.stream_options and body.stream_options.include_usage:
+                last = answer.completion().model_copy(update={"choices": []})
+                yield _event(last.model_dump_json())
+        except Exception as err:  # the response has started: the error travels as an event
+            error = err if isinstance(err, ServingError) else ServingError(f"generation failed ({type(err).__name__})")
+            yield _event(error.body().model_dump_json())
+        finally:
+            job.cancel()  # the client left (the stream was cancelled), or the job is over anyway
+        yield DONE
+
+
+class Answer:
+    """A response built from a job's updates; each update also as a chunk of a stream."""
+
+    def __init__(self, prepared: Prepared, body: CompletionRequest):
+        self.prepared, self.body = prepared, body
+        self.id, self.created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        count = len(prepared.rows)
+        self.texts = [""] * count
+        self.logprobs = [Logprobs() if body.logprobs is not None else None for _ in range(count)]
+        self.finish: list[str | None] = [None] * count
+        self.generated = [0] * count
+        self.started = [False] * count
+
+    def add(self, update: Update) -> Completion:
+        i = update.index
+        text = update.text
+        if not self.started[i]:  # the echo goes before the row's first piece
+            self.started[i] = True
+            text = self.prepared.echoes[i] + text
+        self.texts[i] += text
+        logprobs = _logprobs(update.tokens, len(self.prepared.echoes[i])) if self.logprobs[i] is not None else None
+        if logprobs is not None:
+            mine = self.logprobs[i]
+            for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+                getattr(mine, key).extend(getattr(logprobs, key))
+        self.finish[i] = update.finish_reason
+        self.generated[i] = update.completion_tokens
+        choice = CompletionChoice(index=i, text=text, logprobs=logprobs, finish_reason=update.finish_reason)
+        return Completion(id=self.id, created=self.created, model=self.prepared.target.name, choices=[choice])
+
+    def completion(self) -> Completion:
+        completion_tokens = sum(self.generated)
+        prompt_tokens = self.prepared.prompt_tokens
+        choices = [CompletionChoice(index=i, text=t, logprobs=lp, finish_reason=f)
+                   for i, (t, lp, f) in enumerate(zip(self.texts, self.logprobs, self.finish))]
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      total_tokens=prompt_tokens + completion_tokens)
+        return Completion(id=self.id, created=self.created, model=self.prepared.target.name, choices=choices, usage=usage)
+
+
+def _logprobs(tokens: tuple[TokenInfo, ...], echo_length: int) -> Logprobs:
+    """OpenAI's logprobs object for some tokens; offsets count from the start of the choice's text."""
+    return Logprobs(
+        tokens=[t.token for t in tokens],
+        token_logprobs=[t.logprob for t in tokens],
+        top_logprobs=[t.top for t in tokens],
+        text_offset=[t.offset if t.prompt else t.offset + echo_length for t in tokens],
+    )
+
+
+async def _updates(job: Job) -> AsyncIterator[Update]:
+    """A job's updates until all its rows have ended; a failure is raised."""
+    running = len(job.rows)
+    while running:
+        event = await job.events.get()
+        if isinstance(event, Failure):
+            raise event.error
+        if event.finish_reason is not None:
+            running -= 1
+        yield event
+
+
+async def _cancel_on_disconnect(request: Request, job: Job) -> None:
+    """Once the body is read, the next message a server sends is the client leaving."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            job.cancel()
+            return

@@ -1,0 +1,125 @@
+"""One place that turns every failure into an OpenAI-style error body and its status:
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "max_tokens", "code": null}}
+
+| status | when | type / code |
+| --- | --- | --- |
+| 400 | malformed JSON, a field of the wrong type or out of range, an unknown field, a bad mix, a prompt too long for the context, chat with an adapter that has no prompt template | invalid_request_error |
+| 401 | no API key, or a wrong one | invalid_request_error / invalid_api_key |
+| 404 | a model that is not in the store, a route that does not exist | invalid_request_error / model_not_found |
+| 408 | the request took longer than the server's timeout; its generation was stopped | timeout_error / timeout |
+| 422 | an adapter that fails verification (damaged, or trained on another base) | invalid_request_error / adapter_refused |
+| 429 | the queue is full; `Retry-After` says when to try again | rate_limit_error / queue_full |
+| 503 | the server is shutting down | server_error / shutting_down |
+| 500 | a bug: logged with its traceback | server_error |
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import ToolkitError
+from .types import ErrorBody, ErrorDetail
+
+log = logging.getLogger(__name__)
+
+
+class ServingError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None,
+                 status: int | None = None):
+        super().__init__(message)
+        self.message, self.param, self.headers = message, param, headers or {}
+        if status is not None:  # an HTTP error of the framework's (405, ...), kept as it is
+            self.status = status
+            self.type = "invalid_request_error" if status < 500 else "server_error"
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(error=ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code))
+
+
+class BadRequest(ServingError):
+    status, type = 400, "invalid_request_error"
+
+
+class Unauthorized(ServingError):
+    status, type, code = 401, "invalid_request_error", "invalid_api_key"
+
+
+class NotFound(ServingError):
+    status, type = 404, "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class RequestTimeout(ServingError):
+    status, type, code = 408, "timeout_error", "timeout"
+
+
+class AdapterRefused(ServingError):
+    status, type, code = 422, "invalid_request_error", "adapter_refused"
+
+
+class QueueFull(ServingError):
+    status, type, code = 429, "rate_limit_error", "queue_full"
+
+
+class ShuttingDown(ServingError):
+    status, code = 503, "shutting_down"
+
+
+def response(err: ServingError) -> JSONResponse:
+    return JSONResponse(err.body().model_dump(), status_code=err.status, headers=err.headers)
+
+
+def from_validation(err: RequestValidationError) -> BadRequest:
+    """One line per wrong field, each naming it; `param` is the first."""
+    lines, first = [], None
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"] if p != "body"]
+        if e["type"] == "json_invalid":
+            return BadRequest(f"the body is not valid JSON ({e.get('ctx', {}).get('error', e['msg'])})")
+        field = ".".join(loc) if loc else None
+        first = first or (loc[0] if loc else None)
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            message = "is required"
+        elif e["type"] == "extra_forbidden":
+            message = "is not a field of this request"
+        lines.append(f"{field}: {message}" if field else message)
+    return BadRequest("; ".join(dict.fromkeys(lines)) or "the body is not a valid request", param=first)
+
+
+def install(app: FastAPI) -> None:
+    """Every failure an app can meet, answered in the one shape."""
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, err: ServingError):
+        return response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError):
+        return response(from_validation(err))
+
+    @app.exception_handler(ToolkitError)
+    async def toolkit_error(request: Request, err: ToolkitError):
+        return response(BadRequest("; ".join(err.problems)))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException):
+        return response(ServingError(str(err.detail), headers=dict(err.headers or {}), status=err.status_code))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, err: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return response(ServingError(f"internal error ({type(err).__name__}); the server's log has the details"))

@@ -1,0 +1,68 @@
+"""Everything a running server holds, opened at start-up and closed at shutdown: the base and its
+tokenizers, the registry of adapters, the batcher's worker, the catalog, and the completions."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..config.names import is_valid_name
+from ..errors import ToolkitError, param
+from ..modeling.tokenizer import tokenizer_from
+from ..sources.models import model_source
+from ..store.loading import load
+from ..store.store import AdapterStore
+from .batcher import Batcher
+from .catalog import Catalog, choose_base
+from .completions import Completions
+from .errors import ServingError
+from .metrics import Metrics
+from .registry import Registry
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, settings: ServerSettings, metrics: Metrics):
+        self.settings, self.metrics = settings, metrics
+        self.store = AdapterStore(settings.store)
+        self.opened = False
+        self.catalog: Catalog | None = None
+        self.batcher: Batcher | None = None
+        self.completions: Completions | None = None
+
+    def open(self) -> None:
+        """Load the base once, preload adapters, start the worker. Blocking: run it off the event loop."""
+        s = self.settings
+        started = time.perf_counter()
+        missing = [name for name in s.preload if not (is_valid_name(name) and self.store.exists(name))]
+        if missing:
+            raise ToolkitError(*(f"{param('preload')}: no adapter named {name!r} in {self.store.root} "
+                                 f"(it has: {', '.join(self.store.names()) or 'none'})" for name in missing))
+        base = choose_base(self.store, s.base, s.preload)
+        model, tokenizer = load(base=base, store=self.store, precision=s.precision)
+        source = model_source(base, key=param("base"))
+        registry = Registry(model, tokenizer, self.store, source, s.max_loaded)
+        self.catalog = Catalog(self.store, base, int(time.time()))
+        for name in s.preload:
+            try:
+                registry.release(registry.acquire(self.catalog.target(name)))
+            except ServingError as err:
+                raise ToolkitError(f"{param('preload')} {name}: {err.message}") from None
+        # The worker decodes with the tokenizer it verifies adapters with; the event loop encodes with its
+        # own, since a fast tokenizer must not encode in one thread while it decodes in another.
+        self.batcher = Batcher(registry, tokenizer, self.metrics, max_batch=s.max_batch, max_queue=s.max_queue,
+                               timeout=s.timeout)
+        config = model.config
+        self.completions = Completions(self.catalog, self.batcher, tokenizer_from(source, base, key=param("base")),
+                                       config.n_positions, config.vocab_size)
+        self.metrics.loaded_adapters.set(registry.loaded)
+        self.batcher.start()
+        self.opened = True
+        log.info("serving %s with %d adapter(s) preloaded, from %s (%.1f s)", base, len(s.preload), self.store.root,
+                 time.perf_counter() - started)
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
