@@ -107,7 +107,7 @@ def test_the_training_loss_of_a_packed_block_is_the_sum_over_its_examples_alone(
 
 def test_the_evaluation_of_packed_examples_is_their_completions_scored_alone(lora_model, packed):
     examples, _ = packed
-    scored = score(lora_model, example_stream(examples, 64), Protocol(64, 64, examples=True)).score
+    scored = score(lora_model, example_stream(examples), Protocol(64, 64, examples=True)).score
     nll, tokens = 0.0, 0
     with torch.no_grad():
         for example in examples:
@@ -143,17 +143,17 @@ def test_train_eval_and_generate_on_examples_through_the_cli(qa_recipe, cli, tmp
     result = cli("train", qa_recipe(), "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
-    assert metrics["protocol"]["kind"] == "examples" and "completion" in metrics["protocol"]["scored"]
+    assert metrics["protocol"]["examples"] and "completion tokens" in metrics["protocol"]["description"]
     assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
     data = metrics["data"]["train"]
     assert data["documents"] == 300 and data["blocks"] < 300 and 0 <= data["padding"] < 0.2
-    assert metrics["adapted"]["tokens"] == metrics["data"]["eval"]["scored"]  # the completions' tokens, no more
+    assert metrics["adapted"]["tokens"] == metrics["data"]["eval"]["tokens"]  # the completions' tokens, no more
 
     # eval reads the adapter's format: the same examples, the same completion tokens, training's figures.
     evaluated = cli("eval", "--adapter", "qa", "--files", tmp_path / "qa-valid.jsonl", "--json")
     assert evaluated.exit_code == 0, evaluated.output
     base, adapted = json.loads(evaluated.stdout)
-    assert adapted["protocol"]["kind"] == "examples" and adapted["protocol"]["scored"] == metrics["protocol"]["scored"]
+    assert adapted["protocol"] == metrics["protocol"] and adapted["protocol"]["examples"]
     assert adapted["tokens"] == metrics["adapted"]["tokens"] and adapted["documents"] == 40
     assert adapted["perplexity"] == pytest.approx(metrics["adapted"]["perplexity"], rel=1e-4)
     assert base["perplexity"] == pytest.approx(metrics["base"]["perplexity"], rel=1e-4)

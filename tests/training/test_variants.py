@@ -128,6 +128,8 @@ def test_the_4bit_base_computes_in_the_training_precision(write_recipe, precisio
 def test_plan_estimates_the_4bit_base_below_the_8bit_one(write_recipe, cli):
     planned = cli("plan", write_recipe(), "--measure-steps", "0", "--json")
     memory = json.loads(planned.stdout)["memory_bytes"]
-    assert memory["nf4"] < memory["int8"] < memory["bf16"] < memory["fp32"]
+    # The 4-bit base takes the 8-bit base's step (a fixed part that outweighs a tiny model's weights) and half
+    # its bytes per quantized weight.
+    assert 0 < memory["nf4"] < memory["int8"]
     shown = cli("plan", write_recipe(), "--measure-steps", "0")
     assert "memory with a nf4 base" in shown.stdout and "% of fp32" in shown.stdout

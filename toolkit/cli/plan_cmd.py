@@ -41,10 +41,11 @@ def plan(recipe_path: str, overrides: tuple[str, ...], as_json: bool, measure_st
         cut = f"; {e['truncated']:,} prompts cut to fit" if e["truncated"] else ""
         click.echo(f"examples: {e['train']:,} in {e['blocks']:,} blocks, {100 * e['padding']:.1f}% of their positions "
                    f"padding{cut}")
-    measured = result.get("measured_memory_bytes", {})
+    measured, fp32 = result.get("measured_memory_bytes", {}), result["memory_bytes"]["fp32"]
     for precision, size in result["memory_bytes"].items():
-        seen = f" (measured over the timed steps: {_mb(measured[precision])})" if precision in measured else ""
-        click.echo(f"memory with a {precision} base: about {_mb(size)}{seen}")
+        share = "" if precision == "fp32" else f" ({100 * size / fp32:.0f}% of fp32)"
+        seen = f"; measured over the timed steps: {_mb(measured[precision])}" if precision in measured else ""
+        click.echo(f"memory with a {precision} base: about {_mb(size)}{share}{seen}")
     if "seconds_per_step" in result:
         click.echo(
             f"time: {result['seconds_per_step']:.3f} s per step measured, about "
