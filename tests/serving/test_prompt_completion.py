@@ -142,3 +142,32 @@ def test_completions_refuse_what_a_template_cannot_take(qa):
     with pytest.raises(openai.BadRequestError):  # the client sees it as OpenAI's own
         qa.client.chat.completions.create(model="text", messages=USER)
     assert qa.client.completions.create(model="qa", prompt=PROMPTS[0], max_tokens=2).choices[0].text  # still serving
+
+
+def test_a_template_changed_while_a_request_waited_answers_409(qa_store):
+    """The request read one template from the store and the adapter loaded with another (retrained in
+    between): its prompt was tokenized for the wrong one, so it is refused, to be sent again."""
+    import asyncio
+    from dataclasses import replace
+
+    from toolkit.serving.jobs import Failure
+    from toolkit.serving.metrics import Metrics
+    from toolkit.serving.service import Service
+    from toolkit.serving.settings import ServerSettings
+    from toolkit.serving.types import CompletionRequest
+
+    service = Service(ServerSettings(store=str(qa_store)), Metrics())
+    service.open()
+
+    async def stale_request():
+        stale = replace(service.catalog.target("qa"), template="Question: {prompt}\n")
+        prepared = service.completions.prepare(CompletionRequest(model="qa", prompt="x", max_tokens=2), stale)
+        return await service.batcher.submit(stale, prepared.rows).events.get()
+
+    try:
+        event = asyncio.run(stale_request())
+    finally:
+        service.close()
+    assert isinstance(event, Failure) and event.error.status == 409 and event.error.code == "adapter_changed"
+    assert "adapter 'qa' was retrained with another prompt template ('Q: {prompt}\\nA:', not 'Question: {prompt}\\n')" in (
+        event.error.message)
