@@ -1,10 +1,12 @@
 """Helpers of the serving tests: the real app under uvicorn on a free port of 127.0.0.1 in a thread of
-the test process, plain HTTP calls, metrics, and adapters made in a fraction of a second."""
+the test process, plain HTTP calls, metrics, adapters made in a fraction of a second, and prompt/completion
+examples to train one on."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 import threading
 import time
@@ -12,6 +14,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from conftest import SUBJECTS
+
+QA_TEMPLATE = "Q: {prompt}\nA:"  # the template of the `qa` adapter (conftest's qa_store)
+OBJECTS = ["the river", "a red ball", "the moon", "an apple", "a green door"]
 
 
 def random_adapter(base: Path, folder: Path, seed: int, r: int = 4) -> Path:
@@ -41,7 +48,14 @@ def add_adapter(store: Path, base: Path, name: str, seed: int, overwrite: bool =
         import_adapter(source, AdapterStore(store), name=name, base=str(base), overwrite=overwrite)
 
 
-
+def qa_rows(n: int, seed: int) -> list[dict]:
+    """Questions whose short answer the question holds: learnt, EOS included, in a few dozen steps."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        subject, thing = rng.choice(SUBJECTS), rng.choice(OBJECTS)
+        rows.append({"prompt": f"{subject} finds {thing}. What does {subject} find?", "completion": f" {thing}."})
+    return rows
 
 
 @dataclass

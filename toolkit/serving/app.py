@@ -5,7 +5,7 @@
     GET  /metrics                Prometheus text format
     GET  /v1/models              the base and every adapter of the store
     POST /v1/completions         OpenAI's completions, streamed as server-sent events with "stream": true
-    POST /v1/chat/completions    for adapters with a prompt template; none has one yet (400)
+    POST /v1/chat/completions    OpenAI's chat, for models with a prompt template (one user message: the prompt)
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from .. import __version__
 from . import errors
 from .access import AccessLog
 from .auth import require_key
-from .errors import BadRequest
 from .metrics import Metrics
 from .service import Service
 from .settings import ServerSettings
-from .types import ChatCompletionRequest, Completion, CompletionRequest, ErrorBody, ModelList
+from .types import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ErrorBody, ModelList
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 408, 422, 429, 503)}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 408, 409, 422, 429, 503)}
 
 
 def create_app(settings: ServerSettings | None = None, **fields) -> FastAPI:
@@ -74,20 +73,12 @@ def create_app(settings: ServerSettings | None = None, **fields) -> FastAPI:
             return StreamingResponse(events, media_type="text/event-stream")
         return await service.completions.complete(body, request)
 
-    @private.post("/v1/chat/completions")
+    @private.post("/v1/chat/completions", response_model=ChatCompletion)
     async def chat(body: ChatCompletionRequest, request: Request):
-        target = service.catalog.target(body.model)
-        request.state.model = target.metric_label
-        # Issue 16 gives recipes prompt templates: an adapter with one will render `messages` into a prompt
-        # here and run it as a completion. Until then every model takes plain text only.
-        if not target.weights:
-            what = "the base"
-        else:
-            what = f"the mix {target.name!r}" if target.mix else f"adapter {target.name!r}"
-        raise BadRequest(
-            f"{what} was trained on plain text: its recipe defines no prompt template, so it cannot take chat "
-            "messages; send the text as a prompt to /v1/completions", param="messages",
-        )
+        if body.stream:
+            events = await service.chat.stream(body, request)
+            return StreamingResponse(events, media_type="text/event-stream")
+        return await service.chat.complete(body, request)
 
     app.include_router(public)
     app.include_router(private)

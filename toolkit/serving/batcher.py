@@ -24,7 +24,7 @@ import torch
 
 from .catalog import Target
 from .engine import KVBatch
-from .errors import QueueFull, RequestTimeout, ServingError, ShuttingDown
+from .errors import AdapterChanged, QueueFull, RequestTimeout, ServingError, ShuttingDown
 from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .metrics import Metrics
 from .registry import NoRoom, Registry
@@ -142,6 +142,7 @@ class Batcher:
             if job.peft_name is None:
                 try:
                     job.peft_name = self.registry.acquire(job.target)
+                    self._check_template(job)
                 except NoRoom:  # every loaded adapter is generating: a later job may fit
                     continue
                 except ServingError as err:
@@ -163,6 +164,16 @@ class Batcher:
             self.metrics.queue_rows.set(self.queued_rows)
         if admitted:
             self._prefill(admitted)
+
+    def _check_template(self, job: Job) -> None:
+        """The prompts were tokenized with the template the store held when the request came; an adapter
+        retrained since with another template would be prompted wrongly."""
+        loaded = self.registry.template(job.peft_name)
+        if loaded != job.target.template:
+            raise AdapterChanged(
+                f"{job.target.description} was retrained with another prompt template ({loaded!r}, not "
+                f"{job.target.template!r}) while this request waited; send it again", param="model",
+            )
 
     def _prefill(self, rows: list[Row]) -> None:
         """Run the new rows' prompts, choose their first tokens, join them to the batch. Rows that report

@@ -28,10 +28,18 @@ class Target:
     name: str  # as responses and logs name it
     weights: tuple[tuple[str, float], ...] = ()  # (adapter, weight); one adapter alone: ((name, 1.0),)
     mix: bool = False
+    template: str | None = None  # a prompt/completion adapter's (or its mix's); "": the prompt alone; None: text
 
     @property
     def adapters(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.weights)
+
+    @property
+    def description(self) -> str:
+        """How messages name it: "the base", "adapter 'poems'", "the mix 'a=0.7,b=0.3'"."""
+        if not self.weights:
+            return "the base"
+        return f"the mix {self.name!r}" if self.mix else f"adapter {self.name!r}"
 
     @property
     def metric_label(self) -> str:
@@ -68,9 +76,27 @@ class Catalog:
                 raise BadRequest("; ".join(err.problems), param="model") from None
             for name in weights:
                 self._require(name, f"the mix {model!r} names adapter {name!r}, which is not in the store")
-            return Target(describe(weights), tuple(weights.items()), mix=True)
+            return Target(describe(weights), tuple(weights.items()), mix=True, template=self._mix_template(weights))
         self._require(model, f"no model named {model!r}")
-        return Target(model, ((model, 1.0),))
+        return Target(model, ((model, 1.0),), template=self._template(model))
+
+    def _template(self, name: str) -> str | None:
+        """The template `attach` will record for the adapter: its recipe's, for prompt/completion data."""
+        try:
+            recipe = self.store.trained_recipe(name)
+        except ToolkitError:  # a damaged recipe: verification refuses the adapter when it is loaded
+            return None
+        return recipe.data.template if recipe is not None and recipe.data.examples else None
+
+    def _mix_template(self, weights: dict[str, float]) -> str | None:
+        """A mix is prompted as its adapters are; adapters prompted differently are not mixed (toolkit.mix
+        refuses them too: refused here, before the request is queued)."""
+        templates = {name: self._template(name) for name in weights}
+        if len(set(templates.values())) > 1:
+            how = "; ".join(f"{name}: text" if t is None else f"{name}: template {t!r}" for name, t in templates.items())
+            raise BadRequest(f"the mix {describe(weights)!r} mixes adapters prompted differently ({how}); mix adapters "
+                             "trained on one data format and template", param="model")
+        return next(iter(templates.values()))
 
     def _require(self, name: str, what: str) -> None:
         if is_valid_name(name) and self.store.exists(name):

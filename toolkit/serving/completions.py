@@ -3,6 +3,10 @@ stream of server-sent events.
 
 Rows: one per prompt and per `n`, prompt-major (choice i*n+j is the j-th completion of prompt i), as
 OpenAI numbers them. Usage counts each prompt once, and every generated token (EOS included).
+
+A string prompt for a prompt/completion adapter becomes EOS and the prompt inside the adapter's template,
+exactly as `toolkit.generate` prompts it; token ids are taken as given. Chat (chat.py) runs through here
+too, with its own shape of response.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
+from pydantic import BaseModel
 
+from ..generation.generate import prompt_tokens
 from .batcher import Batcher
 from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .catalog import Catalog, Target
@@ -46,10 +52,18 @@ class Completions:
         self.catalog, self.batcher, self.tokenizer = catalog, batcher, tokenizer
         self.context, self.vocab_size = context, vocab_size
 
-    def prepare(self, body: CompletionRequest) -> Prepared:
-        """The rows of a request, or a 400/404 saying why there are none."""
-        target = self.catalog.target(body.model)
-        prompts = [self._ids(p) for p in body.prompts]
+    def prepare(self, body: CompletionRequest, target: Target | None = None) -> Prepared:
+        """The rows of a request (on `target`, else the model it names), or a 400/404 saying why there are none."""
+        target = target or self.catalog.target(body.model)
+        scores_text = body.echo and body.logprobs is not None and any(isinstance(p, str) for p in body.prompts)
+        if target.template is not None and scores_text:
+            # The echo is the prompt as sent; the tokens scored are the templated ones: they would not line up.
+            raise BadRequest(
+                f"{target.description} wraps a string prompt in its template {target.template!r}, so the prompt's "
+                "log-probabilities (echo with logprobs) are not of the text echoed; send the templated prompt's token "
+                "ids to score it", param="echo",
+            )
+        prompts = [self.tokens(p, target.template) for p in body.prompts]
         for number, ids in enumerate(prompts):
             if len(ids) + body.max_tokens > self.context:
                 which = f"prompt {number}" if len(prompts) > 1 else "the prompt"
@@ -75,22 +89,20 @@ class Completions:
                 echoes.append(echo)
         return Prepared(target, rows, echoes, sum(map(len, prompts)))
 
-    def _ids(self, prompt: str | list[int]) -> list[int]:
+    def tokens(self, prompt: str | list[int], template: str | None = None) -> list[int]:
+        """What the model continues: token ids as given; a string as `toolkit.generate` tokenizes it for a model
+        with `template` (None: plain text, BOS for an empty string)."""
         if isinstance(prompt, list):
             bad = [t for t in prompt if not 0 <= t < self.vocab_size]
             if bad:
                 raise BadRequest(f"token ids {bad[:5]} are not in the vocabulary (0 to {self.vocab_size - 1})", param="prompt")
             return prompt
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if not ids:  # an empty prompt starts a document, as toolkit.generate starts it
-            bos = self.tokenizer.bos_token_id
-            ids = [bos if bos is not None else self.tokenizer.eos_token_id]
-        return ids
+        return prompt_tokens(self.tokenizer, prompt, template)
 
     # ---------------------------------------------------------------- answering
 
-    async def complete(self, body: CompletionRequest, request: Request) -> Completion:
-        prepared = self.prepare(body)
+    async def complete(self, body: CompletionRequest, request: Request, target: Target | None = None) -> Completion:
+        prepared = self.prepare(body, target)
         request.state.model = prepared.target.metric_label
         job = self.batcher.submit(prepared.target, prepared.rows)
         answer = Answer(prepared, body)
@@ -103,10 +115,12 @@ class Completions:
             job.cancel()  # a no-op when it is over
         return answer.completion()
 
-    async def stream(self, body: CompletionRequest, request: Request) -> AsyncIterator[bytes]:
+    async def stream(self, body: CompletionRequest, request: Request, target: Target | None = None,
+                     shape: Callable[[Completion], BaseModel] | None = None) -> AsyncIterator[bytes]:
         """Server-sent events; the first is awaited before the response starts, so that a request refused
-        when its turn comes (its adapter damaged, say) still gets its error status."""
-        prepared = self.prepare(body)
+        when its turn comes (its adapter damaged, say) still gets its error status. `shape` turns each
+        chunk into what is sent (chat's chunks); without it, the chunk itself."""
+        prepared = self.prepare(body, target)
         request.state.model = prepared.target.metric_label
         job = self.batcher.submit(prepared.target, prepared.rows)
         updates = _updates(job)
@@ -120,20 +134,20 @@ class Completions:
             watcher.cancel()  # from here the streaming response itself notices a client that leaves
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        return self._events(prepared, body, job, first, updates)
+        return self._events(prepared, body, job, first, updates, shape or (lambda chunk: chunk))
 
     async def _events(self, prepared: Prepared, body: CompletionRequest, job: Job, first: Update,
-                      updates: AsyncIterator[Update]) -> AsyncIterator[bytes]:
+                      updates: AsyncIterator[Update], shape: Callable[[Completion], BaseModel]) -> AsyncIterator[bytes]:
         answer = Answer(prepared, body)
         try:
             update = first
             while update is not None:
                 chunk = answer.add(update)
-                yield _event(chunk.model_dump_json())
+                yield _event(shape(chunk).model_dump_json())
                 update = await anext(updates, None)
             if body.stream_options and body.stream_options.include_usage:
                 last = answer.completion().model_copy(update={"choices": []})
-                yield _event(last.model_dump_json())
+                yield _event(shape(last).model_dump_json())
         except Exception as err:  # the response has started: the error travels as an event
             error = err if isinstance(err, ServingError) else ServingError(f"generation failed ({type(err).__name__})")
             yield _event(error.body().model_dump_json())

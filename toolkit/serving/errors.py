@@ -8,6 +8,7 @@
 | 401 | no API key, or a wrong one | invalid_request_error / invalid_api_key |
 | 404 | a model that is not in the store, a route that does not exist | invalid_request_error / model_not_found |
 | 408 | the request took longer than the server's timeout; its generation was stopped | timeout_error / timeout |
+| 409 | an adapter retrained with another prompt template while the request waited (send it again) | invalid_request_error / adapter_changed |
 | 422 | an adapter that fails verification (damaged, or trained on another base) | invalid_request_error / adapter_refused |
 | 429 | the queue is full; `Retry-After` says when to try again | rate_limit_error / queue_full |
 | 503 | the server is shutting down | server_error / shutting_down |
@@ -64,6 +65,10 @@ class ModelNotFound(NotFound):
 
 class RequestTimeout(ServingError):
     status, type, code = 408, "timeout_error", "timeout"
+
+
+class AdapterChanged(ServingError):
+    status, type, code = 409, "invalid_request_error", "adapter_changed"
 
 
 class AdapterRefused(ServingError):

@@ -22,7 +22,7 @@ from ..errors import ToolkitError
 from ..generation.mixing import mix
 from ..generation.switching import BASE
 from ..records import ModelSource
-from ..store.loading import WEIGHTS, attach, check_adapters
+from ..store.loading import WEIGHTS, attach, check_adapters, prompt_templates
 from ..store.manifest import MANIFEST
 from ..store.store import AdapterStore
 from .catalog import Target
@@ -75,6 +75,10 @@ class Registry:
         entry.users += 1
         self._trim()
         return entry.peft_name
+
+    def template(self, peft_name: str) -> str | None:
+        """The prompt template recorded when `peft_name` was loaded (None: the base, a text adapter)."""
+        return prompt_templates(self.model).get(peft_name)
 
     def release(self, peft_name: str) -> None:
         """A row that used `peft_name` ended."""

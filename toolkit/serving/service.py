@@ -1,5 +1,5 @@
 """Everything a running server holds, opened at start-up and closed at shutdown: the base and its
-tokenizers, the registry of adapters, the batcher's worker, the catalog, and the completions."""
+tokenizers, the registry of adapters, the batcher's worker, the catalog, the completions and chat."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..store.loading import load
 from ..store.store import AdapterStore
 from .batcher import Batcher
 from .catalog import Catalog, choose_base
+from .chat import Chat
 from .completions import Completions
 from .errors import ServingError
 from .metrics import Metrics
@@ -31,6 +32,7 @@ class Service:
         self.catalog: Catalog | None = None
         self.batcher: Batcher | None = None
         self.completions: Completions | None = None
+        self.chat: Chat | None = None
 
     def open(self) -> None:
         """Load the base once, preload adapters, start the worker. Blocking: run it off the event loop."""
@@ -57,6 +59,7 @@ class Service:
         config = model.config
         self.completions = Completions(self.catalog, self.batcher, tokenizer_from(source, base, key=param("base")),
                                        config.n_positions, config.vocab_size)
+        self.chat = Chat(self.completions)
         self.metrics.loaded_adapters.set(registry.loaded)
         self.batcher.start()
         self.opened = True
