@@ -96,8 +96,9 @@ def test_list_shows_every_adapter_with_its_records(store, cli, tiny_model, other
         metrics = json.loads((folder / "metrics.json").read_text())
         config = json.loads((folder / "adapter_config.json").read_text())
         assert set(row) == {"name", "base", "dataset", "rank", "targets", "bytes", "base_perplexity",
-                            "adapted_perplexity", "created", "problems"}
+                            "adapted_perplexity", "created", "problems", "variant", "quantization", "format"}
         assert row["problems"] == []
+        assert row["variant"] == "LoRA" and row["format"] == "text" and row["quantization"] in ("none", "int8")
         assert row["base"] == manifest["base"]["name"]
         assert row["dataset"] == ", ".join(manifest["dataset"]["train_files"])
         assert row["dataset"].endswith("train.txt")

@@ -101,10 +101,10 @@ def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, confi
         from ..config.recipe import load_recipe
 
         recipe = load_recipe(recipe_path, overrides)
+    if not (recipe or datasets or files or tasks):  # before the adapters are read for their format
+        raise ToolkitError("no text to score: give --recipe, --dataset, --files or --task")
     texts = read_texts(recipe, recipe_path or "", datasets, config, split, text_column, files,
                        examples=examples_format([*adapters, *weights], adapter_store))
-    if not texts and not tasks:
-        raise ToolkitError("no text to score: give --recipe, --dataset, --files or --task")
     if include_paths and not tasks:
         raise ToolkitError("--include-path: adds a folder of harness tasks; name the tasks with --task")
     found = prepare_tasks(tasks, include_paths) if tasks else None

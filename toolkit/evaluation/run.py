@@ -263,11 +263,11 @@ def evaluate(
     if in_memory and tokenizer is None:
         raise ToolkitError(f"{param('tokenizer')}: a model in memory needs its tokenizer too")
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
-    chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts,
-                        examples=examples_format(names, store))
-    if not chosen and not tasks:
+    if not (recipe or datasets or files or texts or tasks):  # before the adapters are read for their format
         raise ToolkitError(f"no text to score: give {param('recipe')}, {param('datasets')}, {param('files')}, "
                            f"{param('texts')} or {param('tasks')}")
+    chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts,
+                        examples=examples_format(names, store))
     found = prepare_tasks(tasks, include_paths) if tasks else None
     if in_memory:
         active = adapters.active_adapter if hasattr(adapters, "get_base_model") else None  # a peft model's

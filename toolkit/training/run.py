@@ -75,7 +75,7 @@ def train(
     load_config(recipe)
     source = model_source(recipe.model.name, recipe.model.revision)
     tokenizer = tokenizer_from(source, recipe.model.name)
-    with PartialState().main_process_first():  # under torchrun: rank 0 packs and hashes, the others read its caches
+    with _rank_zero_first():  # under torchrun: rank 0 packs and hashes, the others read its caches
         packed = prepare_data(recipe.data, tokenizer)
         identity = RunIdentity(recipe.fingerprint(), packed.fingerprint, weights_fingerprint(source))
     _report_data(recipe, packed)
@@ -177,11 +177,9 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
     """Train (or resume) and save: the part of `train` that writes to the store."""
     name = recipe.adapter_name
     run_folder = store.checkpoints(name)
-    state = PartialState()
-    if checkpoint is None and run_folder.exists():  # a fresh start must never pick up an older run's state
-        if state.is_main_process:  # one process removes; concurrent removals of one tree can fail
-            shutil.rmtree(run_folder)
-        state.wait_for_everyone()
+    with _rank_zero_first():  # one process removes (concurrent removals of one tree can fail), the others wait
+        if checkpoint is None and _is_main_process() and run_folder.exists():
+            shutil.rmtree(run_folder)  # a fresh start must never pick up an older run's state
     best = BestAdapter(recipe.training, checkpoint) if tracks(recipe.training) else None
     keeper = CheckpointKeeper(recipe.training.keep_checkpoints, checkpoints.training_seconds(checkpoint),
                               write_also=best.save if best else None)
@@ -313,7 +311,7 @@ def _report_data(recipe: Recipe, packed: PreparedData) -> None:
                  f", {train['truncated']:,} prompts cut" if train["truncated"] else "", f"{evals['documents']:,}")
     else:
         log.info("data: %s training blocks of %d tokens; evaluation text %s tokens",
-                 f"{len(packed.train):,}", recipe.data.block_size, f"{len(packed.eval.ids):,}")
+                 f"{len(packed.train):,}", recipe.data.block_size, f"{packed.eval.tokens:,}")
 
 
 def _check_loggers(recipe: Recipe) -> None:
@@ -345,6 +343,21 @@ def _check_step_size(recipe: Recipe, packed: PreparedData) -> None:
 
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def _rank_zero_first():
+    """Within: rank 0 runs the block, then the other ranks do (under torchrun); alone, just the block.
+    accelerate's PartialState starts the process group, but on a CPU it counts one process
+    (DistributedType.NO), so its main_process_first and wait_for_everyone wait for nobody; the barrier is
+    torch.distributed's own."""
+    PartialState()
+    grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if grouped and not _is_main_process():
+        torch.distributed.barrier()
+    yield
+    if grouped and _is_main_process():
+        torch.distributed.barrier()
 
 
 @contextlib.contextmanager
