@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gpt2_124m  # noqa: E402  (beside this script)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,25 +29,20 @@ def main() -> int:
     args = parser.parse_args()
 
     import numpy as np
-    from transformers import AutoConfig, GPT2Config, GPT2TokenizerFast
+    from transformers import AutoConfig
 
     from toolkit.bench import run as bench
     from toolkit.bench.cases import Setup, train_case
     from toolkit.config.recipe import DataSpec, ModelSpec, Recipe, TrainingSpec
     from toolkit.training import plan
 
-    vocab, text = SHARED / "gpt2-tokenizer" / "vocab.json", SHARED / "wikitext-2" / "valid.txt"
-    if not vocab.is_file() or not text.is_file():
-        print(f"skipped: {SHARED} (WikiText-2 and the GPT-2 tokenizer) is not on this machine")
+    if not gpt2_124m.available():
         return 0
+    text = gpt2_124m.TEXT
     overrides = {"fp32": {"training.precision": "fp32"}, "bf16": {"training.precision": "bf16"},
                  "int8": {"training.precision": "fp32", "quantization.mode": "int8"}}
     with tempfile.TemporaryDirectory(prefix="plan-memory-") as folder:
-        model = Path(folder) / "gpt2-124m"  # config and tokenizer: the benchmark draws the weights
-        GPT2Config().save_pretrained(model)
-        tokenizer = GPT2TokenizerFast(vocab=str(vocab), merges=str(vocab.with_name("merges.txt")))
-        tokenizer.model_max_length = 1024
-        tokenizer.save_pretrained(model)
+        model = gpt2_124m.write_model(folder)  # config and tokenizer only: the benchmark draws the weights
         print("precision  shape    measured   plan's estimate   estimate/measured")
         for precision in args.precisions:
             rows, targets = [], []

@@ -17,8 +17,9 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gpt2_124m  # noqa: E402  (beside this script)
 
 
 def main() -> int:
@@ -30,23 +31,16 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to measure")
     parser.add_argument("--json", help="also write the measurements to this JSON file")
     args = parser.parse_args()
-    vocab, text = SHARED / "gpt2-tokenizer" / "vocab.json", SHARED / "wikitext-2" / "valid.txt"
-    if not vocab.is_file() or not text.is_file():
-        print(f"skipped: {SHARED} (WikiText-2 and the GPT-2 tokenizer) is not on this machine")
+    if not gpt2_124m.available():
         return 0
-
-    from transformers import GPT2Config, GPT2TokenizerFast
+    text = gpt2_124m.TEXT
 
     from toolkit.bench import run as bench
     from toolkit.bench.cases import Setup
     from toolkit.bench.report import table
 
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as folder:
-        model = Path(folder) / "gpt2-124m"  # config and tokenizer only: the benchmark draws the weights
-        GPT2Config().save_pretrained(model)
-        tokenizer = GPT2TokenizerFast(vocab=str(vocab), merges=str(vocab.with_name("merges.txt")))
-        tokenizer.model_max_length = 1024  # built locally it would claim 1e30
-        tokenizer.save_pretrained(model)
+        model = gpt2_124m.write_model(folder)  # config and tokenizer only: the benchmark draws the weights
         setup = Setup(model=str(model), texts=[str(text)], steps=args.steps, repeats=args.repeats,
                             parts=tuple(args.only))
         results = bench.run(setup, report=lambda line: print(line, file=sys.stderr, flush=True))
