@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from click.testing import CliRunner
+
+from toolkit.cli import main
 
 
 def error_lines(output: str) -> list[str]:
@@ -35,3 +40,15 @@ def truncate(path: Path) -> None:
     """Cut a file to half its length, as a crash or a full disk would."""
     path = Path(path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def run_cli(*args):
+    """`gpt2-adapt -q args...` in this process: the click Result (stdout and stderr apart)."""
+    return CliRunner().invoke(main, ["-q", *map(str, args)], catch_exceptions=False)
+
+
+def results_of(*args) -> list[dict]:
+    """The --json results of `gpt2-adapt -q args...`, which must succeed."""
+    result = run_cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)

@@ -21,11 +21,10 @@ import numpy as np
 import pytest
 import tomli_w
 import torch
-from click.testing import CliRunner
 from conftest import tiny_recipe
+from helpers import results_of, run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from toolkit.cli import main
 from toolkit.data.packing import pack
 from toolkit.data.streams import token_stream, word_starts
 from toolkit.evaluation.metric import METRIC_PATH
@@ -98,17 +97,6 @@ def scored_by_definition(n: int, c: int, s: int, first: int = 0) -> list[tuple[i
             start = max(first, n - 1 - c)
         out.append((p, start))
     return out
-
-
-def run_cli(*args):
-    """`gpt2-adapt -q args...`: the click Result (stdout and stderr apart)."""
-    return CliRunner().invoke(main, ["-q", *map(str, args)], catch_exceptions=False)
-
-
-def results_of(*args) -> list[dict]:
-    result = run_cli(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 # ---------------------------------------------------------------- the protocols, exactly

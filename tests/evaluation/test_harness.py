@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from conftest import REPO, SUBJECTS
-from helpers import error_lines, tree
+from helpers import error_lines, results_of, run_cli, tree
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from toolkit.cli import main
 from toolkit.data.detokenize import wikitext
 from toolkit.evaluation.protocol import text_windows
 
@@ -70,16 +68,6 @@ def wikitext_task(folder: Path, pages: list[str], name: str, detokenize: bool) -
         "process_results: !function utils.process_results",
         "metric_list:", "  - metric: word_perplexity", "  - metric: byte_perplexity", "  - metric: bits_per_byte",
     ], WIKITEXT_UTILS)
-
-
-def run_cli(*args):
-    return CliRunner().invoke(main, ["-q", *map(str, args)], catch_exceptions=False)
-
-
-def results_of(*args) -> list[dict]:
-    result = run_cli(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def harness_figures(model, task_dir: Path, name: str, **model_args) -> dict:
