@@ -20,7 +20,7 @@ import tomli_w  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from toolkit.cli import main  # noqa: E402
-from toolkit.sources import builtin  # noqa: E402
+from toolkit.sources import builtin, pretraining  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent  # the repository's root: recipes/, README.md, docs/
 
@@ -55,12 +55,33 @@ def tiny_model(tmp_path_factory, corpus_dir) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def builtin_base(tmp_path_factory) -> Path:
+    """builtin:tiny-gpt2, pretrained once (about a minute) into a cache that every test asking for it shares,
+    and with it the builtin corpora; under pytest-xdist the workers share it too (the build takes a lock)."""
+    shared = tmp_path_factory.getbasetemp().parent / "builtin-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GPT2_ADAPT_CACHE", str(shared))
+        folder = pretraining.tiny_gpt2()
+    _SHARED_BUILTINS.append(folder.parent)
+    return folder
+
+
+_SHARED_BUILTINS: list[Path] = []  # the shared builtin folder, once `builtin_base` has built it
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Each test gets its own store, cache and working directory."""
+    """Each test gets its own store, cache and working directory (the cache holding links to the shared
+    builtin base and corpora, once built)."""
     monkeypatch.setenv("GPT2_ADAPT_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("GPT2_ADAPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+    for shared in _SHARED_BUILTINS:
+        (tmp_path / "cache" / "builtin").mkdir(parents=True, exist_ok=True)
+        for entry in shared.iterdir():
+            if not entry.name.startswith("."):
+                (tmp_path / "cache" / "builtin" / entry.name).symlink_to(entry)
 
 
 def tiny_recipe(base: Path, corpus_dir: Path, name: str = "tiny", /, **sections) -> dict:

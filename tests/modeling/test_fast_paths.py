@@ -12,7 +12,8 @@ from toolkit.data.streams import TokenStream
 from toolkit.evaluation.scoring import score
 from toolkit.modeling import head_loss
 from toolkit.modeling.base import load_base, scoring_attention, training_attention
-from toolkit.modeling.precision import cpu_has_native_bf16, resolve_precision
+from toolkit.hardware import cpu_has_native_bf16
+from toolkit.modeling.precision import resolve_precision
 from toolkit.records import Protocol
 from toolkit.training.checkpoints import CheckpointKeeper
 from toolkit.training.trainer import AdapterTrainer

@@ -226,15 +226,7 @@ def test_empty_training_file_is_refused(write_recipe, cli, tmp_path):
     assert not Path("store").exists()
 
 
-def test_quickstart_recipe_runs_offline(cli):
-    recipe = REPO / "recipes" / "quickstart.toml"
-    result = cli("train", recipe, "--set", "training.max_steps=8", "--set", "training.eval_batch_size=64")
-    assert result.exit_code == 0, result.output
-    metrics = json.loads(Path("store/quickstart/metrics.json").read_text())
-    assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
-
-
-def test_python_qa_recipe_trains_on_examples_offline(cli):
+def test_python_qa_recipe_trains_on_examples_offline(cli, builtin_base):
     """The shipped prompt/completion example: builtin:python-qa on builtin:tiny-gpt2, the best adapter kept."""
     recipe = REPO / "recipes" / "python-qa.toml"
     result = cli("train", recipe, "--set", "training.max_steps=10", "--set", "training.eval_every=5")

@@ -62,7 +62,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: str = _key("", "hub id, local folder (save_to_disk output) or builtin:python-docs")
+    dataset: str = _key("", "hub id, local folder (save_to_disk output) or builtin:python-docs / python-code / python-qa")
     config: str = _key("", "the dataset's configuration name, e.g. wikitext-103-raw-v1")
     train_files: list[str] = _key([], "instead of dataset: local txt/json/jsonl/csv/parquet files or globs")
     eval_files: list[str] = _key([], "evaluation files for train_files; none: carve eval_fraction out of train")

@@ -50,8 +50,9 @@ class GenerationSettings:
             raise ToolkitError(*problems)
 
     def generate_kwargs(self) -> dict:
-        if self.greedy:
-            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        if self.greedy:  # the likeliest token, after the repetition penalty (still deterministic)
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False,
+                    "repetition_penalty": self.repetition_penalty}
         return {
             "max_new_tokens": self.max_new_tokens,
             "do_sample": True,

@@ -14,6 +14,7 @@ import torch
 
 from ..config.recipe import LOAD_PRECISIONS, QUANTIZATION_MODES
 from ..errors import ToolkitError, param
+from ..hardware import cpu_has_native_bf16
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,9 +49,3 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def cpu_has_native_bf16() -> bool:
-    # torch.cpu's feature probes are private; a torch without them is treated as a CPU without bf16.
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import ToolkitError
 from ..records import ModelSource
-from . import builtin
+from . import builtin, pretraining
 from .hub import hub_reachable, looks_like_path
 
 
@@ -15,7 +15,7 @@ def model_source(name: str, revision: str = "main", key: str = "model.name") -> 
     if builtin.is_builtin(name):
         if name != builtin.TINY_GPT2:
             raise ToolkitError(f"{key}: unknown builtin {name!r}; use {builtin.TINY_GPT2}, the only one")
-        return ModelSource(str(builtin.tiny_gpt2()))
+        return ModelSource(str(pretraining.tiny_gpt2()))
     folder = Path(name).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
