@@ -12,6 +12,7 @@ from toolkit.data.streams import TokenStream
 from toolkit.evaluation.scoring import score
 from toolkit.modeling import head_loss
 from toolkit.modeling.base import load_base, scoring_attention, training_attention
+from toolkit.modeling.dropout import ATTENTION
 from toolkit.hardware import cpu_has_native_bf16
 from toolkit.modeling.precision import resolve_precision
 from toolkit.records import Protocol
@@ -129,7 +130,7 @@ def test_training_attention_and_scoring_attention_agree(tiny_model, write_recipe
     """Training uses the attention fastest for forward + backward on this device, evaluation switches to
     the fused one and back; both give the same scores."""
     model = load_base(load_recipe(write_recipe(), ["training.base_dropout=false"])).eval()
-    assert model.config._attn_implementation == training_attention() == ("sdpa" if torch.cuda.is_available() else "eager")
+    assert model.config._attn_implementation == training_attention() == ("sdpa" if torch.cuda.is_available() else ATTENTION)
     ids = torch.randint(0, model.config.vocab_size, (2, 40))
     plain = score_blocks(model, ids)
     with scoring_attention(model):

@@ -24,6 +24,9 @@ MEMORY_CASES = {
                                    "training.gradient_checkpointing": True},
     "toolkit-nf4": {"training.precision": "fp32", "quantization.mode": "nf4"},
 }
+# The plain peft + Trainer script at each precision a user sets with one flag: fp32 (the examples' default)
+# and bf16 autocast (`bf16=True`) where the machine multiplies bf16 natively, as the default recipe does.
+PLAIN_PEFT = {"peft": "fp32", "peft-bf16": "bf16"}
 PROMPT = "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure in"
 
 
@@ -54,8 +57,8 @@ def train_case(setup: Setup, name: str, overrides: dict | None) -> dict:
     timer = StepTimer(setup.device)
     if name == "seed":
         result = _seed_pipeline(setup, timer)
-    elif name == "peft":
-        result = _plain_peft(setup, timer)
+    elif name in PLAIN_PEFT:
+        result = _plain_peft(setup, timer, PLAIN_PEFT[name])
     else:
         result = _toolkit(setup, name, overrides, timer)
     peak = _peak_memory(setup.device)
@@ -96,8 +99,10 @@ def _toolkit(setup: Setup, name: str, overrides: dict, timer) -> dict:
     return {"parameters": _base_parameters(work / "base"), "precision": resolve_precision(loaded.training.precision)}
 
 
-def _plain_peft(setup: Setup, timer) -> dict:
-    """LoRA the way the peft and transformers examples put it together: run_clm packing, fp32, Trainer."""
+def _plain_peft(setup: Setup, timer, precision: str) -> dict:
+    """LoRA the way the peft and transformers examples put it together: run_clm packing, the Trainer, at
+    `precision` (fp32, or bf16 autocast through TrainingArguments(bf16=True)), attention as the libraries
+    choose it by default."""
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, default_data_collator
@@ -121,9 +126,9 @@ def _plain_peft(setup: Setup, timer) -> dict:
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=TARGET_PRESETS[lora.targets], fan_in_fan_out=True, task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
-    Trainer(model=model, args=_arguments(setup, "peft"), train_dataset=blocks,
-            data_collator=default_data_collator, callbacks=[timer]).train()
-    return {"parameters": _base_parameters(base), "precision": "fp32"}
+    args = _arguments(setup, f"peft-{precision}", bf16=precision == "bf16")
+    Trainer(model=model, args=args, train_dataset=blocks, data_collator=default_data_collator, callbacks=[timer]).train()
+    return {"parameters": _base_parameters(base), "precision": precision}
 
 
 def _seed_pipeline(setup: Setup, timer) -> dict:
@@ -146,14 +151,14 @@ def _seed_pipeline(setup: Setup, timer) -> dict:
     return {"parameters": _base_parameters(base), "precision": "fp32", "padding_share": 1 - useful / positions}
 
 
-def _arguments(setup: Setup, name: str, non_padding: bool = False):
+def _arguments(setup: Setup, name: str, non_padding: bool = False, bf16: bool = False):
     from transformers import TrainingArguments
 
     return TrainingArguments(
         output_dir=str(Path(setup.work) / name), max_steps=setup.steps + 1,
         per_device_train_batch_size=setup.batch_size, learning_rate=2e-4, save_strategy="no",
         logging_steps=1_000_000, report_to="none", use_cpu=setup.device == "cpu", seed=42,
-        include_num_input_tokens_seen="non_padding" if non_padding else "all", disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding" if non_padding else "all", disable_tqdm=True, bf16=bf16,
     )
 
 

@@ -6,6 +6,7 @@ PARTS = ("training", "memory", "eval", "generation", "data", "serving")
 LABELS = {
     "seed": "seed pipeline: padded lines, full fine-tune, fp32",
     "peft": "plain peft + Trainer: run_clm packing, fp32",
+    "peft-bf16": "plain peft + Trainer: run_clm packing, bf16",
     "toolkit": "gpt2-adapt default recipe",
     "toolkit-nodropout": "gpt2-adapt, training.base_dropout = false",
     "toolkit-fp32": "gpt2-adapt, fp32 (training.precision = fp32)",
@@ -123,11 +124,14 @@ def targets(results: dict) -> list[tuple[str, str, str, bool]]:
         if "seed" in t:
             ratio = default / t["seed"]["tokens_per_second"]
             rows.append(("default vs seed pipeline, useful tokens/s", f"{ratio:.1f}x", ">= 10x", ratio >= 10))
-        if "peft" in t:
-            ratio = default / t["peft"]["tokens_per_second"]
-            rows.append(("default vs plain peft + Trainer, tokens/s", f"{ratio:.2f}x", ">= 1.5x", ratio >= 1.5))
+        plain = [name for name in ("peft", "peft-bf16") if name in t]
+        if plain:  # against the fastest way the plain libraries run on this machine
+            fastest = max(plain, key=lambda name: t[name]["tokens_per_second"])
+            ratio = default / t[fastest]["tokens_per_second"]
+            rows.append((f"default vs fastest plain peft + Trainer ({t[fastest]['precision']}), tokens/s",
+                         f"{ratio:.2f}x", ">= 2.5x", ratio >= 2.5))
         share = _flops(t["toolkit"]) / peak
-        rows.append(("default, share of the bf16 GEMM peak", f"{100 * share:.0f}%", ">= 50%", share >= 0.5))
+        rows.append(("default, share of the bf16 GEMM peak", f"{100 * share:.0f}%", ">= 45%", share >= 0.45))
     if "toolkit-fp32" in t:
         for name, target in WEIGHT_TARGETS.items():
             if name in t:

@@ -11,8 +11,9 @@ The cases:
 - seed: the 2022 write-up's pipeline. Each line is tokenized and padded to the longest line of its
   `datasets.map` batch, batches are padded again by DataCollatorForLanguageModeling, and all of GPT-2 is
   fine-tuned in fp32. Only its non-padding tokens count as useful.
-- peft: plain peft + Trainer written the obvious way: run_clm's packing (concatenate, cut into blocks),
-  the same LoRA as the toolkit's default (r=16 on c_attn), fp32.
+- peft, peft-bf16: plain peft + Trainer written the obvious way: run_clm's packing (concatenate, cut into
+  blocks), the same LoRA as the toolkit's default (r=16 on c_attn), in fp32 and, where the machine has
+  native bf16, with bf16 autocast (`bf16=True`): what a user who knows the libraries turns on with one flag.
 - toolkit: `gpt2-adapt train` with the default recipe at the same batch shape; then with
   training.base_dropout=false, and the fp32, 8-bit and 4-bit (nf4) bases for the memory comparison.
 """
@@ -47,7 +48,7 @@ def run(setup: Setup, report=print) -> dict:
         if {"training", "generation"} & set(setup.parts):
             cases.append(("toolkit-nodropout", {"training.base_dropout": False}))
         if "training" in setup.parts:
-            cases += [("peft", None), ("seed", None)]
+            cases += [(name, None) for name in plain_peft_cases(setup.device)] + [("seed", None)]
         if "memory" in setup.parts:
             cases += list(MEMORY_CASES.items())
         training = results["training"] = {}
@@ -72,6 +73,14 @@ def run(setup: Setup, report=print) -> dict:
             report("  serving: " + ", ".join(f"{c} clients {r['tokens_per_second']:,.1f} tokens/s"
                                              for c, r in results["serving"]["own_adapter"].items()))
     return results
+
+
+def plain_peft_cases(device: str) -> list[str]:
+    """fp32, and bf16 where the device computes it natively (elsewhere bf16 is emulated: nobody would pick it)."""
+    from ..modeling.precision import resolve_precision
+
+    native_bf16 = resolve_precision("auto") == "bf16" if device == "cpu" else torch.cuda.is_bf16_supported()
+    return ["peft", "peft-bf16"] if native_bf16 else ["peft"]
 
 
 def _in_child(function, *args):

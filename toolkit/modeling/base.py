@@ -11,6 +11,7 @@ from ..config.recipe import FOUR_BIT, Recipe
 from ..errors import ToolkitError, first_line
 from ..records import ModelSource
 from ..sources.models import model_source
+from .dropout import register_attention, use_fast_dropout
 from .precision import DTYPES, resolve_precision
 from .quantization import keep_trainable, quantization_kwargs
 
@@ -64,6 +65,8 @@ def load_base(recipe: Recipe):
     no_dropout = {} if recipe.training.base_dropout else {"attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0}
     model = base_from(source, quantization=q.mode, compute_dtype=DTYPES[resolve_precision(recipe.training.precision)],
                       double_quant=q.double_quant, attn_implementation=training_attention(), **no_dropout)
+    if not torch.cuda.is_available():
+        use_fast_dropout(model)  # the same dropout, its masks cheaper to draw on a CPU (modeling/dropout.py)
     mode = q.mode
     if mode in FOUR_BIT:
         keep_trainable(model)
@@ -101,10 +104,11 @@ def base_from(source: ModelSource, quantization: str = "none", dtype: torch.dtyp
 
 
 def training_attention() -> str:
-    """The attention implementation to train with. On a CPU the plain one ("eager"): PyTorch's fused kernel
-    is faster forward-only but slower backward there, and with dropout it falls back to a slower path still
-    (figures: BENCHMARKS.md). On CUDA the fused one."""
-    return "sdpa" if torch.cuda.is_available() else "eager"
+    """The attention implementation to train with. On a CPU the plain one (transformers' "eager", its
+    dropout drawn by modeling/dropout.py): PyTorch's fused kernel is faster forward-only but slower backward
+    there, and with dropout it falls back to a slower path still (figures: BENCHMARKS.md). On CUDA the
+    fused one."""
+    return "sdpa" if torch.cuda.is_available() else register_attention()
 
 
 @contextlib.contextmanager
