@@ -6,15 +6,18 @@
 On a CUDA GPU: training tokens/s and model FLOPs utilisation (MFU) of the default recipe at batch 8 x 1024
 (bf16 on an H100-class GPU), also with training.base_dropout = false, and with an int8 and an nf4 base (bf16)
 with their peak memory against the default's; evaluation and generation speed; the serving table; the
-projected time of one epoch of WikiText-103 against the 5-minute target; and the targets. About 6 minutes on
-an H100. Every measurement runs in a fresh process (toolkit.bench's machinery), on the architecture of
---model with random weights (default: GPT-2 124M's config and the real GPT-2 tokenizer from ../shared/data),
-trained on --text (default: WikiText-2 validation from ../shared/data, else the built-in text that
-`gpt2-adapt bench` uses). The report is written to --out and printed.
+projected time of one epoch of WikiText-103 against the 5-minute target; and the targets. Sized to take about
+5 minutes on an H100 (an estimate: not yet run on one). Every measurement runs in a fresh process
+(toolkit.bench's machinery), on the architecture of --model with random weights (default: GPT-2 124M's config
+and the real GPT-2 tokenizer from ../shared/data), trained on --text (default: WikiText-2 validation from
+../shared/data, else the built-in text that `gpt2-adapt bench` uses). The report is written to --out (rewritten
+after each measurement, so that a run stopped by a time limit leaves what it measured) and printed.
 
-Without CUDA it runs short (as --quick does: tiny shapes, 2 steps, 1 run), and the GPU rows (the quantized
-bases, serving, the GPU targets) are absent; the report says so. Exit status: 0; 1 when a measurement failed
-(the report says which, and the others still ran); 2 for bad options (one error line each, nothing run).
+Without CUDA it runs short (as --quick does: tiny shapes, 2 steps, 1 run, all in the script's own process,
+since starting one that imports torch and transformers costs more than a tiny measurement), and the GPU rows
+(the quantized bases, serving, the GPU targets) are absent; the report says so. Exit status: 0; 1 when a
+measurement failed (the report says which, and the others still ran); 2 for bad options (one error line each,
+nothing run).
 """
 
 import argparse
@@ -109,10 +112,18 @@ def main() -> int:
         sizes = shapes | {"block_size": min(shapes["block_size"], _context(inputs.model))} | chosen
         setup = Setup(model=str(inputs.model), texts=[str(inputs.text)], work=str(Path(scratch) / "work"), **sizes)
         Path(setup.work).mkdir()
-        results = measure(setup, gpu, quick)
-    results["seconds"] = time.perf_counter() - STARTED
-    report = write_report(results, inputs, gpu, quick)
-    Path(args.out).write_text(report + "\n", encoding="utf-8")
+
+        def save(results: dict, finished: bool = False) -> str:
+            """The report so far, rewritten after each measurement: a run cut short by a time limit leaves one."""
+            results["seconds"] = time.perf_counter() - STARTED
+            report = write_report(results, inputs, gpu, quick, finished)
+            partial = Path(args.out + ".partial")  # then renamed: a run killed while writing leaves the last one
+            partial.write_text(report + "\n", encoding="utf-8")
+            partial.replace(args.out)
+            return report
+
+        results = measure(setup, gpu, quick, save)
+        report = save(results, finished=True)
     print(report)
     print(f"\n(written to {args.out})", file=sys.stderr)
     return 1 if results["failed"] else 0
@@ -191,10 +202,11 @@ def _inputs(args, scratch: Path) -> Inputs:
 # ---------------------------------------------------------------- measuring
 
 
-def measure(setup, gpu: bool, quick: bool) -> dict:
+def measure(setup, gpu: bool, quick: bool, save) -> dict:
     """Every measurement, each in a fresh process (a quick run: all in this one, since starting a process that
     imports torch and transformers costs more than a tiny measurement); the results in toolkit.bench's shape (so
-    that its `targets` reads them), plus "failed": one line per measurement that raised (the others still run)."""
+    that its `targets` reads them), plus "failed": one line per measurement that raised (the others still run).
+    `save(results)` is called after each measurement."""
     from toolkit.bench import cases
     from toolkit.bench import run as bench
     from toolkit.bench.report import describe_machine
@@ -228,14 +240,17 @@ def measure(setup, gpu: bool, quick: bool) -> dict:
         if len(runs) == repeats:
             results["training"][case.name] = bench._median_run(runs)
             _tell(f"  {case.label}: {results['training'][case.name]['tokens_per_second']:,.0f} tokens/s")
+        save(results)
     trained = results["training"]
     if "toolkit" in trained:
         evaluation = attempt("evaluation", cases.eval_case, setup, "bf16")
         if evaluation:
             results["eval"] = [evaluation]
             _tell(f"  evaluation: {evaluation['tokens_per_second']:,.0f} tokens/s")
+        save(results)
     if "toolkit" in trained and "toolkit-nodropout" in trained:
         results["generation"] = attempt("generation", cases.generation_case, setup)
+        save(results)
     if gpu:
         from toolkit.bench.serving import serving_case
 
@@ -261,7 +276,7 @@ def _tell(line: str) -> None:
 # ---------------------------------------------------------------- the report
 
 
-def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool) -> str:
+def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool, finished: bool = True) -> str:
     from toolkit.bench.report import LORA_FLOPS_PER_PARAMETER, describe_machine, serving_table, targets
 
     s, machine, trained = results["setup"], results["machine"], results["training"]
@@ -277,6 +292,8 @@ def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool) -> str:
            f"warm-up step, {runs}; " + ("all in one process (a quick run)" if quick else
                                          "each measurement in a fresh process"),
            f"- wall time: {_duration(results['seconds'])}", ""]
+    if not finished:
+        out += ["**unfinished: the report so far, rewritten after each measurement**", ""]
     if not gpu:
         out += [f"**{NO_CUDA}**", ""]
     if quick:
@@ -317,7 +334,8 @@ def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool) -> str:
         out += ["", "## Generation", "",
                 f"Greedy, {s['new_tokens']} new tokens, {_runs(s['repeats'])}: base {g['base']:,.1f}, unmerged "
                 f"adapter {g['unmerged']:,.1f}, merged {g['merged']:,.1f} new tokens/s; switching to a loaded "
-                f"adapter {1e3 * g['switch_seconds']:.2f} ms, loading one from the store {1e3 * g['load_seconds']:.0f} ms"]
+                f"adapter {1e3 * g['switch_seconds']:.2f} ms, loading one from the store "
+                f"{1e3 * g['load_seconds']:.0f} ms"]
     if results.get("serving"):
         out += ["", "## Serving: `gpt2-adapt serve`", "", "```", *serving_table(results["serving"]), "```",
                 "On a GPU the adapters' weights are in GPU memory: the resident memory per adapter is the server's "

@@ -31,6 +31,8 @@ def test_gpu_script_runs_short_on_the_cpu_without_the_gpu_rows(tiny_model, corpu
     assert done.returncode == 0, done.stderr
     report = (tmp_path / "report.md").read_text()  # the test's working folder: --out is the caller's path
     assert done.stdout.strip() == report.strip()
+    # Rewritten after each measurement while it runs; the last one is the finished report.
+    assert "unfinished" not in report and not (tmp_path / "report.md.partial").exists()
 
     assert "**no CUDA device: the GPU rows are absent; run benchmarks/gpu.sh on a GPU machine**" in report
     assert "batch 2 x 16 tokens; training timed over 2 steps" in report
