@@ -58,7 +58,7 @@ def qa_store(tmp_path_factory, tiny_model, corpus_dir) -> Path:
         files[split].write_text("".join(json.dumps(row) + "\n" for row in qa_rows(n, seed)))
     recipe = tiny_recipe(tiny_model, corpus_dir, "qa", data={
         "train_files": [str(files["train"])], "eval_files": [str(files["valid"])], "block_size": 64,
-        "format": "prompt_completion", "template": QA_TEMPLATE}, training={"max_steps": 40, "precision": "fp32"})
+        "format": "prompt_completion", "template": QA_TEMPLATE}, training={"max_steps": 40, "precision": "fp32", "base_dropout": False})
     (root / "qa.toml").write_text(tomli_w.dumps(recipe))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPT2_ADAPT_CACHE", str(root / "cache"))
