@@ -150,7 +150,9 @@ def _problems(args) -> list[str]:
         problems.append(f"--block-size: {args.block_size} is longer than the model's context ({context} positions); "
                         f"pass at most {context}")
     if args.text is not None:
-        problem = _text_problem(args.text)
+        from toolkit.cli.bench_cmd import text_problem  # the same check and words as `gpt2-adapt bench --text`
+
+        problem = text_problem(args.text)
         if problem:
             problems.append(problem)
     out = Path(args.out).resolve().parent
@@ -161,18 +163,6 @@ def _problems(args) -> list[str]:
         if value is not None and value < least:
             problems.append(f"{name}: must be at least {least} (got {value})")
     return problems
-
-
-def _text_problem(path: str) -> str | None:
-    if not Path(path).is_file():
-        return f"--text: no such file {path!r}; pass a text file, one document per line"
-    try:
-        Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return f"--text: {path} is not UTF-8 text; pass a text file, one document per line"
-    except OSError as err:
-        return f"--text: cannot read {path} ({err.strerror or err}); pass a readable text file"
-    return None
 
 
 def _context(folder: Path) -> int:

@@ -39,7 +39,7 @@ def bench(model, texts, block_size, batch_size, steps, repeats, parts, as_json) 
     from ..errors import ToolkitError
     from ..sources.builtin import python_docs
 
-    problems = [problem for t in texts if (problem := _text_problem(t))]
+    problems = [problem for t in texts if (problem := text_problem(t))]
     for name, value, least in (("--block-size", block_size, 2), ("--batch-size", batch_size, 1),
                                ("--steps", steps, 1), ("--repeats", repeats, 1)):
         if value < least:
@@ -57,7 +57,7 @@ def bench(model, texts, block_size, batch_size, steps, repeats, parts, as_json) 
         click.echo(table(results))
 
 
-def _text_problem(path: str) -> str | None:
+def text_problem(path: str) -> str | None:
     """Why a --text file cannot be trained on: missing, unreadable, or not UTF-8 text."""
     if not Path(path).is_file():
         return f"--text: no such file {path!r}; pass a text file, one document per line"
