@@ -62,7 +62,8 @@ def test_python_code_holds_each_module_once_and_validation_is_unseen_by_the_base
     assert all(len(text.splitlines()) <= builtin.VALIDATION_LINES for text in validation)
     assert not {text[:2000] for text in train} & {text[:2000] for text in validation}
     prose = builtin.python_prose()["train"].read_text(encoding="utf-8")
-    assert "def " not in prose.split("\n", 1)[0] and len(prose.splitlines()) > 2000
+    lines = prose.splitlines()  # paragraphs of prose, one per line: no indented code, no doctest, no table
+    assert len(lines) > 2000 and not any(line.startswith((" ", ">>>", "|", "+")) for line in lines)
     held_out = builtin._modules()[0]  # module 0 is held out: its docstrings are not in the base's corpus
     docstrings = builtin._docstring_paragraphs(held_out)
     assert docstrings and not any(paragraph in prose for paragraph in docstrings if len(paragraph) > 80)
