@@ -55,6 +55,9 @@ def tiny_model(tmp_path_factory, corpus_dir) -> Path:
     return folder
 
 
+_SHARED_BUILTINS: list[Path] = []  # the shared builtin folder, once `builtin_base` has built it
+
+
 @pytest.fixture(scope="session")
 def builtin_base(tmp_path_factory) -> Path:
     """builtin:tiny-gpt2, pretrained once (about a minute) into a cache that every test asking for it shares,
@@ -65,9 +68,6 @@ def builtin_base(tmp_path_factory) -> Path:
         folder = pretraining.tiny_gpt2()
     _SHARED_BUILTINS.append(folder.parent)
     return folder
-
-
-_SHARED_BUILTINS: list[Path] = []  # the shared builtin folder, once `builtin_base` has built it
 
 
 @pytest.fixture(autouse=True)

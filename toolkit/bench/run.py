@@ -77,9 +77,9 @@ def run(setup: Setup, report=print) -> dict:
 
 def plain_peft_cases(device: str) -> list[str]:
     """fp32, and bf16 where the device computes it natively (elsewhere bf16 is emulated: nobody would pick it)."""
-    from ..modeling.precision import resolve_precision
+    from ..hardware import cpu_has_native_bf16
 
-    native_bf16 = resolve_precision("auto") == "bf16" if device == "cpu" else torch.cuda.is_bf16_supported()
+    native_bf16 = cpu_has_native_bf16() if device == "cpu" else torch.cuda.is_bf16_supported()
     return ["peft", "peft-bf16"] if native_bf16 else ["peft"]
 
 
