@@ -7,6 +7,12 @@ must never happen during a forward pass.
 
 Each load gets its own peft name, "poems@3": when an adapter is retrained while rows still generate with
 it, the old version stays loaded under its name until they end, and the new one serves the next request.
+
+Every row names its own adapter (peft's `adapter_names`), so which adapter peft calls "active" means nothing
+to the server; but peft's forward still looks up the active adapter's config, and neither `load_adapter`
+nor `delete_adapter` of the last one keeps that name pointing at an adapter that exists. After every change
+the registry points it at one that is loaded (`_settle`), so that loading, unloading and replacing leave a
+model that runs, in any order.
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ from pathlib import Path
 
 from ..errors import ToolkitError
 from ..generation.mixing import mix
-from ..generation.switching import BASE
+from ..generation.switching import BASE, loaded_adapters
 from ..records import ModelSource
 from ..store.loading import WEIGHTS, attach, check_adapters, prompt_templates
 from ..store.manifest import MANIFEST
 from ..store.store import AdapterStore
 from .catalog import Target
-from .errors import AdapterRefused, ModelNotFound
+from .errors import AdapterRefused, ModelNotFound, message
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +114,11 @@ class Registry:
             check_adapters(self.store, [name], self.source, self.tokenizer, self.strict)
             self.model = attach(self.model, self.store, name, adapter_name=peft_name)
         except ToolkitError as err:
+            self._settle()
             if not self.store.exists(name):  # removed between the request and now
                 raise ModelNotFound(f"adapter {name!r} was removed from the store", param="model") from None
-            raise AdapterRefused("; ".join(err.problems), param="model") from None
+            raise AdapterRefused(message(err), param="model") from None
+        self._settle()
         log.info("loaded adapter %s (%s)", name, peft_name)
         return Loaded(peft_name, (name,), versions)
 
@@ -124,6 +132,7 @@ class Registry:
                 held.append(self.acquire(part))
             weights = {peft: weight for peft, (_, weight) in zip(held, target.weights)}
             peft_name = mix(self.model, weights)
+            self._settle()
         finally:
             for peft in held:
                 self.release(peft)
@@ -159,7 +168,15 @@ class Registry:
         with warnings.catch_warnings():  # peft warns when the "active" adapter goes; rows name theirs
             warnings.simplefilter("ignore")
             self.model.delete_adapter(entry.peft_name)
+        self._settle()
         log.info("unloaded %s", entry.peft_name)
+
+    def _settle(self) -> None:
+        """Point peft's "active" adapter at one that is loaded (see the module's docstring). With none
+        loaded the engine runs the base model itself, and the name is set again at the next load."""
+        loaded = loaded_adapters(self.model)
+        if loaded and self.model.active_adapter not in loaded:
+            self.model.set_adapter(loaded[-1], inference_mode=True)
 
     # ---------------------------------------------------------------- versions
 
