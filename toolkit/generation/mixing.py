@@ -19,6 +19,7 @@ from .switching import loaded_adapters, use
 MIX_PREFIX = "mix-"
 _DESCRIPTIONS: dict[str, str] = {}  # mix name -> "a=0.7,b=0.3"; names are hashes, so this never goes stale
 EXAMPLE = "wikitext103=0.7,poems=0.3"
+MAX_WEIGHT = 100.0  # a larger weight scales an adapter's update past anything meaningful, up to inf/NaN logits
 
 
 def parse_weights(
@@ -26,7 +27,8 @@ def parse_weights(
 ) -> dict[str, float]:
     """{name: weight} from "a=0.7,b=0.3", ["a=0.7", "b"] (a bare name weighs 1) or a mapping.
 
-    Every problem is reported at once: an empty item, a weight that is not a finite number, a name given
+    Every problem is reported at once: an empty item, a weight that is not a finite number or beyond
+    +-MAX_WEIGHT, a name given
     twice, a name not in `known` (when given), and weights that sum to zero. `label` names the setting.
     """
     label = label or param("mix")
@@ -43,6 +45,9 @@ def parse_weights(
         weight = _number(raw)
         if weight is None:
             problems.append(f"{label}: the weight of {name!r} ({raw!r}) is not a finite number; write e.g. {name}=0.5")
+        elif abs(weight) > MAX_WEIGHT:
+            problems.append(f"{label}: the weight of {name!r} ({weight:g}) is beyond +-{MAX_WEIGHT:g}, which scales its update "
+                            f"past anything meaningful; write a weight between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
         elif name in weights:
             problems.append(f"{label}: {name!r} is given twice; name each adapter once")
         elif known is not None and name not in known:

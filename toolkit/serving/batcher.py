@@ -10,6 +10,11 @@ leaves the batch at once; so do the rows of a request whose client left or whose
 
 Results go back to the event loop as events on the job's asyncio queue (jobs.py): Update (text and
 tokens of one row, and its end) or Failure (the whole job).
+
+A failure is confined to what caused it: a job whose adapter cannot be loaded, whose prefill fails or whose
+row cannot be sampled fails alone; a failed decoding step fails the rows in that step (their cache is
+lost) and nothing queued. Every job the worker accepted is in `jobs` until it ends, so whatever stage it
+reached, it gets an answer: its text, its failure, its timeout, or 503 when the worker stops or dies.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ import torch
 
 from .catalog import Target
 from .engine import KVBatch
-from .errors import AdapterChanged, QueueFull, RequestTimeout, ServingError, ShuttingDown
+from .errors import AdapterChanged, QueueFull, RequestTimeout, ServingError, ShuttingDown, WorkerStopped
 from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .metrics import Metrics
 from .registry import NoRoom, Registry
-from .sampling import choose, top
+from .sampling import Unsampleable, choose, top
 from .text import TextStream
 
 log = logging.getLogger(__name__)
@@ -61,8 +66,11 @@ class Batcher:
         self.device = _device(registry.model)
         self.lock = threading.Condition()
         self.waiting: deque[Job] = deque()  # guarded by lock
+        self.jobs: set[Job] = set()  # every job accepted and not yet over, whatever its stage; guarded by lock
         self.queued_rows = 0  # rows of the waiting jobs not yet admitted; guarded by lock
         self.stopping = False
+        self.cutoff: float | None = None  # when draining: the time at which what is left in flight gets 503
+        self.failure: str | None = None  # why the worker died, if it did
         self.rows: list[Row] = []  # in flight, in the order of the batch's rows
         self.batch: KVBatch | None = None
         self.thread = threading.Thread(target=self._work, name="gpt2-adapt-batcher", daemon=True)
@@ -72,11 +80,18 @@ class Batcher:
     def start(self) -> None:
         self.thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and self.thread.is_alive()
+
     def submit(self, target: Target, rows: list[RowSpec]) -> Job:
-        """Queue a request's rows; refused with 429 when the queue is full, 503 when shutting down."""
+        """Queue a request's rows; refused with 429 when the queue is full, 503 when shutting down or when
+        the worker has died."""
         job = Job(target, rows, self.timeout)
         with self.lock:
-            if self.stopping:
+            if self.failure is not None:
+                raise WorkerStopped(self.failure)
+            if self.stopping or self.cutoff is not None:
                 raise ShuttingDown("the server is shutting down; send the request to another instance or later")
             if self.queued_rows + len(rows) > self.max_queue:
                 raise QueueFull(
@@ -84,10 +99,19 @@ class Batcher:
                     headers={"Retry-After": "1"},
                 )
             self.waiting.append(job)
+            self.jobs.add(job)
             self.queued_rows += len(rows)
             self.metrics.queue_rows.set(self.queued_rows)
             self.lock.notify()
         return job
+
+    def drain(self, seconds: float) -> None:
+        """Shutting down: refuse new requests from now (503), and in `seconds` end what is still in flight
+        with 503, so that each request gets its answer (a stream its error event and [DONE]) before the
+        server closes the connections."""
+        with self.lock:
+            self.cutoff = time.monotonic() + seconds
+            self.lock.notify()
 
     def stop(self, timeout: float = 10.0) -> None:
         """End the worker: what is still queued or generating fails with 503."""
@@ -99,21 +123,35 @@ class Batcher:
     # ---------------------------------------------------------------- the worker
 
     def _work(self) -> None:
+        try:
+            self._loop()
+        except BaseException as err:  # noqa: BLE001 - the worker must not die silently, whatever killed it
+            log.critical("the generation worker stopped", exc_info=True)
+            self._fail_all(WorkerStopped(f"the generation worker stopped ({type(err).__name__}); the server's log has "
+                                         "the details: restart the server"), dead=True)
+        else:
+            self._fail_all(ShuttingDown("the server shut down before this request was done"))
+
+    def _loop(self) -> None:
         while True:
             with self.lock:
-                if not self.waiting and not self.rows and not self.stopping:
+                if not self.jobs and not self.stopping:
                     if not self.lock.wait(IDLE_SWEEP_SECONDS):
                         self._quietly(self.registry.sweep)
                         self.metrics.loaded_adapters.set(self.registry.loaded)
                         continue
                 if self.stopping:
-                    break
+                    return
+            if self.cutoff is not None and time.monotonic() >= self.cutoff:
+                self._fail_all(ShuttingDown("the server is shutting down and its grace period ran out before this "
+                                            "request was done; send it again to another instance or later"))
+                continue
             try:
                 self._cycle()
-            except Exception as err:  # a bug or out of memory: those rows fail, the server goes on
+            except Exception as err:  # a bug or out of memory in a decoding step: its rows fail, the server goes on
                 log.exception("generation failed")
-                self._fail_all(ServingError(f"generation failed ({type(err).__name__}); the server's log has the details"))
-        self._fail_all(ShuttingDown("the server shut down before this request was done"))
+                self._fail_running(ServingError(f"generation failed ({type(err).__name__}); the server's log has the "
+                                                "details"))
 
     def _cycle(self) -> None:
         self._drop_stopped()
@@ -139,6 +177,8 @@ class Batcher:
         for job in jobs:
             if room <= 0:
                 break
+            if job.over:
+                continue
             if job.peft_name is None:
                 try:
                     job.peft_name = self.registry.acquire(job.target)
@@ -147,7 +187,11 @@ class Batcher:
                     continue
                 except ServingError as err:
                     self._end(job, Failure(err))
-                    finished_waiting.append(job)
+                    continue
+                except Exception as err:  # a bug in loading: this job fails, the others go on
+                    log.exception("loading %s failed", job.target.description)
+                    self._end(job, Failure(ServingError(f"loading {job.target.description} failed ({type(err).__name__}); "
+                                                        "the server's log has the details")))
                     continue
             while job.waiting and room > 0:
                 spec = job.waiting.popleft()
@@ -159,9 +203,9 @@ class Batcher:
                 finished_waiting.append(job)
         with self.lock:
             for job in finished_waiting:
-                self.waiting.remove(job)
-            self.queued_rows = sum(len(job.waiting) for job in self.waiting)
-            self.metrics.queue_rows.set(self.queued_rows)
+                if job in self.waiting:
+                    self.waiting.remove(job)
+            self._count_queue()
         if admitted:
             self._prefill(admitted)
 
@@ -183,8 +227,15 @@ class Batcher:
         for group in (scored, [r for r in rows if r not in scored]):
             if not group:
                 continue
-            batch, logits = KVBatch.prefill(model, [r.spec.prompt for r in group], [r.peft_name for r in group],
-                                            self.pad_id, self.device, all_logits=group is scored)
+            try:
+                batch, logits = KVBatch.prefill(model, [r.spec.prompt for r in group], [r.peft_name for r in group],
+                                                self.pad_id, self.device, all_logits=group is scored)
+            except Exception as err:  # these rows' jobs fail; the rows generating already go on
+                log.exception("prefill failed")
+                for job in {r.job for r in group}:
+                    self._end(job, Failure(ServingError(f"generation failed ({type(err).__name__}); the server's "
+                                                        "log has the details")))
+                continue
             for row, row_logits in zip(group, logits):
                 label = row.job.target.metric_label
                 self.metrics.prompt_tokens.labels(label).inc(len(row.spec.prompt))
@@ -205,7 +256,13 @@ class Batcher:
     def _advance(self, row: Row, logits: torch.Tensor) -> None:
         """Choose a row's next token, record it, and end the row where it ends."""
         spec = row.spec
-        token = choose(logits, spec.sampling, row.generator)
+        if row.job.over:
+            return
+        try:
+            token = choose(logits, spec.sampling, row.generator)
+        except Unsampleable as err:  # this row's numbers, not the batch's: its request fails alone
+            self._end(row.job, Failure(ServingError(str(err))))
+            return
         offset = row.text.push(token)
         if spec.logprobs is not None:
             logprobs = torch.log_softmax(logits, dim=-1)
@@ -243,6 +300,8 @@ class Batcher:
         by_job: dict[Job, list[Update]] = {}
         now = time.monotonic()
         for row in rows:
+            if row.job.over:  # failed or cancelled: its request has had its answer
+                continue
             text = row.text.rest() if row.finish_reason else row.text.ready()
             if not (text or row.tokens or row.finish_reason):
                 continue
@@ -272,48 +331,57 @@ class Batcher:
                 self._end(row.job)
 
     def _drop_stopped(self) -> None:
-        """End the jobs whose client left or whose time ran out, waiting or generating."""
+        """End the jobs whose client left or whose time ran out, whatever their stage."""
         now = time.monotonic()
         with self.lock:
-            jobs = set(self.waiting) | {r.job for r in self.rows}
+            jobs = list(self.jobs)
         for job in jobs:
-            if job.over:
-                continue
             if job.cancelled:
-                self._stop(job, "cancelled", None)
+                self.metrics.stopped_rows.labels("cancelled").inc(job.live + len(job.waiting))
+                self._end(job)
             elif now > job.deadline:
-                self._stop(job, "timeout", Failure(RequestTimeout(
+                self.metrics.stopped_rows.labels("timeout").inc(job.live + len(job.waiting))
+                self._end(job, Failure(RequestTimeout(
                     f"the request took longer than the server's timeout of {self.timeout:g} s; its generation was stopped")))
         self._retire()
 
-    def _stop(self, job: Job, reason: str, failure: Failure | None) -> None:
-        self.metrics.stopped_rows.labels(reason).inc(job.live + len(job.waiting))
-        with self.lock:
-            if job in self.waiting:
-                self.waiting.remove(job)
-                self.queued_rows -= len(job.waiting)
-                self.metrics.queue_rows.set(self.queued_rows)
-        job.waiting.clear()
-        self._end(job, failure)
-
     def _end(self, job: Job, failure: Failure | None = None) -> None:
-        """A job is over: give back its adapter, tell its request if it failed."""
+        """A job is over: out of the queue, its adapter given back, its request told if it failed. Its rows
+        still in the batch leave it at the next _retire."""
+        if job.over:
+            return
         job.over = True
+        with self.lock:
+            self.jobs.discard(job)
+            if job.waiting and job in self.waiting:
+                self.waiting.remove(job)
+            job.waiting.clear()
+            self._count_queue()
         if job.peft_name is not None:
             self._quietly(self.registry.release, job.peft_name)
             job.peft_name = None
         if failure is not None:
             job.send(failure)
 
-    def _fail_all(self, error: ServingError) -> None:
-        with self.lock:
-            jobs = set(self.waiting) | {r.job for r in self.rows}
-            self.waiting.clear()
-            self.queued_rows = 0
-        for job in jobs:
-            if not job.over:
-                self._end(job, Failure(error))
+    def _fail_running(self, error: ServingError) -> None:
+        """A decoding step failed: the rows in the batch (and their jobs) fail, the queue goes on."""
+        for job in {r.job for r in self.rows}:
+            self._end(job, Failure(error))
         self.rows, self.batch = [], None
+
+    def _fail_all(self, error: ServingError, dead: bool = False) -> None:
+        with self.lock:
+            if dead:
+                self.failure = error.message  # from now on submit() refuses at once
+            jobs = list(self.jobs)
+        for job in jobs:
+            self._end(job, Failure(error))
+        self.rows, self.batch = [], None
+
+    def _count_queue(self) -> None:
+        """Called with the lock held."""
+        self.queued_rows = sum(len(job.waiting) for job in self.waiting)
+        self.metrics.queue_rows.set(self.queued_rows)
 
     @staticmethod
     def _quietly(action, *args) -> None:

@@ -1,6 +1,8 @@
 """How a row chooses its next token from the logits, and the log-probabilities it reports.
 
-Temperature 0 is greedy: the likeliest token, as `toolkit.generate(greedy=True)` takes it. Otherwise the
+Temperature 0 is greedy: the likeliest token, as `toolkit.generate(greedy=True)` takes it; so is any
+temperature below MIN_TEMPERATURE (logits divided by a temperature below about 1e-37 overflow to infinity,
+and far above that sampling already picks the likeliest token but for exact ties). Otherwise the
 logits are divided by the temperature and cut to `top_p` by transformers' own warpers, and the token is
 drawn with the row's own generator: a seeded request gives the same text whatever it is batched with.
 No top-k cut is applied (the OpenAI API has none). Log-probabilities are those of the model itself,
@@ -14,14 +16,25 @@ from dataclasses import dataclass
 import torch
 
 
+MIN_TEMPERATURE = 1e-3  # a lower temperature samples greedily (see above)
+
+
+class Unsampleable(ValueError):
+    """A row's next-token probabilities are not numbers (NaN or infinite logits): nothing can be drawn."""
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 1.0  # 0: greedy
     top_p: float = 1.0
     seed: int | None = None  # of this row's generator (None: drawn afresh)
 
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < MIN_TEMPERATURE
+
     def generator(self, device) -> torch.Generator | None:
-        if self.temperature == 0:
+        if self.greedy:
             return None
         generator = torch.Generator(device=device)
         if self.seed is None:
@@ -42,7 +55,12 @@ def row_seeds(seed: int | None, rows: int) -> list[int | None]:
 
 def choose(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
     """The next token for one row, from its logits (a vector over the vocabulary)."""
-    if sampling.temperature == 0:
+    if bool(torch.isnan(logits).any() or torch.isposinf(logits).any()):
+        raise Unsampleable(
+            "the model's next-token scores for this request are not finite (NaN or infinite): an adapter or a mix "
+            "whose weights are too large for the base; try smaller mix weights, or check the adapter"
+        )
+    if sampling.greedy:
         return int(logits.argmax())
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
