@@ -161,7 +161,7 @@ def test_a_template_changed_while_a_request_waited_answers_409(qa_store):
 
     async def stale_request():
         stale = replace(service.catalog.target("qa"), template="Question: {prompt}\n")
-        prepared = service.completions.prepare(CompletionRequest(model="qa", prompt="x", max_tokens=2), stale)
+        prepared = await service.completions.prepare(CompletionRequest(model="qa", prompt="x", max_tokens=2), stale)
         return await service.batcher.submit(stale, prepared.rows).events.get()
 
     try:

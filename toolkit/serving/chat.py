@@ -27,19 +27,24 @@ class Chat:
         self.completions = completions
 
     async def complete(self, body: ChatCompletionRequest, request: Request) -> ChatCompletion:
-        target, completion = self._prepare(body, request)
+        target, completion = await self._prepare(body, request)
         return reply(await self.completions.complete(completion, request, target))
 
     async def stream(self, body: ChatCompletionRequest, request: Request) -> AsyncIterator[bytes]:
-        target, completion = self._prepare(body, request)
+        target, completion = await self._prepare(body, request)
         return await self.completions.stream(completion, request, target, shape=Chunks())
 
-    def _prepare(self, body: ChatCompletionRequest, request: Request) -> tuple[Target, CompletionRequest]:
-        """The target and the completion request a chat request stands for, or a 400/404 saying why not."""
-        target = self.completions.catalog.target(body.model)
+    async def _prepare(self, body: ChatCompletionRequest, request: Request) -> tuple[Target, CompletionRequest]:
+        """The target and the completion request a chat request stands for, or a 400/404 saying why not; the
+        messages are measured before anything is tokenized, and tokenized off the event loop."""
+        completions = self.completions
+        longest = max((len(m.content) for m in body.messages), default=0)
+        if -(-longest // completions.longest_token) >= completions.context:
+            raise BadRequest(f"a message has {longest} characters, more than the model's context of "
+                             f"{completions.context} tokens can hold; shorten it", param="messages")
+        target, ids = await completions.off_loop(self._tokens, body)
         request.state.model = target.metric_label
-        ids = self.completions.tokens(render(target, body.messages), target.template)
-        context = self.completions.context
+        context = completions.context
         if len(ids) >= context:
             raise BadRequest(f"the prompt (the user message inside the template) has {len(ids)} tokens, the model's "
                              f"context {context}: no room to generate; shorten the message", param="messages")
@@ -50,6 +55,10 @@ class Chat:
             seed=body.seed, user=body.user,
         )
         return target, completion
+
+    def _tokens(self, body: ChatCompletionRequest) -> tuple[Target, list[int]]:
+        target = self.completions.catalog.target(body.model)
+        return target, self.completions.tokens(render(target, body.messages), target.template)
 
 
 def render(target: Target, messages: list[ChatMessage]) -> str:

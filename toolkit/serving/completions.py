@@ -7,6 +7,11 @@ OpenAI numbers them. Usage counts each prompt once, and every generated token (E
 A string prompt for a prompt/completion adapter becomes EOS and the prompt inside the adapter's template,
 exactly as `toolkit.generate` prompts it; token ids are taken as given. Chat (chat.py) runs through here
 too, with its own shape of response.
+
+No request makes the event loop do more than a bounded amount of work: its rows are counted and its
+prompts measured before anything is tokenized (a prompt of more characters than the context's tokens
+could ever spell is refused unread), and tokenizing, with the store reads that find the target, runs on
+one thread of its own (a fast tokenizer must not be used by two threads at once).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -25,11 +31,12 @@ from ..generation.generate import prompt_tokens
 from .batcher import Batcher
 from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .catalog import Catalog, Target
-from .errors import BadRequest, ServingError
+from .errors import BadRequest, RequestTimeout, ServingError
 from .sampling import Sampling, row_seeds
 from .types import Completion, CompletionChoice, CompletionRequest, Logprobs, Usage
 
 DONE = b"data: [DONE]\n\n"  # how OpenAI ends a stream
+ANSWER_MARGIN = 10.0  # seconds past a job's deadline after which the event loop answers for a silent worker
 
 
 def _event(data: str) -> bytes:
@@ -47,13 +54,44 @@ class Prepared:
 
 class Completions:
     def __init__(self, catalog: Catalog, batcher: Batcher, tokenizer, context: int, vocab_size: int):
-        # `tokenizer` is this side's own: the batcher's worker decodes with another instance, since a fast
-        # tokenizer must not encode in one thread while it decodes in another.
+        # `tokenizer` is this side's own: the batcher's worker decodes with another instance.
         self.catalog, self.batcher, self.tokenizer = catalog, batcher, tokenizer
         self.context, self.vocab_size = context, vocab_size
+        # A token spells at most this many characters (a byte-level token: one per byte of its text).
+        self.longest_token = max(map(len, tokenizer.get_vocab()))
+        self.tokenizing = ThreadPoolExecutor(1, thread_name_prefix="gpt2-adapt-tokenize")
 
-    def prepare(self, body: CompletionRequest, target: Target | None = None) -> Prepared:
+    def close(self) -> None:
+        self.tokenizing.shutdown(wait=False, cancel_futures=True)
+
+    async def off_loop(self, work: Callable, *args):
+        """Run `work` (tokenizing, reading the store) on the tokenizing thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.tokenizing, work, *args)
+
+    async def prepare(self, body: CompletionRequest, target: Target | None = None) -> Prepared:
         """The rows of a request (on `target`, else the model it names), or a 400/404 saying why there are none."""
+        self.check_size(body)
+        return await self.off_loop(self._prepare, body, target)
+
+    def check_size(self, body: CompletionRequest) -> None:
+        """What can be refused without tokenizing: too many rows, a prompt longer than the context allows."""
+        count = len(body.prompts) * body.n
+        if count > self.batcher.max_queue:
+            raise BadRequest(f"{len(body.prompts)} prompts x n={body.n} is {count} rows, more than this server queues "
+                             f"at once ({self.batcher.max_queue}); send fewer per request", param="n")
+        room = self.context - body.max_tokens
+        for number, prompt in enumerate(body.prompts):
+            at_least = len(prompt) if isinstance(prompt, list) else -(-len(prompt) // self.longest_token)
+            if at_least > room:
+                which = f"prompt {number}" if len(body.prompts) > 1 else "the prompt"
+                size = f"{len(prompt)} tokens" if isinstance(prompt, list) else f"{len(prompt)} characters, at least {at_least} tokens,"
+                raise BadRequest(self._too_long(which, size, body.max_tokens, room), param="max_tokens")
+
+    def _too_long(self, which: str, size: str, max_tokens: int, room: int) -> str:
+        return (f"{which} has {size} and max_tokens is {max_tokens}: more than the model's context of {self.context}; "
+                f"shorten the prompt, or lower max_tokens" + (f" (the prompt may have at most {room} tokens)" if room > 0 else ""))
+
+    def _prepare(self, body: CompletionRequest, target: Target | None) -> Prepared:
         target = target or self.catalog.target(body.model)
         scores_text = body.echo and body.logprobs is not None and any(isinstance(p, str) for p in body.prompts)
         if target.template is not None and scores_text:
@@ -67,24 +105,16 @@ class Completions:
         for number, ids in enumerate(prompts):
             if len(ids) + body.max_tokens > self.context:
                 which = f"prompt {number}" if len(prompts) > 1 else "the prompt"
-                raise BadRequest(
-                    f"{which} has {len(ids)} tokens and max_tokens is {body.max_tokens}: {len(ids) + body.max_tokens} "
-                    f"tokens, more than the model's context of {self.context}; shorten the prompt or lower max_tokens "
-                    f"to at most {max(self.context - len(ids), 0)}",
-                    param="max_tokens",
-                )
+                raise BadRequest(self._too_long(which, f"{len(ids)} tokens", body.max_tokens, self.context - body.max_tokens),
+                                 param="max_tokens")
         count = len(prompts) * body.n
-        if count > self.batcher.max_queue:
-            raise BadRequest(f"{len(prompts)} prompts x n={body.n} is {count} rows, more than this server queues at once "
-                             f"({self.batcher.max_queue}); send fewer per request", param="n")
         seeds = row_seeds(body.seed, count)
-        temperature = body.temperature
         rows, echoes = [], []
         for i, ids in enumerate(prompts):
             echo = (body.prompts[i] if isinstance(body.prompts[i], str) else self.tokenizer.decode(ids)) if body.echo else ""
             for j in range(body.n):
                 index = i * body.n + j
-                sampling = Sampling(temperature, body.top_p, seeds[index])
+                sampling = Sampling(body.temperature, body.top_p, seeds[index])
                 rows.append(RowSpec(index, ids, body.max_tokens, sampling, body.logprobs, body.echo, body.stops))
                 echoes.append(echo)
         return Prepared(target, rows, echoes, sum(map(len, prompts)))
@@ -102,7 +132,7 @@ class Completions:
     # ---------------------------------------------------------------- answering
 
     async def complete(self, body: CompletionRequest, request: Request, target: Target | None = None) -> Completion:
-        prepared = self.prepare(body, target)
+        prepared = await self.prepare(body, target)
         request.state.model = prepared.target.metric_label
         job = self.batcher.submit(prepared.target, prepared.rows)
         answer = Answer(prepared, body)
@@ -120,7 +150,7 @@ class Completions:
         """Server-sent events; the first is awaited before the response starts, so that a request refused
         when its turn comes (its adapter damaged, say) still gets its error status. `shape` turns each
         chunk into what is sent (chat's chunks); without it, the chunk itself."""
-        prepared = self.prepare(body, target)
+        prepared = await self.prepare(body, target)
         request.state.model = prepared.target.metric_label
         job = self.batcher.submit(prepared.target, prepared.rows)
         updates = _updates(job)
@@ -207,10 +237,17 @@ def _logprobs(tokens: tuple[TokenInfo, ...], echo_length: int) -> Logprobs:
 
 
 async def _updates(job: Job) -> AsyncIterator[Update]:
-    """A job's updates until all its rows have ended; a failure is raised."""
+    """A job's updates until all its rows have ended; a failure is raised. The worker answers every job it
+    accepted; should it ever fall silent, the request is still answered once its deadline has long passed."""
     running = len(job.rows)
     while running:
-        event = await job.events.get()
+        try:
+            async with asyncio.timeout(max(job.deadline - time.monotonic(), 0) + ANSWER_MARGIN):
+                event = await job.events.get()
+        except TimeoutError:
+            job.cancel()
+            raise RequestTimeout("the request got no answer from the generation worker within the server's timeout; "
+                                 "the server's log may say why") from None
         if isinstance(event, Failure):
             raise event.error
         if event.finish_reason is not None:
