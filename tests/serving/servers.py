@@ -117,16 +117,15 @@ def free_socket() -> socket.socket:
 
 @contextlib.contextmanager
 def served(**settings):
-    """The app under uvicorn in a thread, on a free port; stopped (gracefully) on exit."""
-    import uvicorn
-
+    """The app under uvicorn in a thread, on a free port, as `toolkit.serve` runs it; stopped (gracefully) on exit."""
     from toolkit.serving.app import create_app
+    from toolkit.serving.server import uvicorn_server
     from toolkit.serving.settings import ServerSettings
 
-    settings = ServerSettings(**settings)
+    settings = ServerSettings(**{"grace": 5, **settings})
     app = create_app(settings)
     sock = free_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    server = uvicorn_server(app, settings, log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

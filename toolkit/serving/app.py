@@ -1,7 +1,8 @@
 """The ASGI app: thin routes over the service. `create_app(...)` builds it; the model loads at start-up.
 
-    GET  /health                 public: {"status": "ok"} once the model is loaded
+    GET  /health                 public: {"status": "ok"} while the server can generate; else 503 and why
     GET  /                       public: the page (an empty shell; its data comes from the routes below)
+    GET  /docs, /redoc           the API's documentation, served only when no API key is set
     GET  /metrics                Prometheus text format
     GET  /v1/models              the base and every adapter of the store
     POST /v1/completions         OpenAI's completions, streamed as server-sent events with "stream": true
@@ -15,18 +16,19 @@ import contextlib
 from importlib import resources
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from .. import __version__
 from . import errors
 from .access import AccessLog
 from .auth import require_key
+from .limits import BodyLimit
 from .metrics import Metrics
 from .service import Service
 from .settings import ServerSettings
 from .types import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ErrorBody, ModelList
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 408, 409, 422, 429, 503)}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 408, 409, 413, 422, 429, 503)}
 
 
 def create_app(settings: ServerSettings | None = None, **fields) -> FastAPI:
@@ -42,19 +44,25 @@ def create_app(settings: ServerSettings | None = None, **fields) -> FastAPI:
         yield
         await asyncio.to_thread(service.close)
 
-    app = FastAPI(title="gpt2-adapt", version=__version__, lifespan=lifespan, responses=ERRORS)
+    # With a key, the API's documentation is not served: /docs, /redoc and /openapi.json answer 404.
+    documented = {} if settings.api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="gpt2-adapt", version=__version__, lifespan=lifespan, responses=ERRORS, **documented)
     app.state.service = service
     errors.install(app)
-    app.add_middleware(AccessLog, metrics=metrics)
+    app.add_middleware(BodyLimit, max_body=settings.max_body, read_timeout=settings.read_timeout)
+    app.add_middleware(AccessLog, metrics=metrics)  # added last: the outermost, so it logs the 413s and 408s too
 
     public = APIRouter()
     private = APIRouter(dependencies=[Depends(require_key(settings.api_key))])
 
     @public.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
+    async def health():
+        problem = service.health()
+        if problem is None:
+            return {"status": "ok"}
+        return JSONResponse({"status": "error", "reason": problem}, status_code=503)
 
-    @public.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @public.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
         return resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
 

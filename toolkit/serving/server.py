@@ -1,7 +1,10 @@
 """`toolkit.serve(...)`: the app under uvicorn until SIGTERM or Ctrl-C.
 
-On either signal uvicorn stops accepting connections, lets the requests in flight finish (at most `grace`
-seconds), then the app's shutdown stops the batcher; the process exits 0.
+On either signal uvicorn stops accepting connections and lets the requests in flight finish, for at most
+`grace` seconds; then it would close what is left, answering a request that has no response yet with its
+own plain-text 500 and cutting a stream short. So shortly before that (`drain_at`), the batcher ends
+whatever is still in flight with the documented 503 (a stream: an error event, then [DONE]); then the
+app's shutdown stops the batcher, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import threading
 
 from ..errors import ToolkitError, param
 from .app import create_app
+from .limits import guarded_protocol
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -29,9 +33,7 @@ def serve(settings: ServerSettings | None = None, **fields) -> None:
     _check_port(settings.host, settings.port)  # before the model loads, not after
     app = create_app(settings)
     app.state.service.open()  # before listening: a bad base or adapter is reported, not logged by uvicorn
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False,
-                            timeout_graceful_shutdown=settings.grace, log_level="info")
-    server = uvicorn.Server(config)
+    server = uvicorn_server(app, settings, host=settings.host, port=settings.port, log_level="info")
     # uvicorn shuts down gracefully on SIGTERM and Ctrl-C, then raises the signal again for the handler it
     # found: with Python's defaults the process would die of SIGTERM or raise KeyboardInterrupt. A stop
     # that was asked for is a normal end: exit status 0.
@@ -43,6 +45,25 @@ def serve(settings: ServerSettings | None = None, **fields) -> None:
         finally:
             app.state.service.close()
     log.info("stopped")
+
+
+def drain_at(grace: float) -> float:
+    """Seconds into the grace period at which what is still in flight is ended with 503: early enough for
+    the answers to be written before uvicorn closes the connections at `grace`."""
+    return grace - min(1.0, grace / 2)
+
+
+def uvicorn_server(app, settings: ServerSettings, **config):
+    """A uvicorn.Server for the app, with the server's bounds on clients (limits.py) and its shutdown."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            app.state.service.drain(drain_at(settings.grace))
+            await super().shutdown(sockets)
+
+    return Server(uvicorn.Config(app, access_log=False, timeout_graceful_shutdown=settings.grace,
+                                 http=guarded_protocol(settings.read_timeout), **config))
 
 
 def _check_port(host: str, port: int) -> None:

@@ -42,9 +42,10 @@ class Service:
         if missing:
             raise ToolkitError(*(f"{param('preload')}: no adapter named {name!r} in {self.store.root} "
                                  f"(it has: {', '.join(self.store.names()) or 'none'})" for name in missing))
-        base = choose_base(self.store, s.base, s.preload)
-        model, tokenizer = load(base=base, store=self.store, precision=s.precision)
-        source = model_source(base, key=param("base"))
+        served = choose_base(self.store, s.base, s.preload)
+        base = served.name
+        model, tokenizer = load(base=base, revision=served.revision, store=self.store, precision=s.precision)
+        source = model_source(base, served.revision, key=param("base"))
         registry = Registry(model, tokenizer, self.store, source, s.max_loaded)
         self.catalog = Catalog(self.store, base, int(time.time()))
         for name in s.preload:
@@ -63,9 +64,25 @@ class Service:
         self.metrics.loaded_adapters.set(registry.loaded)
         self.batcher.start()
         self.opened = True
-        log.info("serving %s with %d adapter(s) preloaded, from %s (%.1f s)", base, len(s.preload), self.store.root,
+        log.info("serving %s%s with %d adapter(s) preloaded, from %s (%.1f s)", base,
+                 "" if served.revision == "main" else f" at revision {served.revision}", len(s.preload), self.store.root,
                  time.perf_counter() - started)
+
+    def drain(self, seconds: float) -> None:
+        """Shutting down: new requests get 503, and in `seconds` so do those still in flight."""
+        if self.batcher is not None:
+            self.batcher.drain(seconds)
+
+    def health(self) -> str | None:
+        """Why the server cannot generate (None: it can)."""
+        if self.batcher is None:
+            return "the model is not loaded yet"
+        if not self.batcher.alive:
+            return self.batcher.failure or "the generation worker has stopped"
+        return None
 
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.stop()
+        if self.completions is not None:
+            self.completions.close()

@@ -26,18 +26,20 @@ class ServerSettings:
     precision: str = "fp32"  # how the base is loaded: fp32, bf16, fp16 or int8
     preload: tuple[str, ...] = ()  # adapters loaded (and verified) at start-up rather than on first use
     grace: float = 30.0  # seconds SIGTERM or Ctrl-C waits for requests in flight before closing them
+    max_body: int = 1 << 20  # bytes of a request's body; beyond it the request gets 413
+    read_timeout: float = 15.0  # seconds a client may take to send a request's headers, and again its body
 
     def __post_init__(self):
         if self.api_key is None and os.environ.get(API_KEY_ENV):
             object.__setattr__(self, "api_key", os.environ[API_KEY_ENV])
         object.__setattr__(self, "preload", tuple(self.preload))
         problems = []
-        for name in ("max_loaded", "max_batch", "max_queue"):
+        for name in ("max_loaded", "max_batch", "max_queue", "max_body"):
             if getattr(self, name) < 1:
                 problems.append(f"{param(name)}: must be at least 1 (got {getattr(self, name)})")
         if not 0 < self.port < 65536:
             problems.append(f"{param('port')}: must be between 1 and 65535 (got {self.port})")
-        for name in ("timeout", "grace"):
+        for name in ("timeout", "grace", "read_timeout"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 problems.append(f"{param(name)}: must be a number of seconds > 0 (got {value})")
