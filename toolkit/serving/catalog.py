@@ -3,6 +3,9 @@
 `model` is an adapter's name, the base's name (the plain base), or a weighted mix "a=0.7,b=0.3" (a bare
 name weighing 1) of adapters, as `toolkit.mix` takes it. The store is read afresh on every call, so an
 adapter trained into it while the server runs is offered at once and one removed is gone.
+
+What a client sends comes back in messages only cut short (`shown`): a name of megabytes, or a mix of
+thousands of adapters, is refused in a line.
 """
 
 from __future__ import annotations
@@ -14,11 +17,20 @@ from dataclasses import dataclass
 from ..config.names import is_valid_name
 from ..errors import ToolkitError, param
 from ..generation.mixing import describe, parse_weights
+from ..store.manifest import MANIFEST
 from ..store.store import AdapterStore
-from .errors import BadRequest, ModelNotFound
+from .errors import BadRequest, ModelNotFound, message
 from .types import ModelCard
 
 MIX_LABEL = "mix"  # how metrics name every mix: their weights are the client's to choose, without bound
+MAX_MIX = 16  # adapters in one mix
+SHOWN_CHARS = 80  # of a client's text in a message
+SHOWN_NAMES = 20  # of the store's names in a 404
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` as a message quotes it: repr'd, and cut short when long."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -48,36 +60,49 @@ class Target:
 
 class Catalog:
     def __init__(self, store: AdapterStore, base: str, started: int):
-        self.store, self.base, self.started = store, base, started
+        self.store, self.base, self.started = store, base, started  # base: its name, as `model` names it
 
     def cards(self) -> list[ModelCard]:
-        """The base, then every adapter of the store (a damaged one too: asking for it says what is wrong)."""
+        """The base, then every adapter of the store; a damaged one too, its card saying what is wrong in
+        `error` (asking for it says so as well)."""
         cards = [ModelCard(id=self.base, created=self.started, root=self.base)]
-        for name in self.store.names():
+        for name in self.names():
             try:
                 row = self.store.info(name).summary()
-            except ToolkitError:  # a symbolic link or a renamed copy: not an adapter the server serves
+            except ToolkitError:  # removed, or turned into a link, while the listing was read
                 continue
-            cards.append(ModelCard(
-                id=name, created=_timestamp(row["created"]) or self.started, root=row["base"] or self.base,
-                parent=row["base"] or self.base, dataset=row["dataset"] or None,
-                base_perplexity=row["base_perplexity"], adapted_perplexity=row["adapted_perplexity"],
-            ))
+            try:
+                cards.append(ModelCard(
+                    id=name, created=_timestamp(row["created"]) or self.started, root=row["base"] or self.base,
+                    parent=row["base"] or self.base, dataset=row["dataset"] or None,
+                    base_perplexity=row["base_perplexity"], adapted_perplexity=row["adapted_perplexity"],
+                    error="; ".join(row["problems"]) or None,
+                ))
+            except ValueError as err:  # a manifest whose fields have the wrong types (pydantic's error is one)
+                cards.append(ModelCard(id=name, created=self.started, root=self.base, parent=self.base,
+                                       error=f"{MANIFEST} is damaged: {_field_problem(err)}"))
         return cards
+
+    def names(self) -> list[str]:
+        """The adapters the server serves: the store's, less folders that are links or renamed copies."""
+        return [name for name in self.store.names() if self.store.refusal(name) is None]
 
     def target(self, model: str) -> Target:
         """What `model` names, or a 404 listing what there is (a 400 for a malformed mix)."""
         if model == self.base:
             return Target(model)
         if "=" in model or "," in model:
+            if model.count(",") >= MAX_MIX:
+                raise BadRequest(f"the mix {shown(model)} names {model.count(',') + 1} adapters; a mix may name at most "
+                                 f"{MAX_MIX}", param="model")
             try:
                 weights = parse_weights(model, label="model")
             except ToolkitError as err:
-                raise BadRequest("; ".join(err.problems), param="model") from None
+                raise BadRequest(message(err), param="model") from None
             for name in weights:
-                self._require(name, f"the mix {model!r} names adapter {name!r}, which is not in the store")
+                self._require(name, f"the mix {shown(model)} names adapter {shown(name)}, which is not in the store")
             return Target(describe(weights), tuple(weights.items()), mix=True, template=self._mix_template(weights))
-        self._require(model, f"no model named {model!r}")
+        self._require(model, f"no model named {shown(model)}")
         return Target(model, ((model, 1.0),), template=self._template(model))
 
     def _template(self, name: str) -> str | None:
@@ -101,37 +126,57 @@ class Catalog:
     def _require(self, name: str, what: str) -> None:
         if is_valid_name(name) and self.store.exists(name):
             return
-        known = ", ".join([self.base, *self.store.names()])
+        names = [self.base, *self.names()]
+        known = ", ".join(names[:SHOWN_NAMES]) + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
         raise ModelNotFound(f"{what}; this server has: {known} (GET /v1/models lists them)", param="model")
 
 
-def choose_base(store: AdapterStore, base: str | None, preload: tuple[str, ...] = ()) -> str:
+@dataclass(frozen=True)
+class ServedBase:
+    name: str  # a hub id or a folder, as the adapters record it (or as --base gives it)
+    revision: str = "main"  # the hub revision the adapters were trained on (ignored for a folder)
+
+
+def choose_base(store: AdapterStore, base: str | None, preload: tuple[str, ...] = ()) -> ServedBase:
     """The base to serve: the one given, else the one the preloaded adapters record, else the one most of
-    the store's adapters record."""
-    if base:
-        return base
-    recorded = {}
+    the store's adapters record; at the revision those adapters record (a pinned hub revision is kept)."""
+    recorded: dict[str, tuple[str, str]] = {}
     for name in store.names():
-        try:
-            recorded[name] = store.info(name).summary()["base"]
-        except ToolkitError:
-            continue
+        record = store.info(name).manifest.get("base") if store.exists(name) and store.refusal(name) is None else None
+        if isinstance(record, dict) and isinstance(record.get("name"), str) and record["name"]:
+            revision = record.get("revision")
+            recorded[name] = (record["name"], revision if isinstance(revision, str) and revision else "main")
+    if base:
+        revisions = Counter(revision for name, revision in recorded.values() if name == base)
+        return ServedBase(base, revisions.most_common(1)[0][0] if revisions else "main")
     for name in preload:
-        if recorded.get(name):
-            return recorded[name]
-    counts = Counter(b for b in recorded.values() if b)
+        if name in recorded:
+            return ServedBase(*recorded[name])
+    counts = Counter(recorded.values())
     if not counts:
         raise ToolkitError(
             f"nothing to serve: the store {store.root} holds no adapter that records its base; "
             f"train one into it, point {store.setting} at another store, or name the model with {param('base')}"
         )
-    return counts.most_common(1)[0][0]
+    return ServedBase(*counts.most_common(1)[0][0])
 
 
-def _timestamp(created: str | None) -> int | None:
-    if not created:
+def _timestamp(created) -> int | None:
+    if created is None:
         return None
+    if not isinstance(created, str):
+        raise ValueError(f"created is {shown(str(created), 40)}, not a date and time (ISO 8601)")
     try:
         return int(datetime.datetime.fromisoformat(created).timestamp())
     except ValueError:
-        return None
+        raise ValueError(f"created is {shown(created, 40)}, not a date and time (ISO 8601)") from None
+
+
+def _field_problem(err: ValueError) -> str:
+    """One line for what is wrong: pydantic's first error named by the manifest's field, or the message."""
+    errors = getattr(err, "errors", None)
+    if errors is None:
+        return str(err)
+    first = errors()[0]
+    field = {"root": "base.name", "parent": "base.name"}.get(str(first["loc"][0]), str(first["loc"][0]))
+    return f"{field} is {shown(str(first.get('input')), 40)}: {first['msg'].lower()}"

@@ -11,7 +11,8 @@
 | 409 | an adapter retrained with another prompt template while the request waited (send it again) | invalid_request_error / adapter_changed |
 | 422 | an adapter that fails verification (damaged, or trained on another base) | invalid_request_error / adapter_refused |
 | 429 | the queue is full; `Retry-After` says when to try again | rate_limit_error / queue_full |
-| 503 | the server is shutting down | server_error / shutting_down |
+| 413 | the body is larger than `--max-body` | invalid_request_error / body_too_large |
+| 503 | the server is shutting down, or its generation worker stopped (restart it) | server_error / shutting_down, worker_stopped |
 | 500 | a bug: logged with its traceback | server_error |
 """
 
@@ -25,6 +26,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import ToolkitError
+from .access import printable
 from .types import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,27 @@ class QueueFull(ServingError):
     status, type, code = 429, "rate_limit_error", "queue_full"
 
 
+class BodyTooLarge(ServingError):
+    status, type, code = 413, "invalid_request_error", "body_too_large"
+
+
 class ShuttingDown(ServingError):
     status, code = 503, "shutting_down"
+
+
+class WorkerStopped(ServingError):
+    status, code = 503, "worker_stopped"
+
+
+def message(err: ToolkitError) -> str:
+    """A library error's problems as one line, each parameter spelled as a client of this server can act on it."""
+    return "; ".join(err.spelled(_spelling))
+
+
+def _spelling(name: str, value: str | None) -> str:
+    if name == "strict":  # a client cannot load what fails verification: only the command line can
+        return "--allow-unverified to `gpt2-adapt generate` (this server serves verified adapters only)"
+    return "--" + name.replace("_", "-")
 
 
 def response(err: ServingError) -> JSONResponse:
@@ -118,7 +139,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ToolkitError)
     async def toolkit_error(request: Request, err: ToolkitError):
-        return response(BadRequest("; ".join(err.problems)))
+        return response(BadRequest(message(err)))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
@@ -126,5 +147,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def bug(request: Request, err: Exception):
-        log.exception("%s %s failed", request.method, request.url.path)
+        log.exception("%s %s failed", printable(request.method), printable(request.url.path))
         return response(ServingError(f"internal error ({type(err).__name__}); the server's log has the details"))

@@ -8,14 +8,29 @@ sending its defaults works and one asking for more is told.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MAX_N = 16  # completions per prompt
 MAX_LOGPROBS = 20  # top tokens per position
 MAX_STOP = 4  # stop sequences, as OpenAI allows
-Prompt = str | list[str] | list[int] | list[list[int]]
+MAX_MODEL_CHARS = 2048  # a name is at most 64 characters; a mix of 16 adapters fits well within this
+SEEDS = {"ge": -(2**63), "le": 2**64 - 1}  # what torch.Generator.manual_seed takes
+
+
+def _encodable(text: str) -> str:
+    """JSON can carry a lone UTF-16 surrogate ("\\ud800"), which is no text: refused here, not by the tokenizer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"holds {text[err.start]!r} at character {err.start}, a lone surrogate that is not valid "
+                         "Unicode; send valid text") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+Prompt = Text | list[Text] | list[int] | list[list[int]]
 NEUTRAL = {"presence_penalty": (0.0,), "frequency_penalty": (0.0,), "logit_bias": (None, {}), "best_of": (None, 1),
            "suffix": (None, "")}  # the values of the OpenAI fields not implemented that mean "off"
 
@@ -37,7 +52,7 @@ class Request(Strict):
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
     best_of: int | None = None
-    suffix: str | None = None
+    suffix: Text | None = None
 
     @field_validator(*NEUTRAL)
     @classmethod
@@ -48,7 +63,7 @@ class Request(Strict):
 
 
 class CompletionRequest(Request):
-    model: str = Field(min_length=1)  # an adapter, the base, or a mix "a=0.7,b=0.3"
+    model: Text = Field(min_length=1, max_length=MAX_MODEL_CHARS)  # an adapter, the base, or a mix "a=0.7,b=0.3"
     prompt: Prompt
     echo: bool = False  # the prompt is returned before the completion (and scored, with logprobs)
     max_tokens: int = Field(16, ge=0)  # 0 only with echo: the prompt scored, nothing generated
@@ -58,9 +73,9 @@ class CompletionRequest(Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    user: str | None = None
+    stop: Text | list[Text] | None = None
+    seed: int | None = Field(None, **SEEDS)
+    user: Text | None = None
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -108,13 +123,13 @@ def _token_ids(value) -> bool:
 
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
 
 class ChatCompletionRequest(Request):
     """Generated only for models with a prompt template (chat.py says what the messages may be)."""
 
-    model: str = Field(min_length=1)
+    model: Text = Field(min_length=1, max_length=MAX_MODEL_CHARS)
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)  # None: up to the end of the context (EOS ends it before)
     max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
@@ -123,9 +138,9 @@ class ChatCompletionRequest(Request):
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    user: str | None = None
+    stop: Text | list[Text] | None = None
+    seed: int | None = Field(None, **SEEDS)
+    user: Text | None = None
 
     @field_validator("max_completion_tokens")
     @classmethod
@@ -227,6 +242,7 @@ class ModelCard(BaseModel):
     dataset: str | None = None
     base_perplexity: float | None = None
     adapted_perplexity: float | None = None
+    error: str | None = None  # what is wrong with a damaged adapter (a request for it says so too)
 
 
 class ModelList(BaseModel):

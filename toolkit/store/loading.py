@@ -38,6 +38,7 @@ def load(
     adapters: str | Sequence[str] | None = None,
     *,
     base: str | None = None,
+    revision: str | None = None,
     store: AdapterStore | str | Path | None = None,
     strict: bool = True,
     precision: str = "fp32",
@@ -48,7 +49,8 @@ def load(
     active (`toolkit.use(model, name)` switches; `toolkit.use(model, None)` runs the base alone).
 
     The base is the one recorded with the first adapter; `base` points at a local copy of it instead (or
-    names the model to load when no adapter is given). Every adapter is verified against its manifest,
+    names the model to load when no adapter is given), at hub `revision` (None: the one the adapters record,
+    else main). Every adapter is verified against its manifest,
     the base's weights and the tokenizer: a mismatch raises ToolkitError, or with `strict=False` only
     warns. `precision`: "fp32", "bf16", "fp16" (the base's weights in that dtype) or "int8" (bitsandbytes).
     `int8=True` and `dtype=` are the older spellings of `precision`.
@@ -64,7 +66,8 @@ def load(
         if dora:
             raise ToolkitError(*(f"adapter {name!r} uses DoRA: {DORA_ON_QUANTIZED_CPU}; load it with {param('precision')} "
                                  "fp32, bf16 or fp16" for name in dora))
-    base_name, revision = _choose_base(base, manifests)
+    base_name, recorded = _choose_base(base, manifests)
+    revision = revision or recorded
     key = param("base") if base else f"the base of adapter {names[0]!r} (point {param('base')} at a copy of it)"
     source = model_source(base_name, revision, key=key)
     tokenizer = tokenizer_from(source, base_name, key=key)

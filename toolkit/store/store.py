@@ -117,12 +117,12 @@ class AdapterStore:
                 f"no adapter named {name!r} in {self.root} (it has: {known}); "
                 f"run `gpt2-adapt adapters list` to see them, or point {self.setting} at another store"
             )
-        refusal = self._refusal(name)
+        refusal = self.refusal(name)
         if refusal:
             raise ToolkitError(refusal)
         return self.path(name)
 
-    def _refusal(self, name: str) -> str | None:
+    def refusal(self, name: str) -> str | None:
         """Why the folder of `name` is not an adapter of this store, though it looks like one."""
         folder = self.path(name)
         if folder.is_symlink():
@@ -200,7 +200,7 @@ class AdapterStore:
         """A context manager yielding a temporary folder that becomes the adapter `name` when it closes
         without error; an adapter already there stays until then."""
         if self.path(name).is_symlink():
-            raise ToolkitError(self._refusal(name))
+            raise ToolkitError(self.refusal(name))
         return atomic_folder(self.path(name), replace=True)
 
     def check_writable(self) -> None:
