@@ -34,3 +34,38 @@ def test_what_cannot_be_served_is_refused_before_listening(cli, tmp_path, many_a
         busy = cli("serve", "--store", many_adapters, "--port", port)
     assert busy.exit_code == 2
     assert error_lines(busy.stderr)[0].startswith(f"error: --port: cannot listen on 127.0.0.1:{port} (")
+
+
+def test_every_server_setting_is_an_option_declared_once():
+    """The options are derived from ServerSettings: each field is an option with the field's help, and
+    what is given on the command line is what the settings hold."""
+    from dataclasses import fields
+
+    import click
+
+    from toolkit.cli.options import settings_from
+    from toolkit.cli.serve_cmd import serve
+    from toolkit.serving.settings import ServerSettings
+
+    options = {p.name: p for p in serve.params if isinstance(p, click.Option)}
+    for f in fields(ServerSettings):
+        assert f.name in options, f"--{f.name.replace('_', '-')} is not an option of serve"
+        if f.name not in ("store", "precision"):  # shared options, spelled once for every command
+            assert options[f.name].help == f.metadata["help"]
+            if f.default not in (None, ()):
+                assert options[f.name].default == f.default
+    context = serve.make_context("serve", ["--max-body", "2048", "--read-timeout", "2.5", "--preload", "a",
+                                           "--preload", "b", "--max-loaded", "3"])
+    settings = settings_from(ServerSettings, context.params)
+    assert (settings.max_body, settings.read_timeout, settings.preload, settings.max_loaded) == (2048, 2.5, ("a", "b"), 3)
+    assert isinstance(settings.max_body, int) and isinstance(settings.read_timeout, float)
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--max-body", "0"], "error: --max-body: must be at least 1 (got 0)"),
+    (["--read-timeout", "0"], "error: --read-timeout: must be a number of seconds > 0 (got 0.0)"),
+])
+def test_bad_limits_are_refused(cli, args, line):
+    result = cli("serve", *args)
+    assert result.exit_code == 2
+    assert line in error_lines(result.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import MISSING, fields
 
 import click
 
@@ -69,3 +70,30 @@ def resolve_base(base: str | None, model: str | None, adapters) -> tuple[str | N
 
 def emit_json(value) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def setting_options(record, **shared):
+    """The options of a settings record's fields (toolkit.config.fields.setting): `--max-body` for
+    `max_body`, typed by the field's default, with its help; a tuple field is repeatable. `shared`: fields
+    whose option several commands spell alike (`store=store_option`), or None for a field with no option."""
+
+    def decorate(command):
+        for f in reversed(fields(record)):
+            if f.name in shared:
+                command = shared[f.name](command) if shared[f.name] is not None else command
+                continue
+            default = None if f.default is MISSING else f.default
+            kwargs = {"help": f.metadata.get("help"), **f.metadata.get("option", {})}
+            if isinstance(default, tuple):
+                kwargs.update(multiple=True)
+            elif default is not None:
+                kwargs.update(type=type(default), default=default, show_default=True)
+            command = click.option("--" + f.name.replace("_", "-"), f.name, **kwargs)(command)
+        return command
+
+    return decorate
+
+
+def settings_from(record, values: dict):
+    """The settings record of a command's parsed options (those that are not the record's are left out)."""
+    return record(**{f.name: values[f.name] for f in fields(record) if f.name in values})

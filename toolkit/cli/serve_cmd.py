@@ -1,41 +1,17 @@
-"""`gpt2-adapt serve`."""
+"""`gpt2-adapt serve`: its options are ServerSettings' fields (toolkit/serving/settings.py)."""
 
 from __future__ import annotations
 
 import click
 
-from ..serving.settings import API_KEY_ENV, ServerSettings
-from .options import base_option, int8_option, precision_option, resolve_precision_flags, store_option
-
-DEFAULTS = ServerSettings.__dataclass_fields__
-
-
-def _default(name: str):
-    return DEFAULTS[name].default
+from ..serving.settings import ServerSettings
+from .options import int8_option, precision_option, resolve_precision_flags, setting_options, settings_from, store_option
 
 
 @click.command()
-@store_option
-@base_option
-@click.option("--host", default=_default("host"), show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=int, default=_default("port"), show_default=True, help="Port to listen on.")
-@click.option("--api-key", envvar=API_KEY_ENV, show_envvar=True,
-              help="Require `Authorization: Bearer KEY` on every route but /health.")
-@click.option("--max-loaded", type=int, default=_default("max_loaded"), show_default=True,
-              help="Adapters (and mixes) kept in memory; the least recently used is unloaded first.")
-@click.option("--max-batch", type=int, default=_default("max_batch"), show_default=True,
-              help="Sequences generated together in one forward pass.")
-@click.option("--max-queue", type=int, default=_default("max_queue"), show_default=True,
-              help="Sequences waiting for a place in the batch; beyond it requests get 429.")
-@click.option("--timeout", type=float, default=_default("timeout"), show_default=True,
-              help="Seconds a request may take, queueing included; then its generation is stopped (408).")
-@click.option("--grace", type=float, default=_default("grace"), show_default=True,
-              help="Seconds SIGTERM or Ctrl-C waits for the requests in flight.")
-@precision_option()
+@setting_options(ServerSettings, store=store_option, precision=precision_option())
 @int8_option
-@click.option("--preload", multiple=True, metavar="NAME", help="Load (and verify) this adapter at start-up (repeatable).")
-def serve(store, base, host, port, api_key, max_loaded, max_batch, max_queue, timeout, grace, precision, int8,
-          preload) -> None:
+def serve(int8: bool, **values) -> None:
     """Serve every adapter in the store behind one OpenAI-compatible endpoint.
 
     A request's `model` picks an adapter, the base, or a mix "a=0.7,b=0.3"; requests in flight together
@@ -50,9 +26,5 @@ def serve(store, base, host, port, api_key, max_loaded, max_batch, max_queue, ti
     """
     from ..serving.server import serve as run
 
-    settings = ServerSettings(
-        store=store, base=base, host=host, port=port, api_key=api_key, max_loaded=max_loaded, max_batch=max_batch,
-        max_queue=max_queue, timeout=timeout, grace=grace, precision=resolve_precision_flags(precision, int8),
-        preload=preload,
-    )
-    run(settings)
+    values["precision"] = resolve_precision_flags(values["precision"], int8)
+    run(settings_from(ServerSettings, values))

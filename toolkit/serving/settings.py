@@ -6,6 +6,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from ..config.fields import setting
 from ..config.recipe import LOAD_PRECISIONS
 from ..errors import ToolkitError, param
 
@@ -14,20 +15,27 @@ API_KEY_ENV = "GPT2_ADAPT_API_KEY"
 
 @dataclass(frozen=True)
 class ServerSettings:
-    store: str | None = None  # the adapter store folder; None: $GPT2_ADAPT_STORE, else ./adapters
-    base: str | None = None  # the base (hub id or folder); None: the one the store's adapters record
-    host: str = "127.0.0.1"  # the address to listen on; 0.0.0.0 exposes the server to the network
-    port: int = 8000
-    api_key: str | None = None  # required as `Authorization: Bearer KEY`; None: $GPT2_ADAPT_API_KEY, else open
-    max_loaded: int = 16  # adapters (and mixes) kept in memory; the least recently used is unloaded first
-    max_batch: int = 16  # rows (sequences) generated together in one forward pass
-    max_queue: int = 64  # rows waiting for a place in the batch; beyond it a request gets 429
-    timeout: float = 300.0  # seconds a request may take, queueing included; then its generation stops
-    precision: str = "fp32"  # how the base is loaded: fp32, bf16, fp16 or int8
-    preload: tuple[str, ...] = ()  # adapters loaded (and verified) at start-up rather than on first use
-    grace: float = 30.0  # seconds SIGTERM or Ctrl-C waits for requests in flight before closing them
-    max_body: int = 1 << 20  # bytes of a request's body; beyond it the request gets 413
-    read_timeout: float = 15.0  # seconds a client may take to send a request's headers, and again its body
+    """Every setting of `gpt2-adapt serve`; its options are derived from these fields."""
+
+    store: str | None = setting(None, "Adapter store folder [default: $GPT2_ADAPT_STORE, else ./adapters].")
+    base: str | None = setting(None, "A local copy of the adapters' base (hub id or folder) [default: the one the "
+                               "store's adapters record].", metavar="ID_OR_DIR")
+    host: str = setting("127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
+    port: int = setting(8000, "Port to listen on.")
+    api_key: str | None = setting(None, "Require `Authorization: Bearer KEY` on every route but /health (and serve "
+                                  "no API docs).", envvar=API_KEY_ENV, show_envvar=True)
+    max_loaded: int = setting(16, "Adapters (and mixes) kept in memory; the least recently used is unloaded first.")
+    max_batch: int = setting(16, "Sequences generated together in one forward pass.")
+    max_queue: int = setting(64, "Sequences waiting for a place in the batch; beyond it requests get 429.")
+    timeout: float = setting(300.0, "Seconds a request may take, queueing included; then its generation is stopped "
+                             "(408).")
+    precision: str = setting("fp32", "Load the base in this precision (int8, nf4, fp4: bitsandbytes 8-bit or 4-bit).")
+    preload: tuple[str, ...] = setting((), "Load (and verify) this adapter at start-up (repeatable).", metavar="NAME")
+    grace: float = setting(30.0, "Seconds SIGTERM or Ctrl-C waits for the requests in flight; shortly before it ends, "
+                           "those left get 503.")
+    max_body: int = setting(1 << 20, "Bytes a request's body may have; beyond it the request gets 413.")
+    read_timeout: float = setting(15.0, "Seconds a client may take to send a request's headers (then the connection "
+                                  "is closed), and again its body (then 408).")
 
     def __post_init__(self):
         if self.api_key is None and os.environ.get(API_KEY_ENV):
