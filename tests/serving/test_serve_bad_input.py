@@ -37,6 +37,24 @@ CASES = [
     ("too many top logprobs", {"logprobs": 50}, 400, "invalid_request_error", "logprobs", None, "less than or equal to 20"),
     ("five stop sequences", {"stop": ["a", "b", "c", "d", "e"]}, 400, "invalid_request_error", "stop", None, "at most 4"),
     ("more rows than the queue holds", {"prompt": ["a"] * 5, "n": 4}, 400, "invalid_request_error", "n", None, "20 rows"),
+    ("a seed beyond 2**64 - 1", {"seed": 2**64}, 400, "invalid_request_error", "seed", None, "less than or equal to"),
+    ("a seed below -2**63", {"seed": -(2**63) - 1}, 400, "invalid_request_error", "seed", None, "greater than or equal to"),
+    ("a lone surrogate in the prompt", b'{"model": "a00", "prompt": "The \\ud800 cat", "max_tokens": 3}', 400,
+     "invalid_request_error", "prompt", None, "lone surrogate"),
+    ("a lone surrogate in a stop sequence", {"stop": "\ud800"}, 400, "invalid_request_error", "stop", None, "lone surrogate"),
+    ("a mix weight of 1e30", {"model": "a00=1e30,a01=1e30", "temperature": 1.0}, 400, "invalid_request_error", "model",
+     None, "beyond +-100"),
+    ("a mix of 17 adapters", {"model": ",".join(["a00"] * 17)}, 400, "invalid_request_error", "model", None,
+     "at most 16"),
+    ("a model name of 3,000 characters", {"model": "m" * 3000}, 400, "invalid_request_error", "model", None,
+     "at most 2048 characters"),
+    ("an unknown long model name, echoed cut short", {"model": "m" * 2000}, 404, "invalid_request_error", "model",
+     "model_not_found", "(2000 characters)"),
+    ("a body over --max-body", b'{"model": "a00", "prompt": "' + b"x" * (1 << 20) + b'"}', 413, "invalid_request_error",
+     None, "body_too_large", "at most 1048576"),
+    ("100,000 prompts", {"prompt": ["a"] * 100_000}, 400, "invalid_request_error", "n", None, "100000 prompts"),
+    ("a prompt of more characters than the context can hold", {"prompt": "x" * 100_000}, 400, "invalid_request_error",
+     "max_tokens", None, "100000 characters"),
     ("an adapter trained on another base", {"model": "other"}, 422, "invalid_request_error", "model", "adapter_refused",
      "other weights"),
     ("a damaged adapter", {"model": "damaged"}, 422, "invalid_request_error", "model", "adapter_refused", "modified"),
@@ -75,6 +93,8 @@ def test_each_bad_request_gets_its_status_and_an_openai_error_body(bad, name, bo
     assert set(error) == {"message", "type", "param", "code"}
     assert (error["type"], error["param"], error["code"]) == (kind, param, code)
     assert words in error["message"]
+    assert len(error["message"]) < 600  # whatever was sent, the message quotes it cut short
+    assert "strict=False" not in error["message"]  # a Python argument, which no client can pass
     # ... and the server goes on serving.
     assert bad.call("POST", "/v1/completions", GOOD).status == 200
 

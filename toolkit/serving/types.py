@@ -30,7 +30,7 @@ def _encodable(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_encodable)]
-Prompt = Text | list[Text] | list[int] | list[list[int]]
+Prompt = str | list[str] | list[int] | list[list[int]]  # its strings are checked by _prompt_shape
 NEUTRAL = {"presence_penalty": (0.0,), "frequency_penalty": (0.0,), "logit_bias": (None, {}), "best_of": (None, 1),
            "suffix": (None, "")}  # the values of the OpenAI fields not implemented that mean "off"
 
@@ -88,6 +88,9 @@ class CompletionRequest(Request):
         if not ok:
             raise ValueError("must be a string, a non-empty list of strings, a list of token ids, "
                              "or a list of lists of token ids")
+        for text in [value] if isinstance(value, str) else value:
+            if isinstance(text, str):
+                _encodable(text)
         return value
 
     @field_validator("stop", mode="after")
