@@ -153,3 +153,59 @@ def test_a_request_arriving_mid_generation_joins_without_waiting_for_it(long_sto
         metrics = running.metrics()
         assert metrics['gpt2_adapt_generated_tokens_total{model="l0"}'] == 900
         assert metrics['gpt2_adapt_batch_rows_bucket{le="2.0"}'] > metrics['gpt2_adapt_batch_rows_bucket{le="1.0"}']
+
+
+def test_sigterm_with_a_short_grace_answers_every_request_in_the_documented_shape(long_store):
+    """What the grace period cannot finish is ended before uvicorn closes the connections: a request with
+    no first token yet gets the JSON 503 `shutting_down`; a running stream an error event, then [DONE]."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--store", str(long_store), "--port", str(port),
+                               "--grace", "1", "--max-batch", "1"], stderr=subprocess.PIPE, text=True,
+                              env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    running = Running(f"http://127.0.0.1:{port}")
+    try:
+        def up():
+            try:
+                return running.call("GET", "/health", timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait_for(up, seconds=90, what="the server started")
+        import urllib.request
+
+        streamed, queued = [], {}
+        first = threading.Event()
+
+        def stream():
+            request = urllib.request.Request(running.url + "/v1/completions", method="POST",
+                                             data=json.dumps(long_request("l0", 1000, stream=True)).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                for line in response:
+                    if line.strip():
+                        streamed.append(line.decode().strip())
+                        first.set()
+
+        streamer = threading.Thread(target=stream)
+        streamer.start()
+        assert first.wait(60)
+        waiter = threading.Thread(target=lambda: queued.update(reply=running.call(  # no room in the batch: it waits
+            "POST", "/v1/completions", long_request("l1", 1000))))
+        waiter.start()
+        wait_for(lambda: running.metrics()["gpt2_adapt_queue_rows"] == 1, what="the second request queued")
+        server.send_signal(signal.SIGTERM)
+        streamer.join(30)
+        waiter.join(30)
+        assert server.wait(30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    log = server.stderr.read()
+    reply = queued["reply"]
+    assert reply.status == 503 and reply.body["error"]["code"] == "shutting_down", (reply, log)
+    assert streamed[-1] == "data: [DONE]", streamed[-3:]
+    error = json.loads(streamed[-2].removeprefix("data: "))
+    assert error["error"]["code"] == "shutting_down", streamed[-3:]
+    assert "Traceback" not in log, log
