@@ -92,6 +92,15 @@ def serving_table(r: dict) -> list[str]:
             f"  a {j['short_tokens']}-token request sent while a {j['long_tokens']}-token one generates: "
             f"{j['short_during_long']:.2f} s (alone {j['short_alone']:.2f} s); the long one {j['long_with_short']:.2f} s "
             f"(alone {j['long_alone']:.2f} s)"]
+    if "decode_loop" in r:
+        loop, served = r["decode_loop"], r["own_adapter"][max(r["own_adapter"])]
+        out.append(f"  the pure decode loop ({loop['rows']} rows, each on its own adapter, no server): "
+                   f"{loop['tokens_per_second']:,.1f} tokens/s; served: {100 * served['tokens_per_second'] / loop['tokens_per_second']:.0f}% of it")
+    if "bf16" in r:
+        b = r["bf16"]
+        out.append(f"  with the base in bf16: served {b['own_adapter']['tokens_per_second']:,.1f} tokens/s "
+                   f"(fp32 {served['tokens_per_second']:,.1f}), the pure decode loop {b['decode_loop']['tokens_per_second']:,.1f}; "
+                   f"served: {100 * b['own_adapter']['tokens_per_second'] / b['decode_loop']['tokens_per_second']:.0f}% of it")
     return out
 
 
@@ -165,4 +174,7 @@ def targets(results: dict) -> list[tuple[str, str, str, bool]]:
         rows.append((f"serving {most} clients: batched vs one at a time", f"{own / single:.1f}x", ">= 4x", own >= 4 * single))
         ratio = r["memory"]["per_adapter"] / r["memory"]["adapter_file"]
         rows.append(("serving: memory per loaded adapter vs its file", f"{ratio:.1f}x", "<= 2x", ratio <= 2))
+        if "decode_loop" in r:
+            share = own / r["decode_loop"]["tokens_per_second"]
+            rows.append((f"serving {most} clients vs the pure decode loop", f"{100 * share:.0f}%", ">= 70%", share >= 0.7))
     return rows

@@ -10,6 +10,12 @@ Figures: generated tokens/s over the whole run, and each request's latency (p50,
 an adapter adds to the server (its resident set, over 16 loads, against the adapter's file size), and
 what continuous batching means here: how long a short request takes when it arrives while a long one is
 generating, against the long one's own time.
+
+How close that is to the machine: the pure decode loop, measured in the same run right after (b) at 16
+clients: the same base and adapters loaded in this process, the same 16 rows each on its own adapter,
+prefilled together and decoded greedily through the same key/value cache code (serving.engine), with no
+server, HTTP, tokenizing or scheduling; the served tokens/s are reported as a share of it. Where the CPU
+computes bf16 natively, (b) and the loop are measured again with the base in bf16 (`--precision bf16`).
 """
 
 from __future__ import annotations
@@ -48,9 +54,44 @@ def serving_case(setup) -> dict:
         result["one_adapter"] = {c: _tell(f"(a) {c}", _clients(server, [names[0]] * c, tokens)) for c in CLIENTS}
         result["own_adapter"] = {c: _tell(f"(b) {c}", _clients(server, names[:c], tokens)) for c in CLIENTS}
         result["joining"] = _tell("joining", _joining(server, names, tokens))
+    result["decode_loop"] = _tell("decode loop", _decode_loop(work / "base", store, names, prompt, tokens, "fp32"))
     with Server(store, work / "base", prompt, max_batch=1) as server:
         result["one_at_a_time"] = {c: _tell(f"(c) {c}", _clients(server, names[:c], tokens)) for c in CLIENTS}
+    import torch
+
+    from ..hardware import cpu_has_native_bf16
+
+    if torch.cuda.is_available() or cpu_has_native_bf16():
+        with Server(store, work / "base", prompt, max_batch=ADAPTERS, precision="bf16") as server:
+            served = _tell("(b) 16, bf16", _clients(server, names, tokens))
+        loop = _tell("decode loop, bf16", _decode_loop(work / "base", store, names, prompt, tokens, "bf16"))
+        result["bf16"] = {"own_adapter": served, "decode_loop": loop}
     return result
+
+
+def _decode_loop(base: Path, store: Path, names: list[str], prompt: str, tokens: int, precision: str) -> dict:
+    """The server's generation without the server: len(names) rows, each on its own adapter, prefilled
+    together then decoded greedily `tokens` steps through serving.engine, REQUESTS_PER_CLIENT times."""
+    import torch
+
+    from ..serving.engine import KVBatch
+    from ..store.loading import load
+
+    model, tokenizer = load(names, base=str(base), store=store, precision=precision)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    device = next(model.parameters()).device
+
+    def once(steps: int) -> None:
+        batch, logits = KVBatch.prefill(model, [ids] * len(names), names, tokenizer.pad_token_id, device)
+        for _ in range(steps - 1):
+            logits = batch.step(model, logits.argmax(-1).tolist(), names)
+
+    once(2)  # warm-up
+    started = time.perf_counter()
+    for _ in range(REQUESTS_PER_CLIENT):
+        once(tokens)
+    wall = time.perf_counter() - started
+    return {"rows": len(names), "tokens_per_second": len(names) * tokens * REQUESTS_PER_CLIENT / wall}
 
 
 def _tell(what: str, figures: dict) -> dict:
@@ -103,11 +144,11 @@ SERVE = "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))"
 class Server:
     """`toolkit.serve` in a process of its own on a free port, until the block ends (then SIGTERM)."""
 
-    def __init__(self, store: Path, base: Path, prompt: str, max_batch: int):
+    def __init__(self, store: Path, base: Path, prompt: str, max_batch: int, precision: str = "fp32"):
         self.prompt = prompt
         # No request timeout: a queue of one-at-a-time requests may wait long, which is what is measured.
         self.settings = {"store": str(store), "base": str(base), "max_batch": max_batch, "max_loaded": ADAPTERS,
-                         "max_queue": 256, "timeout": 86400.0}
+                         "max_queue": 256, "timeout": 86400.0, "precision": precision}
 
     def __enter__(self) -> Server:
         with socket.socket() as probe:
