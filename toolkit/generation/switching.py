@@ -61,7 +61,11 @@ def load_adapter(model, tokenizer, name: str, *, store: AdapterStore | str | Pat
 
 
 def base_of(model):
-    return model.get_base_model() if loaded_adapters(model) else model
+    """The transformers model under a peft model (the model itself when plain). Not `get_base_model()`: it
+    looks up peft's "active" adapter, which after the last adapter is deleted names one that is gone."""
+    from peft import PeftModel
+
+    return model.base_model.model if isinstance(model, PeftModel) else model
 
 
 def adapters_disabled(model) -> bool:

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import torch
 
-from ..generation.switching import layers_enabled, loaded_adapters
+from ..generation.switching import base_of, layers_enabled, loaded_adapters
 
 
 def forward(model, adapter_names: list[str], **inputs):
     """One forward pass, each row through its adapter (generation.switching.BASE: none)."""
     with torch.inference_mode():
         if not loaded_adapters(model):  # a plain base, or a peft model whose adapters were all unloaded
-            plain = model.get_base_model() if hasattr(model, "get_base_model") else model
-            return plain(**inputs)
+            return base_of(model)(**inputs)
         # peft routes rows by `adapter_names` only while the adapter layers are enabled.
         with layers_enabled(model):
             return model(**inputs, adapter_names=adapter_names)
