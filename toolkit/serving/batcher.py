@@ -33,7 +33,7 @@ from .errors import AdapterChanged, QueueFull, RequestTimeout, ServingError, Shu
 from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .metrics import Metrics
 from .registry import NoRoom, Registry
-from .sampling import Unsampleable, choose, top
+from .sampling import UNSAMPLEABLE, next_tokens, top
 from .text import TextStream
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,7 @@ class Batcher:
         if self.rows:
             logits = self.batch.step(self.registry.model, [r.last for r in self.rows], [r.peft_name for r in self.rows])
             self.metrics.batch_rows.observe(len(self.rows))
-            for row, row_logits in zip(self.rows, logits):
-                self._advance(row, row_logits)
+            self._advance_all(self.rows, logits)
             self._emit(self.rows)
             self._retire()
         self.metrics.running_rows.set(len(self.rows))
@@ -237,15 +236,13 @@ class Batcher:
                                                         "log has the details")))
                 continue
             for row, row_logits in zip(group, logits):
-                label = row.job.target.metric_label
-                self.metrics.prompt_tokens.labels(label).inc(len(row.spec.prompt))
+                self.metrics.prompt_tokens.labels(row.job.target.metric_label).inc(len(row.spec.prompt))
                 if group is scored:
                     row.tokens += self._prompt_tokens(row.spec, row_logits[-len(row.spec.prompt):])
-                    row_logits = row_logits[-1]
                 if row.spec.max_tokens == 0:
                     row.finish_reason = "length"
-                else:
-                    self._advance(row, row_logits)
+            last = logits[:, -1] if group is scored else logits
+            self._advance_all([r for r in group if r.spec.max_tokens], last[[r.spec.max_tokens > 0 for r in group]])
             if self.batch is None:
                 self.batch = batch
             else:
@@ -253,16 +250,22 @@ class Batcher:
             self.rows += group
         self._emit(rows)
 
-    def _advance(self, row: Row, logits: torch.Tensor) -> None:
-        """Choose a row's next token, record it, and end the row where it ends."""
+    def _advance_all(self, rows: list[Row], logits: torch.Tensor) -> None:
+        """Each row's next token from its logits (one row of `logits` each), chosen for all at once."""
+        if not rows:
+            return
+        tokens = next_tokens(logits, [r.spec.sampling for r in rows], [r.generator for r in rows])
+        for row, row_logits, token in zip(rows, logits, tokens):
+            if row.job.over:
+                continue
+            if token is None:  # this row's numbers, not the batch's: its request fails alone
+                self._end(row.job, Failure(ServingError(UNSAMPLEABLE)))
+            else:
+                self._advance(row, row_logits, token)
+
+    def _advance(self, row: Row, logits: torch.Tensor, token: int) -> None:
+        """Record a row's next token, and end the row where it ends."""
         spec = row.spec
-        if row.job.over:
-            return
-        try:
-            token = choose(logits, spec.sampling, row.generator)
-        except Unsampleable as err:  # this row's numbers, not the batch's: its request fails alone
-            self._end(row.job, Failure(ServingError(str(err))))
-            return
         offset = row.text.push(token)
         if spec.logprobs is not None:
             logprobs = torch.log_softmax(logits, dim=-1)

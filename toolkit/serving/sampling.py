@@ -19,8 +19,8 @@ import torch
 MIN_TEMPERATURE = 1e-3  # a lower temperature samples greedily (see above)
 
 
-class Unsampleable(ValueError):
-    """A row's next-token probabilities are not numbers (NaN or infinite logits): nothing can be drawn."""
+UNSAMPLEABLE = ("the model's next-token scores for this request are not finite (NaN or infinite): an adapter or a mix "
+                "whose weights are too large for the base; try smaller mix weights, or check the adapter")
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,18 @@ def row_seeds(seed: int | None, rows: int) -> list[int | None]:
     return torch.randint(0, 2**62, (rows,), generator=generator).tolist()
 
 
-def choose(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
-    """The next token for one row, from its logits (a vector over the vocabulary)."""
-    if bool(torch.isnan(logits).any() or torch.isposinf(logits).any()):
-        raise Unsampleable(
-            "the model's next-token scores for this request are not finite (NaN or infinite): an adapter or a mix "
-            "whose weights are too large for the base; try smaller mix weights, or check the adapter"
-        )
-    if sampling.greedy:
-        return int(logits.argmax())
+def next_tokens(logits: torch.Tensor, samplings: list[Sampling], generators: list) -> list[int | None]:
+    """The next token of each row of `logits` ([rows, vocab]), each with its own sampling and generator;
+    None for a row whose scores are not numbers (NaN, or +inf: nothing can be drawn or ranked). The checks
+    and the greedy choice run once for the whole batch."""
+    broken = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=-1).tolist()
+    likeliest = logits.argmax(dim=-1).tolist()
+    return [None if bad else best if sampling.greedy else _draw(row, sampling, generator)
+            for row, sampling, generator, bad, best in zip(logits, samplings, generators, broken, likeliest)]
+
+
+def _draw(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
+    """A token drawn from one row's logits (a vector over the vocabulary) at its temperature and top_p."""
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
     scores = logits.float().unsqueeze(0)
