@@ -60,3 +60,42 @@ def test_the_page_lists_the_adapters_and_generates_with_two_side_by_side(browser
     assert right == alone(None, "The cat", 15)
     assert left != right
     assert browser.find_element(By.ID, "label-left").text == "a01"
+
+
+def test_the_page_lists_every_adapter_when_figures_are_missing_or_a_manifest_is_damaged(browser, tmp_path,
+                                                                                        trained_adapters, tiny_model):
+    """A null perplexity and a damaged manifest used to stop the table at that row and leave both selects
+    empty (the script threw on `toFixed` of null)."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from toolkit.modeling.fingerprints import file_sha256
+
+    root = tmp_path / "store"
+    for name in ("poems", "quickstart"):
+        shutil.copytree(trained_adapters / name, root / name)
+    # poems' metrics miss the adapted figure (recorded in its manifest as the file it is: the adapter stays sound).
+    metrics = root / "poems" / "metrics.json"
+    figures = json.loads(metrics.read_text())
+    base_perplexity = figures["base"]["perplexity"]
+    figures["adapted"]["perplexity"] = None
+    metrics.write_text(json.dumps(figures))
+    manifest = json.loads((root / "poems" / "manifest.json").read_text())
+    manifest["files"]["metrics.json"] = {"sha256": file_sha256(metrics), "bytes": metrics.stat().st_size}
+    (root / "poems" / "manifest.json").write_text(json.dumps(manifest))
+    damaged = json.loads((root / "quickstart" / "manifest.json").read_text())
+    damaged["created"] = 12345
+    (root / "quickstart" / "manifest.json").write_text(json.dumps(damaged))
+    models = [str(tiny_model), "poems", "quickstart"]
+    with served(store=str(root)) as running:
+        assert running.call("GET", "/v1/models").body["data"][1]["adapted_perplexity"] is None
+        browser.get(running.url + "/")
+        wait = WebDriverWait(browser, 30)
+        rows = wait.until(lambda d: (r := d.find_elements(By.CSS_SELECTOR, "#models tbody tr")) and len(r) == 3 and r)
+        assert [r.get_attribute("data-model") for r in rows] == models
+        assert f"{base_perplexity:.2f} \u2192 ?" in rows[1].text
+        assert "damaged" in rows[2].text and "created" in rows[2].text
+        for side in ("left", "right"):
+            assert [o.get_attribute("value") for o in Select(browser.find_element(By.ID, side)).options] == models
