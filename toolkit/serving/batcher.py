@@ -29,7 +29,7 @@ import torch
 
 from .catalog import Target
 from .engine import KVBatch
-from .errors import AdapterChanged, QueueFull, RequestTimeout, ServingError, ShuttingDown, WorkerStopped
+from .errors import AdapterChanged, ClientClosed, QueueFull, RequestTimeout, ServingError, ShuttingDown, WorkerStopped
 from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .metrics import Metrics
 from .registry import NoRoom, Registry
@@ -341,7 +341,7 @@ class Batcher:
         for job in jobs:
             if job.cancelled:
                 self.metrics.stopped_rows.labels("cancelled").inc(job.live + len(job.waiting))
-                self._end(job)
+                self._end(job, Failure(ClientClosed("the client closed the connection before its answer")))
             elif now > job.deadline:
                 self.metrics.stopped_rows.labels("timeout").inc(job.live + len(job.waiting))
                 self._end(job, Failure(RequestTimeout(

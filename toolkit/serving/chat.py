@@ -70,9 +70,10 @@ def render(target: Target, messages: list[ChatMessage]) -> str:
         )
     roles = [m.role for m in messages]
     if roles != ["user"]:
+        got = ", ".join(roles[:5]) + (f" and {len(roles) - 5} more" if len(roles) > 5 else "")
         raise BadRequest(
             f"{target.description} was trained on single prompts and their completions (template "
-            f"{target.template!r}): send one user message, the prompt, and nothing else (got: {', '.join(roles)})",
+            f"{target.template!r}): send one user message, the prompt, and nothing else (got: {got})",
             param="messages",
         )
     return messages[0].content

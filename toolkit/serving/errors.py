@@ -11,6 +11,7 @@
 | 409 | an adapter retrained with another prompt template while the request waited (send it again) | invalid_request_error / adapter_changed |
 | 422 | an adapter that fails verification (damaged, or trained on another base) | invalid_request_error / adapter_refused |
 | 429 | the queue is full; `Retry-After` says when to try again | rate_limit_error / queue_full |
+| 499 | the client closed the connection before its answer (logged; no one receives it) | invalid_request_error / client_closed |
 | 413 | the body is larger than `--max-body` | invalid_request_error / body_too_large |
 | 503 | the server is shutting down, or its generation worker stopped (restart it) | server_error / shutting_down, worker_stopped |
 | 500 | a bug: logged with its traceback | server_error |
@@ -83,6 +84,12 @@ class QueueFull(ServingError):
 
 class BodyTooLarge(ServingError):
     status, type, code = 413, "invalid_request_error", "body_too_large"
+
+
+class ClientClosed(ServingError):
+    """The client left before its answer: nobody reads this one, but the request's handler ends with it."""
+
+    status, type, code = 499, "invalid_request_error", "client_closed"
 
 
 class ShuttingDown(ServingError):

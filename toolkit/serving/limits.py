@@ -4,13 +4,18 @@ and the body's size, all enforced before any route reads the request.
 uvicorn bounds neither the time a client takes to send its headers (a socket that trickles a header
 byte at a time stays open for good) nor a body's size or pace, so both are written here: a protocol that
 closes a connection whose request headers have not all arrived in `read_timeout` seconds, and an ASGI
-middleware that reads the body first, answering 413 past `max_body` bytes (at once when Content-Length
-says so) and 408 when it has not all arrived `read_timeout` seconds after the headers.
+middleware that reads the body first, answering 413 past `max_body` bytes and 408 when it has not all
+arrived `read_timeout` seconds after the headers.
+
+A body refused as too large is still read to its end (and thrown away as it comes, for at most
+`read_timeout` seconds) before the 413 is sent: a client that sends its whole body before reading the
+answer would otherwise meet a closed connection instead of the 413 (a lingering close, RFC 9112 9.6).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -67,6 +72,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body:
+            await self._discard(receive)
             return await self._refuse(scope, receive, send, self._too_large(int(declared)))
         chunks, size = [], 0
         try:
@@ -78,6 +84,8 @@ class BodyLimit:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > self.max_body:
+                        if message.get("more_body", False):
+                            await self._discard(receive)
                         return await self._refuse(scope, receive, send, self._too_large(size, sent=True))
                     chunks.append(chunk)
                     if not message.get("more_body", False):
@@ -96,6 +104,15 @@ class BodyLimit:
             return await receive()  # from here: the client leaving
 
         await self.app(scope, replay, send)
+
+    async def _discard(self, receive) -> None:
+        """Read what is left of a refused body, keeping none of it, for at most read_timeout seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.read_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                        return
 
     def _too_large(self, size: int, sent: bool = False) -> BodyTooLarge:
         return BodyTooLarge(f"the request's body has {'more than ' if sent else ''}{size} bytes; this server takes at "

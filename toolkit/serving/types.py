@@ -67,8 +67,8 @@ class CompletionRequest(Request):
     prompt: Prompt
     echo: bool = False  # the prompt is returned before the completion (and scored, with logprobs)
     max_tokens: int = Field(16, ge=0)  # 0 only with echo: the prompt scored, nothing generated
-    temperature: float = Field(1.0, ge=0.0, le=2.0)  # 0: greedy, always the likeliest token
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)  # 0: greedy, always the likeliest token
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -136,8 +136,8 @@ class ChatCompletionRequest(Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)  # None: up to the end of the context (EOS ends it before)
     max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
