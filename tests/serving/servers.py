@@ -140,6 +140,54 @@ def served(**settings):
         sock.close()
 
 
+@contextlib.contextmanager
+def log_lines(name: str):
+    """The messages logged on logger `name` (at INFO and above) while the block runs, as a list filled in
+    place. A handler of its own: the CLI's logging set-up stops propagation to pytest's capture."""
+    import logging
+
+    logger, lines = logging.getLogger(name), []
+    listener = logging.Handler()
+    listener.emit = lambda record: lines.append(record.getMessage())
+    logger.addHandler(listener)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(listener)
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def serve_process(store: Path, *options: str):
+    """`gpt2-adapt serve` as a process of its own on a free port, once its /health answers; killed on exit
+    if it is still running. Yields (the process, its Running)."""
+    import os
+    import subprocess
+    import sys
+
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--store", str(store), "--port", str(port),
+                               *options], stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    running = Running(f"http://127.0.0.1:{port}")
+
+    def up():
+        try:
+            return running.call("GET", "/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, seconds=90, what="the server started")
+        yield server, running
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
 def wait_for(condition, seconds: float = 20, what: str = "condition"):
     """Poll `condition` until it returns something true; fail after `seconds`."""
     deadline = time.monotonic() + seconds

@@ -3,7 +3,6 @@
 damaged manifests, forged log lines, slow clients, docs behind the key, a pinned base revision."""
 
 import json
-import logging
 import shutil
 import socket
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from .servers import Alone, add_adapter, served, wait_for
+from .servers import Alone, add_adapter, log_lines, served, wait_for
 
 from toolkit import AdapterStore
 from toolkit.store.manifest import MANIFEST
@@ -217,19 +216,8 @@ def test_a_damaged_manifest_marks_its_own_card_and_the_others_are_listed(tmp_pat
 
 def test_the_access_log_cannot_be_forged(many_adapters):
     forged = "/x%0a127.0.0.1:1%20%22POST%20/v1/completions%22%20200%200.1s%20model=a00"
-    access = logging.getLogger("toolkit.serving.access")
-    lines = []
-    listener = logging.Handler()
-    listener.emit = lambda record: lines.append(record.getMessage())
-    access.addHandler(listener)
-    level = access.level
-    access.setLevel(logging.INFO)
-    try:
-        with served(store=str(many_adapters)) as running:
-            assert running.call("GET", forged).status == 404
-    finally:
-        access.removeHandler(listener)
-        access.setLevel(level)
+    with log_lines("toolkit.serving.access") as lines, served(store=str(many_adapters)) as running:
+        assert running.call("GET", forged).status == 404
     assert len(lines) == 1 and "\n" not in lines[0] and "\\n127.0.0.1:1" in lines[0], lines
 
 

@@ -1,10 +1,9 @@
 """The store changing under a running server: an adapter added is served at once, one retrained is served
 at its new version from the next request on, one removed answers 404; no restart."""
 
-import logging
 import shutil
 
-from .servers import Alone, add_adapter, served, wait_for
+from .servers import Alone, add_adapter, log_lines, served, wait_for
 
 from toolkit import AdapterStore
 
@@ -42,23 +41,12 @@ def test_adapters_added_retrained_and_removed_while_the_server_runs(tmp_path, ma
 
 def test_at_most_max_loaded_adapters_stay_loaded_least_recently_used_first(many_adapters, tiny_model):
     alone = Alone(many_adapters, tiny_model)
-    registry_log = logging.getLogger("toolkit.serving.registry")
-    messages = []
-    listener = logging.Handler()
-    listener.emit = lambda record: messages.append(record.getMessage())
-    registry_log.addHandler(listener)
-    level = registry_log.level
-    registry_log.setLevel(logging.INFO)
-    try:
-        with served(store=str(many_adapters), max_loaded=2) as running:
-            for name in ("a00", "a01", "a00", "a02", "a03", "a00"):
-                reply = running.call("POST", "/v1/completions",
-                                     {"model": name, "prompt": "The", "max_tokens": 5, "temperature": 0})
-                assert reply.body["choices"][0]["text"] == alone(name, "The", 5)
-                assert running.metrics()["gpt2_adapt_loaded_adapters"] <= 2
-    finally:
-        registry_log.removeHandler(listener)
-        registry_log.setLevel(level)
+    with log_lines("toolkit.serving.registry") as messages, served(store=str(many_adapters), max_loaded=2) as running:
+        for name in ("a00", "a01", "a00", "a02", "a03", "a00"):
+            reply = running.call("POST", "/v1/completions",
+                                 {"model": name, "prompt": "The", "max_tokens": 5, "temperature": 0})
+            assert reply.body["choices"][0]["text"] == alone(name, "The", 5)
+            assert running.metrics()["gpt2_adapt_loaded_adapters"] <= 2
     unloaded = [m.split()[1].split("@")[0] for m in messages if m.startswith("unloaded")]
     # a00 was used again before a02 came: a01 went first; then a00 (older than a02); then a02.
     assert unloaded == ["a01", "a00", "a02"]

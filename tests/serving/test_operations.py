@@ -2,7 +2,6 @@
 a killed client stops its own generation only, and SIGTERM lets the requests in flight finish."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import threading
 import time
 
 import pytest
-from .servers import Running, free_socket, served, wait_for
+from .servers import serve_process, served, wait_for
 
 pytestmark = pytest.mark.slow  # real processes, and generations long enough to interrupt
 
@@ -86,23 +85,7 @@ def test_a_killed_client_stops_its_own_generation_only(long_store, long_model):
 
 
 def test_sigterm_finishes_the_requests_in_flight_then_exits_0(long_store, long_model):
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--store", str(long_store), "--port", str(port),
-                               "--grace", "30"], stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        running = Running(url)
-
-        def up():
-            try:
-                return running.call("GET", "/health", timeout=2).status == 200
-            except OSError:
-                return False
-
-        wait_for(up, seconds=90, what="the server started")
+    with serve_process(long_store, "--grace", "30") as (server, running):
         started = [threading.Event() for _ in range(3)]
         finished = {}
 
@@ -127,9 +110,6 @@ def test_sigterm_finishes_the_requests_in_flight_then_exits_0(long_store, long_m
         for t in threads:
             t.join(60)
         assert server.wait(60) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
     log = server.stderr.read()
     for i in range(3):
         chunks = finished[i]
@@ -158,23 +138,9 @@ def test_a_request_arriving_mid_generation_joins_without_waiting_for_it(long_sto
 def test_sigterm_with_a_short_grace_answers_every_request_in_the_documented_shape(long_store):
     """What the grace period cannot finish is ended before uvicorn closes the connections: a request with
     no first token yet gets the JSON 503 `shutting_down`; a running stream an error event, then [DONE]."""
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--store", str(long_store), "--port", str(port),
-                               "--grace", "1", "--max-batch", "1"], stderr=subprocess.PIPE, text=True,
-                              env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    running = Running(f"http://127.0.0.1:{port}")
-    try:
-        def up():
-            try:
-                return running.call("GET", "/health", timeout=2).status == 200
-            except OSError:
-                return False
+    import urllib.request
 
-        wait_for(up, seconds=90, what="the server started")
-        import urllib.request
-
+    with serve_process(long_store, "--grace", "1", "--max-batch", "1") as (server, running):
         streamed, queued = [], {}
         first = threading.Event()
 
@@ -199,9 +165,6 @@ def test_sigterm_with_a_short_grace_answers_every_request_in_the_documented_shap
         streamer.join(30)
         waiter.join(30)
         assert server.wait(30) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
     log = server.stderr.read()
     reply = queued["reply"]
     assert reply.status == 503 and reply.body["error"]["code"] == "shutting_down", (reply, log)

@@ -41,6 +41,7 @@ class Setup:
     repeats: int = 3
     eval_tokens: int = 16384
     new_tokens: int = 64
+    clients: tuple[int, ...] = (1, 4, 16)  # of the serving table: concurrent clients per row
     parts: tuple[str, ...] = PARTS
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 

@@ -32,7 +32,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-CLIENTS = (1, 4, 16)
 ADAPTERS = 16
 REQUESTS_PER_CLIENT = 2
 PROMPT = "The tower is 324 metres tall, about the same height as an 81-storey building, and the"
@@ -51,12 +50,12 @@ def serving_case(setup) -> dict:
     with Server(store, work / "base", prompt, max_batch=ADAPTERS) as server:
         result["memory"] = _memory(server, names, AdapterStore(store))
         _tell("memory", result["memory"])
-        result["one_adapter"] = {c: _tell(f"(a) {c}", _clients(server, [names[0]] * c, tokens)) for c in CLIENTS}
-        result["own_adapter"] = {c: _tell(f"(b) {c}", _clients(server, names[:c], tokens)) for c in CLIENTS}
+        result["one_adapter"] = {c: _tell(f"(a) {c}", _clients(server, [names[0]] * c, tokens)) for c in setup.clients}
+        result["own_adapter"] = {c: _tell(f"(b) {c}", _clients(server, names[:c], tokens)) for c in setup.clients}
         result["joining"] = _tell("joining", _joining(server, names, tokens))
     result["decode_loop"] = _tell("decode loop", _decode_loop(work / "base", store, names, prompt, tokens, "fp32"))
     with Server(store, work / "base", prompt, max_batch=1) as server:
-        result["one_at_a_time"] = {c: _tell(f"(c) {c}", _clients(server, names[:c], tokens)) for c in CLIENTS}
+        result["one_at_a_time"] = {c: _tell(f"(c) {c}", _clients(server, names[:c], tokens)) for c in setup.clients}
     import torch
 
     from ..hardware import cpu_has_native_bf16
@@ -72,8 +71,6 @@ def serving_case(setup) -> dict:
 def _decode_loop(base: Path, store: Path, names: list[str], prompt: str, tokens: int, precision: str) -> dict:
     """The server's generation without the server: len(names) rows, each on its own adapter, prefilled
     together then decoded greedily `tokens` steps through serving.engine, REQUESTS_PER_CLIENT times."""
-    import torch
-
     from ..serving.engine import KVBatch
     from ..store.loading import load
 

@@ -27,8 +27,6 @@ def serve(settings: ServerSettings | None = None, **fields) -> None:
     """Serve the store's adapters on settings.host:settings.port (127.0.0.1:8000 by default); returns when
     the server has shut down. Bad settings, and a base or preloaded adapter that cannot be loaded, raise
     ToolkitError before anything listens."""
-    import uvicorn
-
     settings = settings or ServerSettings(**fields)
     _check_port(settings.host, settings.port)  # before the model loads, not after
     app = create_app(settings)
