@@ -10,7 +10,7 @@ from conftest import REPO
 PACKAGE = REPO / "toolkit"
 # Lowest first: a module may import from its own layer and the layers before it, never after.
 LAYERS = [
-    {"errors", "files", "hardware", "records"},
+    {"errors", "files", "hardware", "records", "distributed"},
     {"config"},
     {"sources"},
     {"modeling"},
@@ -107,6 +107,25 @@ def test_only_the_cli_imports_click():
              if isinstance(node, (ast.Import, ast.ImportFrom))
              and any((getattr(node, "module", None) or alias.name).split(".")[0] == "click" for alias in node.names)]
     assert users == []
+
+
+TORCHRUN_VARIABLES = {"RANK", "WORLD_SIZE", "LOCAL_RANK"}
+PROCESS_GROUP_CALLS = {"init_process_group", "destroy_process_group"}
+
+
+def test_only_toolkit_distributed_reads_torchrun_or_owns_the_process_group():
+    """torchrun's variables are read, and the process group started and torn down, in one module."""
+    found = []
+    for name, path in modules().items():
+        if name == "toolkit.distributed":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and any(isinstance(a, ast.Constant) and a.value in TORCHRUN_VARIABLES
+                                                  for a in node.args):
+                found.append(f"{name}: reads {node.args[0].value}")
+            if isinstance(node, ast.Attribute) and node.attr in PROCESS_GROUP_CALLS:
+                found.append(f"{name}: calls {node.attr}")
+    assert found == []
 
 
 def _strings(tree: ast.AST):

@@ -14,6 +14,7 @@ import warnings
 import click
 
 from .. import __version__
+from ..distributed import is_main_process
 from ..errors import ToolkitError
 from .vocabulary import option
 
@@ -41,7 +42,7 @@ class ToolkitGroup(click.Group):
 
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one process speaks for all
+    if not is_main_process():  # under torchrun, one process speaks for all
         level = max(level, logging.WARNING)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))

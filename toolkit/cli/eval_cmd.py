@@ -75,7 +75,7 @@ def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, confi
     from ..errors import ToolkitError
     from ..evaluation import report
     from ..evaluation.harness import prepare_tasks
-    from ..evaluation.processes import launched
+    from ..distributed import launched
     from ..evaluation.run import EvalOptions, examples_format, load_models, read_texts, run
     from ..store.store import AdapterStore
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
+from ..distributed import is_main_process
 from .options import emit_json, json_option, overrides_option, store_option
 from .plan_cmd import plan
 from .vocabulary import deprecated
@@ -42,7 +41,7 @@ def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, 
     recipe = load_recipe(recipe_path, overrides)
     result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite,
                           allow_changed=allow_changed or force)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
+    if not is_main_process():  # under torchrun, rank 0 reports for all
         return
     m = result.metrics
     if as_json:

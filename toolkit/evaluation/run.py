@@ -34,7 +34,7 @@ from ..sources.models import model_source
 from ..store.loading import load
 from ..store.store import AdapterStore
 from .harness import Tasks, prepare_tasks, run_tasks
-from .processes import process
+from ..distributed import process
 from .protocol import check_protocol, tokens_needed
 from .scoring import score
 

@@ -26,7 +26,7 @@ from ..data.streams import TokenStream
 from ..errors import ToolkitError, param
 from ..records import Protocol, Score
 from .metric import load_metric
-from .processes import process
+from ..distributed import process
 from .protocol import Window, windows
 
 log = logging.getLogger(__name__)

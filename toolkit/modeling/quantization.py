@@ -8,11 +8,11 @@ quantize the blocks' scales too. Embeddings, layer norms and the output layer st
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import torch
 
 from ..config.recipe import FOUR_BIT
+from ..distributed import local_rank
 from ..errors import ToolkitError
 
 
@@ -40,7 +40,7 @@ def quantization_kwargs(mode: str, compute_dtype: torch.dtype = torch.float32, d
         )
     else:
         config = BitsAndBytesConfig(load_in_8bit=True)
-    device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None
+    device_map = {"": local_rank()} if torch.cuda.is_available() else None
     return {"quantization_config": config, "device_map": device_map}
 
 

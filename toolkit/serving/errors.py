@@ -107,7 +107,7 @@ def message(err: ToolkitError) -> str:
 
 def _spelling(name: str, value: str | None) -> str:
     if name == "strict":  # a client cannot load what fails verification: only the command line can
-        return "--allow-unverified to `gpt2-adapt generate` (this server serves verified adapters only)"
+        return "the unverified loading that `gpt2-adapt generate` offers (this server serves verified adapters only)"
     return "--" + name.replace("_", "-")
 
 

@@ -16,6 +16,7 @@ import time
 import torch
 
 from ..config.recipe import Recipe
+from ..distributed import launched_world
 from ..data.packing import prepare_data
 from ..modeling import head_loss
 from ..modeling.base import load_base, load_config
@@ -53,7 +54,7 @@ def plan(recipe: Recipe, measure_steps: int = 3) -> dict:
     tokenizer = tokenizer_from(model_source(recipe.model.name, recipe.model.revision), recipe.model.name)
     packed = prepare_data(recipe.data, tokenizer)
     t = recipe.training
-    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    world = launched_world()
     blocks_per_step = t.batch_size * t.grad_accum * world
     steps_per_epoch = math.ceil(len(packed.train) / blocks_per_step)
     steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import warnings
@@ -19,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from transformers import default_data_collator, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .. import __version__
 from ..config.recipe import Recipe
 from ..data.packing import PreparedData, prepare_data
+from ..distributed import group_closed_at_end, is_main_process, launched_world, rank_zero_first
 from ..errors import ToolkitError, param
 from ..files import read_json
 from ..modeling.base import load_base, load_config
@@ -75,7 +74,7 @@ def train(
     load_config(recipe)
     source = model_source(recipe.model.name, recipe.model.revision)
     tokenizer = tokenizer_from(source, recipe.model.name)
-    with _rank_zero_first():  # under torchrun: rank 0 packs and hashes, the others read its caches
+    with rank_zero_first():  # under torchrun: rank 0 packs and hashes, the others read its caches
         packed = prepare_data(recipe.data, tokenizer)
         identity = RunIdentity(recipe.fingerprint(), packed.fingerprint, weights_fingerprint(source))
     _report_data(recipe, packed)
@@ -92,7 +91,7 @@ def train(
     guards.check_free_space(store.root, shape.trainable, recipe.training.keep_checkpoints, store.setting)
 
     # One process per adapter name: a second run of the same name fails here instead of interleaving.
-    with store.lock(name) if _is_main_process() else contextlib.nullcontext(), _process_group():
+    with store.lock(name) if is_main_process() else contextlib.nullcontext(), group_closed_at_end():
         try:
             return _run(recipe, store, resume_from, identity, model, tokenizer, packed, precision, callbacks)
         except (OSError, RuntimeError) as err:
@@ -177,8 +176,8 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
     """Train (or resume) and save: the part of `train` that writes to the store."""
     name = recipe.adapter_name
     run_folder = store.checkpoints(name)
-    with _rank_zero_first():  # one process removes (concurrent removals of one tree can fail), the others wait
-        if checkpoint is None and _is_main_process() and run_folder.exists():
+    with rank_zero_first():  # one process removes (concurrent removals of one tree can fail), the others wait
+        if checkpoint is None and is_main_process() and run_folder.exists():
             shutil.rmtree(run_folder)  # a fresh start must never pick up an older run's state
     best = BestAdapter(recipe.training, checkpoint) if tracks(recipe.training) else None
     keeper = CheckpointKeeper(recipe.training.keep_checkpoints, checkpoints.training_seconds(checkpoint),
@@ -328,7 +327,7 @@ def _check_step_size(recipe: Recipe, packed: PreparedData) -> None:
     """Refuse an optimizer step that cannot be filled even once by an epoch; warn when one step is the
     whole epoch (every step then sees all the data)."""
     t = recipe.training
-    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    world = launched_world()
     batches = math.ceil(len(packed.train) / (t.batch_size * world))  # forward passes per process per epoch
     if t.grad_accum > batches:
         raise ToolkitError(
@@ -339,36 +338,6 @@ def _check_step_size(recipe: Recipe, packed: PreparedData) -> None:
     if t.grad_accum * t.batch_size * world >= len(packed.train):
         log.warning("one optimizer step (%d blocks) holds the whole epoch (%d blocks): every step sees all the data",
                     t.grad_accum * t.batch_size * world, len(packed.train))
-
-
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-@contextlib.contextmanager
-def _rank_zero_first():
-    """Within: rank 0 runs the block, then the other ranks do (under torchrun); alone, just the block.
-    accelerate's PartialState starts the process group, but on a CPU it counts one process
-    (DistributedType.NO), so its main_process_first and wait_for_everyone wait for nobody; the barrier is
-    torch.distributed's own."""
-    PartialState()
-    grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if grouped and not _is_main_process():
-        torch.distributed.barrier()
-    yield
-    if grouped and _is_main_process():
-        torch.distributed.barrier()
-
-
-@contextlib.contextmanager
-def _process_group():
-    """Under torchrun, tear the process group down when training ends, so that every rank exits cleanly
-    (without it, an exit at interpreter shutdown crashed now and then)."""
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 def _report_adapter(shape: AdapterShape) -> None:
