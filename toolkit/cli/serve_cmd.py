@@ -31,11 +31,13 @@ def _default(name: str):
               help="Seconds a request may take, queueing included; then its generation is stopped (408).")
 @click.option("--grace", type=float, default=_default("grace"), show_default=True,
               help="Seconds SIGTERM or Ctrl-C waits for the requests in flight.")
+@click.option("--threads", type=int, default=_default("threads"), show_default=True,
+              help="CPU threads the model computes with; 0: one per core that other programs leave free at start.")
 @precision_option()
 @int8_option
 @click.option("--preload", multiple=True, metavar="NAME", help="Load (and verify) this adapter at start-up (repeatable).")
-def serve(store, base, host, port, api_key, max_loaded, max_batch, max_queue, timeout, grace, precision, int8,
-          preload) -> None:
+def serve(store, base, host, port, api_key, max_loaded, max_batch, max_queue, timeout, grace, threads, precision,
+          int8, preload) -> None:
     """Serve every adapter in the store behind one OpenAI-compatible endpoint.
 
     A request's `model` picks an adapter, the base, or a mix "a=0.7,b=0.3"; requests in flight together
@@ -53,6 +55,6 @@ def serve(store, base, host, port, api_key, max_loaded, max_batch, max_queue, ti
     settings = ServerSettings(
         store=store, base=base, host=host, port=port, api_key=api_key, max_loaded=max_loaded, max_batch=max_batch,
         max_queue=max_queue, timeout=timeout, grace=grace, precision=resolve_precision_flags(precision, int8),
-        preload=preload,
+        preload=preload, threads=threads,
     )
     run(settings)

@@ -26,6 +26,7 @@ class ServerSettings:
     precision: str = "fp32"  # how the base is loaded: fp32, bf16, fp16 or int8
     preload: tuple[str, ...] = ()  # adapters loaded (and verified) at start-up rather than on first use
     grace: float = 30.0  # seconds SIGTERM or Ctrl-C waits for requests in flight before closing them
+    threads: int = 0  # CPU threads the model computes with; 0: one per core other programs leave free at start
 
     def __post_init__(self):
         if self.api_key is None and os.environ.get(API_KEY_ENV):
@@ -37,6 +38,8 @@ class ServerSettings:
                 problems.append(f"{param(name)}: must be at least 1 (got {getattr(self, name)})")
         if not 0 < self.port < 65536:
             problems.append(f"{param('port')}: must be between 1 and 65535 (got {self.port})")
+        if self.threads < 0:
+            problems.append(f"{param('threads')}: must be >= 0, 0 choosing from the machine's load (got {self.threads})")
         for name in ("timeout", "grace"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
