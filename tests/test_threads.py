@@ -126,9 +126,17 @@ def test_the_governor_follows_a_load_that_comes_and_goes(tmp_path, torch_threads
     assert caplog.text.count("the load changed") == 2
 
 
+CHECK_WAIT_POLICY = """
+import os, sys
+from toolkit.cli import main
+main(["adapters", "--help"], standalone_mode=False)
+print("OMP_WAIT_POLICY=" + os.environ.get("OMP_WAIT_POLICY", "unset"), "torch" in sys.modules)
+"""
+
+
 @pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_importing_the_toolkit_first_makes_openmp_threads_sleep_unless_the_user_chose(preset, expected):
+def test_the_command_line_makes_openmp_threads_sleep_before_torch_loads_unless_the_user_chose(preset, expected):
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": preset} if preset else {})
-    out = subprocess.run([sys.executable, "-c", "import os, toolkit; print(os.environ['OMP_WAIT_POLICY'])"],
-                         capture_output=True, text=True, env=env, cwd=REPO, check=True)
-    assert out.stdout.strip() == expected
+    out = subprocess.run([sys.executable, "-c", CHECK_WAIT_POLICY], capture_output=True, text=True, env=env, cwd=REPO,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == f"OMP_WAIT_POLICY={expected} False"

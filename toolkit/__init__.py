@@ -12,12 +12,6 @@
 
 __version__ = "0.2.0"
 
-from .threads import prepare_openmp as _prepare_openmp  # noqa: E402
-
-# Before anything imports torch: OpenMP's threads then sleep at barriers instead of spinning, which on a
-# busy machine made training several times slower (toolkit/threads.py).
-_prepare_openmp()
-
 # The public API: name -> the module that defines it. Imported lazily, so that `gpt2-adapt --help` and
 # `import toolkit` do not pay for importing torch.
 _WHERE = {

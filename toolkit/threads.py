@@ -7,8 +7,8 @@ slow as its slowest thread, and a thread that shares its core with another busy 
 of it. Worse, by default each thread that reaches the barrier first spins for it, burning the CPU time the
 late thread and the other program need; on a loaded 2-core machine that made a training step 2-4x slower
 than on one thread (docs/speed.md). So:
-- the threads sleep at barriers instead of spinning (OMP_WAIT_POLICY=PASSIVE, set before torch loads
-  OpenMP, unless the user set it);
+- the threads sleep at barriers instead of spinning (OMP_WAIT_POLICY=PASSIVE, which the command line sets
+  before torch loads OpenMP, unless the user set it; a Python program sets it before importing torch);
 - a task runs on as many threads as there are cores that other programs leave free (at least one),
   measured from /proc/stat over a short sample, our own CPU time taken out; training measures again at the
   end of every step and follows the load as it comes and goes.
