@@ -31,11 +31,21 @@ FOLLOW_SECONDS = 2.0  # the shortest window over which a long task measures the 
 WAIT_POLICY = "PASSIVE"
 
 
+_set_here = False  # whether prepare_openmp set the wait policy in this process
+
+
 def prepare_openmp() -> None:
     """Make OpenMP's threads sleep at barriers rather than spin. OpenMP reads the setting once, when torch
     loads it: this only works before `import torch`, and leaves a setting the user made alone."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    global _set_here
+    if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+        _set_here = True
+
+
+def wait_policy_set_here() -> bool:
+    """Whether prepare_openmp set OMP_WAIT_POLICY in this process (the user had not)."""
+    return _set_here
 
 
 @dataclass(frozen=True)

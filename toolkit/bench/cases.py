@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .report import PARTS
+from .report import BUSY, PARTS
 
 # fp32 against an 8-bit base (without and with gradient checkpointing) and a 4-bit one, at the same precision
 MEMORY_CASES = {
@@ -55,15 +55,16 @@ def train_case(setup: Setup, name: str, overrides: dict | None) -> dict:
         import bitsandbytes  # noqa: F401
     baseline = _memory_now(setup.device)
     timer = StepTimer(setup.device)
-    if name == "seed":
+    case = name.removesuffix(BUSY)
+    if case == "seed":
         result = _seed_pipeline(setup, timer)
-    elif name in PLAIN_PEFT:
-        result = _plain_peft(setup, timer, PLAIN_PEFT[name])
+    elif case in PLAIN_PEFT:
+        result = _plain_peft(setup, timer, PLAIN_PEFT[case])
     else:
         result = _toolkit(setup, name, overrides, timer)
     peak = _peak_memory(setup.device)
     result |= {"steps": len(timer.marks), "tokens_per_second": timer.rate(), "peak_memory": peak,
-               "training_memory": peak - baseline}
+               "training_memory": peak - baseline, "threads": torch.get_num_threads()}
     if name in MEMORY_CASES:  # after the peak is taken: what the base's weights alone occupy
         from ..modeling.base import base_from
         from ..records import ModelSource
