@@ -178,18 +178,19 @@ def plan_case(setup: Setup) -> dict:
     return {precision: memory_estimate(recipe, config, counts, precision) for precision in PLANNED}
 
 
-def eval_case(setup: Setup, precision: str) -> dict:
+def eval_case(setup: Setup, precision: str, threads: int = 0) -> dict:
     """`gpt2-adapt eval` of the default run's adapter (and its base) on the training text."""
     from ..evaluation.run import EvalOptions, load_models, read_texts, run
 
     work = Path(setup.work)
     os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
     texts = read_texts(files=(str(work / "train.txt"),))
-    options = EvalOptions(max_tokens=setup.eval_tokens, context=setup.block_size, precision=precision)
+    options = EvalOptions(max_tokens=setup.eval_tokens, context=setup.block_size, precision=precision, threads=threads)
     loaded = load_models(["bench"], store=str(work / "store"), precision=precision)
     rows = run(loaded, options, texts)
     adapted = next(r for r in rows if r.adapter)
-    return {"precision": precision, "tokens": adapted.score.tokens, "tokens_per_second": adapted.tokens_per_second}
+    return {"precision": precision, "tokens": adapted.score.tokens, "tokens_per_second": adapted.tokens_per_second,
+            "threads": torch.get_num_threads()}
 
 
 def generation_case(setup: Setup) -> dict:

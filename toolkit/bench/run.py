@@ -69,10 +69,10 @@ def run(setup: Setup, report=print) -> dict:
             repeats = 1 if name in MEMORY_CASES else setup.repeats  # memory does not vary from run to run
             runs, busy_runs = [], []
             for _ in range(repeats):
-                runs.append(_training_run(setup, name, overrides))
+                runs.append(training_run(setup, name, overrides))
                 if name in busy:
                     with one_core_busy():
-                        busy_runs.append(_training_run(setup, name + BUSY, overrides))
+                        busy_runs.append(training_run(setup, name + BUSY, overrides))
             for case, case_runs in ((name, runs), (name + BUSY, busy_runs)):
                 if case_runs:
                     training[case] = _median_run(case_runs)
@@ -95,17 +95,19 @@ def run(setup: Setup, report=print) -> dict:
     return results
 
 
-def _training_run(setup: Setup, name: str, overrides) -> dict:
-    # The plain script and the seed start as a script of their own would, with OpenMP's defaults.
+def training_run(setup: Setup, name: str, overrides, openmp_defaults: bool = False) -> dict:
+    """One run of a training case in a fresh process. The plain script and the seed start as a script of
+    their own would, with OpenMP's defaults; `openmp_defaults` starts a toolkit case that way too."""
     toolkit = name.removesuffix(BUSY) not in (*PLAIN_PEFT, "seed")
-    return _in_child(measure.train_case, setup, name, overrides, openmp_defaults=not toolkit)
+    return _in_child(measure.train_case, setup, name, overrides, openmp_defaults=openmp_defaults or not toolkit)
 
 
 @contextlib.contextmanager
 def one_core_busy(limit: float = 3600.0):
     """Another program keeping one core busy (a bare loop, as anything else running on a laptop would),
-    for at most `limit` seconds, and stopped on leaving."""
-    loop = f"import time\nend = time.monotonic() + {limit}\nwhile time.monotonic() < end:\n    pass\n"
+    stopped on leaving; it also stops by itself after `limit` seconds or when this process dies."""
+    loop = (f"import os, time\nparent, end = {os.getpid()}, time.monotonic() + {limit}\n"
+            "while time.monotonic() < end and os.getppid() == parent:\n    pass\n")
     process = subprocess.Popen([sys.executable, "-c", loop])
     try:
         yield process
