@@ -140,3 +140,27 @@ def test_the_command_line_makes_openmp_threads_sleep_before_torch_loads_unless_t
     out = subprocess.run([sys.executable, "-c", CHECK_WAIT_POLICY], capture_output=True, text=True, env=env, cwd=REPO,
                          check=True)
     assert out.stdout.strip().splitlines()[-1] == f"OMP_WAIT_POLICY={expected} False"
+
+
+def test_the_thread_settings_refuse_a_negative_count_and_leave_the_run_identity_alone(write_recipe):
+    from toolkit.config.recipe import load_recipe
+    from toolkit.errors import ToolkitError
+    from toolkit.evaluation.run import EvalOptions
+    from toolkit.serving.settings import ServerSettings
+
+    recipe = write_recipe()
+    # the thread count changes the speed, not what is trained: a run resumes under another one
+    assert load_recipe(recipe, ["training.threads=1"]).fingerprint() == load_recipe(recipe).fingerprint()
+    assert load_recipe(recipe, ["training.threads=1"]).training.threads == 1
+    with pytest.raises(ToolkitError, match="training.threads: must be >= 0"):
+        load_recipe(recipe, ["training.threads=-1"])
+    for make in (lambda: EvalOptions(threads=-1), lambda: ServerSettings(threads=-1)):
+        with pytest.raises(ToolkitError, match="threads.*must be >= 0"):
+            make()
+
+
+def test_the_command_line_options_reach_the_settings(cli, write_recipe):
+    result = cli("train", write_recipe(), "--threads", "-2")  # refused by the recipe's check, before any work
+    assert result.exit_code == 2 and "training.threads: must be >= 0" in result.output
+    result = cli("eval", "--model", "unused", "--files", "unused.txt", "--threads", "-1")
+    assert result.exit_code == 2 and "--threads: must be >= 0" in result.output
