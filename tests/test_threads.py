@@ -24,31 +24,47 @@ def stat(user0=400, nice0=50, user1=300) -> str:
 
 
 @pytest.mark.parametrize(("cores", "busy", "threads_picked", "reason"), [
-    (2, 0.0, 2, "2 cores, none busy"),
-    (2, 0.4, 2, "2 cores, none busy"),  # less than half a core: noise, or a short burst
-    (2, 0.6, 1, "2 cores, 1 busy"),
-    (2, 1.0, 1, "2 cores, 1 busy"),
-    (2, 3.5, 1, "2 cores, 2 busy"),  # every core taken: still one thread, never none
-    (8, 2.7, 5, "8 cores, 3 busy"),
-    (1, 0.0, 1, "1 core, none busy"),
+    (2, 0.0, 2, "2 cores, none busy, threads spin at barriers"),
+    (2, 0.4, 2, "2 cores, none busy, threads spin at barriers"),  # under half a core: noise, a short burst
+    (2, 0.6, 1, "2 cores, 1 busy, threads spin at barriers"),
+    (2, 1.0, 1, "2 cores, 1 busy, threads spin at barriers"),
+    (2, 3.5, 1, "2 cores, 2 busy, threads spin at barriers"),  # every core taken: still one thread, never none
+    (8, 2.7, 5, "8 cores, 3 busy, threads spin at barriers"),
+    (1, 0.0, 1, "1 core, none busy, threads spin at barriers"),
 ])
-def test_one_thread_per_core_that_other_programs_leave_free(cores, busy, threads_picked, reason):
-    choice = choose("training", Load(cores, busy))
+def test_spinning_threads_take_one_per_core_that_other_programs_leave_free(cores, busy, threads_picked, reason):
+    choice = choose("training", Load(cores, busy), sleeping=False)
     assert (choice.threads, choice.reason, choice.from_load) == (threads_picked, reason, True)
 
 
+@pytest.mark.parametrize(("cores", "busy"), [(2, 0.0), (2, 1.0), (2, 3.5), (8, 2.7)])
+def test_sleeping_threads_take_every_core_busy_or_not(cores, busy):
+    choice = choose("training", Load(cores, busy))
+    assert (choice.threads, choice.from_load) == (cores, True)
+    assert choice.reason.endswith("busy, threads sleep at barriers")
+
+
 def test_the_log_line_says_what_was_chosen_and_why():
-    assert str(choose("training", Load(2, 1.0))) == "2 cores, 1 busy: training on 1 thread"
-    assert str(choose("serving", Load(4, 0.0))) == "4 cores, none busy: serving on 4 threads"
+    assert str(choose("training", Load(2, 1.0), sleeping=False)) == \
+        "2 cores, 1 busy, threads spin at barriers: training on 1 thread"
+    assert str(choose("serving", Load(2, 1.0))) == "2 cores, 1 busy, threads sleep at barriers: serving on 2 threads"
 
 
 def test_a_requested_count_and_omp_num_threads_override_the_load():
-    asked = choose("evaluation", Load(2, 2.0), requested=2)
+    asked = choose("evaluation", Load(2, 2.0), requested=2, sleeping=False)
     assert (asked.threads, asked.from_load, str(asked)) == (2, False, "2 cores, 2 asked for: evaluation on 2 threads")
     omp = choose("training", Load(2, 0.0), omp_num_threads="1")
     assert (omp.threads, omp.from_load, omp.reason) == (1, False, "2 cores, OMP_NUM_THREADS=1")
     assert choose("training", Load(2, 0.0), requested=3, omp_num_threads="1").threads == 3  # the recipe wins
-    assert choose("training", Load(2, 1.0), omp_num_threads="").threads == 1  # unset: the load decides
+    assert choose("training", Load(2, 1.0), omp_num_threads="", sleeping=False).threads == 1  # unset: the load
+
+
+def test_the_wait_policy_in_effect_is_read_from_the_environment(monkeypatch):
+    for value, sleeping in (("PASSIVE", True), ("passive", True), ("ACTIVE", False)):
+        monkeypatch.setenv("OMP_WAIT_POLICY", value)
+        assert threads.threads_sleep() is sleeping
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert threads.threads_sleep() is False  # OpenMP's default spins first
 
 
 def test_busy_time_counts_the_allowed_cpus_user_system_and_interrupts_not_niced_work():
@@ -92,8 +108,8 @@ def test_set_threads_gives_torch_the_requested_threads_and_logs_why(torch_thread
 
 
 def test_the_governor_follows_a_load_that_comes_and_goes(tmp_path, torch_threads, caplog):
-    """A long run measured again over a window: one core's worth of other work appears (1 thread), then
-    leaves (every core again)."""
+    """With spinning threads, a long run measured again over a window: one core's worth of other work
+    appears (a thread fewer), then leaves (every core again)."""
     path = tmp_path / "stat"
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -103,7 +119,8 @@ def test_the_governor_follows_a_load_that_comes_and_goes(tmp_path, torch_threads
     path.write_text(STAT.format(user0=user, nice0=0, user1=user) + "".join(
         f"cpu{n} 0 0 0 0 0 0 0 0 0 0\n" for n in cpus[2:]))
     meter = LoadMeter(stat=path)
-    governor = ThreadGovernor("training", choose("training", Load(len(cpus), 0.0)), meter)
+    governor = ThreadGovernor("training", choose("training", Load(len(cpus), 0.0), sleeping=False), meter,
+                              sleeping=False)
     assert governor.update() is None  # under FOLLOW_SECONDS since the meter was made: not measured yet
 
     def after(seconds_ago: float, busy_cores: float) -> None:

@@ -1,18 +1,19 @@
 """How many threads torch computes with, chosen from this machine's cores and how busy other programs keep
 them; and how those threads wait for each other.
 
-On a CPU every operation of a training step (hundreds of them, many small: dropout masks, additions, the
-LoRA products) is an OpenMP parallel region whose threads meet at a barrier at its end. A region is as
-slow as its slowest thread, and a thread that shares its core with another busy program gets about half
-of it. Worse, by default each thread that reaches the barrier first spins for it, burning the CPU time the
-late thread and the other program need; on a loaded 2-core machine that made a training step 2-4x slower
-than on one thread (docs/speed.md). So:
+On a CPU every operation of a training step (thousands of them, many small: dropout masks, casts, the LoRA
+products) is an OpenMP parallel region whose threads meet at a barrier at its end. A region is as slow as
+its slowest thread, and a thread that shares its core with another busy program waits for its turn. By
+default the thread that reaches the barrier first spins for it, burning the CPU time the late thread and
+the other program need: on a loaded 2-core machine that made a training step 2-4x slower than on one
+thread (docs/speed.md). So:
 - the threads sleep at barriers instead of spinning (OMP_WAIT_POLICY=PASSIVE, which the command line sets
   before torch loads OpenMP, unless the user set it; a Python program sets it before importing torch);
-- a task runs on as many threads as there are cores that other programs leave free (at least one),
-  measured from /proc/stat over a short sample, our own CPU time taken out; training measures again at the
-  end of every step and follows the load as it comes and goes.
-A number of threads the user asks for (recipe key `training.threads`, `--threads`) is used as given.
+- then a task runs on one thread per core, busy or not; where the threads spin (the policy could not be
+  set), on one thread per core that other programs leave free, the load measured from /proc/stat (our own
+  CPU time taken out), and training measures again as it goes and follows the load.
+A number of threads the user asks for (recipe key `training.threads`, a threads option, OMP_NUM_THREADS)
+is used as given. The log line says what was chosen and why.
 """
 
 from __future__ import annotations
@@ -67,19 +68,31 @@ class ThreadChoice:
         return f"{self.reason}: {self.task} on {self.threads} thread{'s' if self.threads != 1 else ''}"
 
 
-def choose(task: str, load: Load, requested: int = 0, omp_num_threads: str = "") -> ThreadChoice:
-    """One thread per core that other programs leave free (a core counts as busy from half a core's use).
-    `requested` > 0 (the recipe's key or --threads) overrides the choice, and so does OMP_NUM_THREADS (its
-    value given here), the standard setting that torch itself obeys."""
+def choose(task: str, load: Load, requested: int = 0, omp_num_threads: str = "", sleeping: bool = True) -> ThreadChoice:
+    """The threads for `task`. `requested` > 0 (the recipe's key or a threads option) is used as given, then
+    OMP_NUM_THREADS (its value given here), the standard setting torch itself obeys. Otherwise: where the
+    threads sleep at barriers (`sleeping`: OMP_WAIT_POLICY=PASSIVE), one per core, busy or not: a waiting
+    thread costs nothing, and the scheduler gives each thread its share of a crowded machine, so fewer
+    threads would only get less of it (measured: docs/speed.md). Where they spin, one per core that other
+    programs leave free (a core counts as busy from half a core's use), at least one: a spinning thread on a
+    shared core burns the time the others need."""
+    cores = _cores(load.cores)
     if requested > 0:
-        return ThreadChoice(task, requested, f"{_cores(load.cores)}, {requested} asked for", from_load=False)
+        return ThreadChoice(task, requested, f"{cores}, {requested} asked for", from_load=False)
     if omp_num_threads.strip().isdigit() and int(omp_num_threads) > 0:
-        return ThreadChoice(task, int(omp_num_threads), f"{_cores(load.cores)}, OMP_NUM_THREADS={omp_num_threads.strip()}",
+        return ThreadChoice(task, int(omp_num_threads), f"{cores}, OMP_NUM_THREADS={omp_num_threads.strip()}",
                             from_load=False)
     busy = min(load.cores, int(load.busy + 0.5))
-    if busy == 0:
-        return ThreadChoice(task, load.cores, f"{_cores(load.cores)}, none busy")
-    return ThreadChoice(task, max(1, load.cores - busy), f"{_cores(load.cores)}, {busy} busy")
+    described = f"{cores}, {busy or 'none'} busy"
+    if sleeping:
+        return ThreadChoice(task, load.cores, f"{described}, threads sleep at barriers")
+    return ThreadChoice(task, max(1, load.cores - busy), f"{described}, threads spin at barriers")
+
+
+def threads_sleep() -> bool:
+    """Whether OpenMP's threads sleep at barriers in this process: the wait policy torch loaded OpenMP with
+    (read from the environment, which prepare_openmp sets before that)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == WAIT_POLICY
 
 
 def _cores(n: int) -> str:
@@ -158,7 +171,7 @@ def set_threads(task: str, requested: int = 0) -> ThreadChoice:
     omp = os.environ.get("OMP_NUM_THREADS", "")
     fixed = requested > 0 or omp.strip().isdigit()
     load = Load(len(LoadMeter().cpus), 0.0) if fixed else machine_load()
-    choice = choose(task, load, requested, omp)
+    choice = choose(task, load, requested, omp, threads_sleep())
     apply(choice)
     log.info("%s", choice)
     return choice
@@ -175,16 +188,17 @@ class ThreadGovernor:
     """Follows the load during a long task: `update()` (called, say, at the end of each training step)
     measures the load since the previous call and moves torch to the threads it now calls for."""
 
-    def __init__(self, task: str, first: ThreadChoice, meter: LoadMeter | None = None):
+    def __init__(self, task: str, first: ThreadChoice, meter: LoadMeter | None = None, sleeping: bool | None = None):
         self.task, self.current = task, first
         self.meter = meter or LoadMeter()
+        self.sleeping = threads_sleep() if sleeping is None else sleeping
 
     def update(self) -> ThreadChoice | None:
         """The new choice when it changed (applied and logged), else None. Measures over at least
         FOLLOW_SECONDS: a shorter window is mostly noise."""
         if self.meter.elapsed() < FOLLOW_SECONDS:
             return None
-        choice = choose(self.task, self.meter.measure())
+        choice = choose(self.task, self.meter.measure(), sleeping=self.sleeping)
         if choice.threads == self.current.threads:
             return None
         self.current = choice
