@@ -3,13 +3,15 @@ by another program, side by side, for docs/speed.md and BENCHMARKS.md. GPT-2 124
 weights), the real GPT-2 tokenizer and WikiText-2 validation from ../shared/data.
 
     .venv/bin/python benchmarks/busy.py [--steps 6] [--repeats 2] [--only training eval serving]
+                                        [--variants before passive-2 default plain]
 
 Each measurement is a fresh process (as `gpt2-adapt bench` runs them); every busy run follows its quiet twin
 at once, so that both see the same moment of a shared machine, and the busy program (a bare loop) is started
 before the run and stopped after it. Variants, to show what each part of the change does:
 - "before": the toolkit as it was, 2 threads, OpenMP's default wait policy (threads spin at barriers);
 - "passive, 2 threads": threads sleep at barriers (OMP_WAIT_POLICY=PASSIVE), the thread count fixed at 2;
-- "default": the toolkit now: PASSIVE, and the threads the policy picks from the load (toolkit/threads.py);
+- "default": the toolkit now: PASSIVE, and the threads its policy picks (toolkit/threads.py: every core
+  where threads sleep);
 - "plain peft + Trainer (bf16)": the plain script the bench's targets compare against, as its users run it.
 Serving: `toolkit.serve` with 2 adapters, 4 clients each on its own, greedy. The load average of the machine
 is printed with each row: other programs (other users) add to it.
@@ -32,11 +34,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gpt2_124m  # noqa: E402  (beside this script)
 
-# name: (recipe overrides, OpenMP defaults)
+# variant: (label, recipe overrides, OpenMP defaults)
 TRAINING = {
-    "before: 2 threads, OpenMP's default wait": ({"training.threads": 2}, True),
-    "passive, 2 threads": ({"training.threads": 2}, False),
-    "default (passive, threads from the load)": ({}, False),
+    "before": ("before: 2 threads, OpenMP's default wait", {"training.threads": 2}, True),
+    "passive-2": ("passive, 2 threads", {"training.threads": 2}, False),
+    "default": ("default (passive, threads by the policy)", {}, False),
 }
 PLAIN = "plain peft + Trainer (bf16), as users run it"
 
@@ -46,11 +48,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=6, help="timed training steps per run (batch 2 x 512)")
     parser.add_argument("--repeats", type=int, default=2, help="quiet/busy pairs per variant (median reported)")
     parser.add_argument("--only", nargs="+", choices=["training", "eval", "serving"], default=["training", "eval", "serving"])
+    parser.add_argument("--variants", nargs="+", choices=[*TRAINING, "plain"], default=[*TRAINING, "plain"],
+                        help="the training variants to measure (evaluation and serving: always before and default)")
     args = parser.parse_args()
     if not gpt2_124m.available():
         return 0
-
-    from dataclasses import asdict
 
     from toolkit.bench import run as bench
     from toolkit.bench.cases import Setup
@@ -81,14 +83,15 @@ def main() -> int:
                   f"{runs} {unit}", flush=True)
 
         if "training" in args.only or "eval" in args.only:
-            for label, (overrides, defaults) in TRAINING.items():
+            for variant, (label, overrides, defaults) in TRAINING.items():
                 def train(overrides=overrides, defaults=defaults):
                     r = bench.training_run(setup, "toolkit", overrides, openmp_defaults=defaults)
                     return {"rate": r["tokens_per_second"], "threads": r["threads"]}
 
-                if "training" in args.only or label.startswith("default"):
+                # evaluation scores the adapter the default run saved
+                if variant in args.variants and "training" in args.only or variant == "default":
                     pairs(f"training, {label}", train)
-            if "training" in args.only:
+            if "training" in args.only and "plain" in args.variants:
                 plain = bench.plain_peft_cases(setup.device)[-1]
 
                 def train_plain():
@@ -96,19 +99,20 @@ def main() -> int:
                     return {"rate": r["tokens_per_second"], "threads": r["threads"]}
 
                 pairs(f"training, {PLAIN}", train_plain)
-        if "eval" in args.only:  # scores the adapter the default run saved
+        variants = [TRAINING[v][0::2] for v in ("before", "default")]
+        if "eval" in args.only:
             from toolkit.bench.cases import eval_case
 
-            for label, threads, defaults in (("before: 2 threads, OpenMP's default wait", 2, True),
-                                             ("default (passive, threads from the load)", 0, False)):
+            for label, defaults in variants:
+                threads = 2 if defaults else 0
                 def evaluate(threads=threads, defaults=defaults):
                     r = bench._in_child(eval_case, setup, "bf16", threads, openmp_defaults=defaults)
                     return {"rate": r["tokens_per_second"], "threads": r["threads"]}
 
                 pairs(f"eval (bf16), {label}", evaluate)
         if "serving" in args.only:
-            for label, threads, defaults in (("before: 2 threads, OpenMP's default wait", 2, True),
-                                             ("default (passive, threads from the load)", 0, False)):
+            for label, defaults in variants:
+                threads = 2 if defaults else 0
                 pairs(f"serving 4 clients, {label}",
                       lambda threads=threads, defaults=defaults: _serve(setup, threads, defaults), unit="new tok/s")
     return 0
