@@ -23,7 +23,7 @@ overrides_option = click.option(
 )
 threads_option = click.option(
     "--threads", type=int, default=0, show_default=True,
-    help="CPU threads to compute with; 0: one per core that other programs leave free (see docs/speed.md).",
+    help="CPU threads to compute with; 0: chosen from the cores and their load (see docs/speed.md).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts.")
 base_option = click.option("--base", metavar="ID_OR_DIR", help="A local copy of the adapters' base (hub id or folder).")

@@ -32,7 +32,7 @@ def _default(name: str):
 @click.option("--grace", type=float, default=_default("grace"), show_default=True,
               help="Seconds SIGTERM or Ctrl-C waits for the requests in flight.")
 @click.option("--threads", type=int, default=_default("threads"), show_default=True,
-              help="CPU threads the model computes with; 0: one per core that other programs leave free at start.")
+              help="CPU threads the model computes with; 0: chosen from the cores and their load at start.")
 @precision_option()
 @int8_option
 @click.option("--preload", multiple=True, metavar="NAME", help="Load (and verify) this adapter at start-up (repeatable).")

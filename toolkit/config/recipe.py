@@ -159,8 +159,8 @@ class TrainingSpec:
     gradient_checkpointing: bool = _key(False, "recompute activations in the backward pass to save memory")
     threads: int = _key(
         0,
-        "CPU threads to compute with; 0: one per core that other programs leave free, measured at the start and "
-        "followed during training (docs/speed.md); set it for runs that must be bit-identical",
+        "CPU threads to compute with; 0: chosen from the cores and their load (every core where threads sleep at "
+        "barriers, the gpt2-adapt default; docs/speed.md); set it for runs that must be bit-identical",
     )
     report_to: list[str] = _key([], 'Trainer loggers such as "tensorboard" (pip install -e ".[tensorboard]"); empty: none')
     fsdp: str = _key("", 'FSDP options passed to the Trainer, e.g. "full_shard auto_wrap"; empty: DDP')

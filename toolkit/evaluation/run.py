@@ -62,7 +62,7 @@ class EvalOptions:
     precision: str = "fp32"  # "fp32", "bf16", "fp16" (the base's weights) or "int8" (bitsandbytes)
     strict: bool = True  # refuse an adapter that fails verification against its base
     progress: bool = False  # a progress bar on standard error
-    threads: int = 0  # CPU threads to score with; 0: one per core that other programs leave free
+    threads: int = 0  # CPU threads to score with; 0: chosen from the cores and their load (toolkit/threads.py)
 
     def __post_init__(self):
         problems = []

@@ -26,7 +26,7 @@ class ServerSettings:
     precision: str = "fp32"  # how the base is loaded: fp32, bf16, fp16 or int8
     preload: tuple[str, ...] = ()  # adapters loaded (and verified) at start-up rather than on first use
     grace: float = 30.0  # seconds SIGTERM or Ctrl-C waits for requests in flight before closing them
-    threads: int = 0  # CPU threads the model computes with; 0: one per core other programs leave free at start
+    threads: int = 0  # CPU threads the model computes with; 0: chosen from the cores and their load at start
 
     def __post_init__(self):
         if self.api_key is None and os.environ.get(API_KEY_ENV):
