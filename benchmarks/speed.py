@@ -19,6 +19,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from toolkit.threads import prepare_openmp  # noqa: E402
+
+if __name__ == "__main__":  # as `gpt2-adapt bench` runs: OpenMP set before torch loads (not in spawned children)
+    prepare_openmp()
+
 import gpt2_124m  # noqa: E402  (beside this script)
 
 

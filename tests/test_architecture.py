@@ -10,7 +10,7 @@ from conftest import REPO
 PACKAGE = REPO / "toolkit"
 # Lowest first: a module may import from its own layer and the layers before it, never after.
 LAYERS = [
-    {"errors", "files", "hardware", "records", "distributed"},
+    {"errors", "files", "hardware", "records", "distributed", "threads"},
     {"config"},
     {"sources"},
     {"modeling"},

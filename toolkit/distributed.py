@@ -11,8 +11,8 @@ import contextlib
 import datetime
 import os
 
-import torch
-
+# torch is imported inside the functions: the command line asks is_main_process() before torch may load
+# (it sets OpenMP's wait policy first, see toolkit/threads.py).
 # Harness tasks run on the first process while the others wait at the end: longer than the 30-minute default.
 GROUP_TIMEOUT = datetime.timedelta(hours=24)
 
@@ -38,11 +38,15 @@ def is_main_process() -> bool:
 
 
 def grouped() -> bool:
+    import torch
+
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def process() -> tuple[int, int]:
     """This process's rank and the number of processes under torch.distributed; (0, 1) otherwise."""
+    import torch
+
     if grouped():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -52,6 +56,8 @@ def process() -> tuple[int, int]:
 def launched():
     """Within: the process group torchrun asked for (WORLD_SIZE > 1), gloo on CPUs, nccl on GPUs, each
     process on its own GPU; nothing when run alone or when a group already exists. Yields the rank."""
+    import torch
+
     if launched_world() <= 1 or grouped():
         yield process()[0]
         return
@@ -70,6 +76,8 @@ def launched():
 def group_closed_at_end():
     """Within: whatever starts a process group (the Trainer does); at the end it is torn down, so that every
     rank exits cleanly (without it, an exit at interpreter shutdown crashed now and then)."""
+    import torch
+
     try:
         yield
     finally:
@@ -83,6 +91,7 @@ def rank_zero_first():
     accelerate's PartialState starts the process group, but on a CPU it counts one process
     (DistributedType.NO), so its main_process_first and wait_for_everyone wait for nobody; the barrier is
     torch.distributed's own."""
+    import torch
     from accelerate import PartialState
 
     PartialState()

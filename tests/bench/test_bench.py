@@ -2,11 +2,13 @@
 the table can judge; bad options are refused before anything runs."""
 
 import json
+import os
 
 import pytest
 
 from toolkit.bench.report import table
 from toolkit.modeling.precision import resolve_precision
+from toolkit.threads import threads_sleep
 
 pytestmark = pytest.mark.slow  # real processes
 
@@ -18,7 +20,14 @@ def test_bench_measures_each_training_case_and_the_data_preparation(cli, tiny_mo
     results = json.loads(result.stdout)
     training = results["training"]
     plain = ["peft", "peft-bf16"] if resolve_precision("auto") == "bf16" else ["peft"]  # bf16 where it is native
-    assert list(training) == ["toolkit", "toolkit-nodropout", *plain, "seed"]
+    # the default and the plain script the targets compare against, each also with one core kept busy
+    assert list(training) == ["toolkit", "toolkit-busy", "toolkit-nodropout", *plain, f"{plain[-1]}-busy", "seed"]
+    assert training[f"{plain[-1]}-busy"]["precision"] == training[plain[-1]]["precision"]
+    cores = len(os.sched_getaffinity(0))
+    if threads_sleep():  # every core, busy or not
+        assert training["toolkit-busy"]["threads"] == cores
+    else:  # threads that spin leave the busy core
+        assert training["toolkit-busy"]["threads"] <= max(1, cores - 1)
     assert [training[name]["precision"] for name in plain] == ["fp32", "bf16"][: len(plain)]
     parameters = training["toolkit"]["parameters"]
     for name, run in training.items():
@@ -32,7 +41,9 @@ def test_bench_measures_each_training_case_and_the_data_preparation(cli, tiny_mo
 
     report = table(results)
     for line in ("seed pipeline: padded lines", "plain peft + Trainer", "default vs seed pipeline",
-                 "default vs fastest plain peft + Trainer", "share of the bf16 GEMM peak", "Data preparation"):
+                 "default vs fastest plain peft + Trainer", "share of the bf16 GEMM peak", "Data preparation",
+                 "gpt2-adapt default recipe, one core busy", "default, one core busy vs quiet",
+                 "one core busy: another program"):
         assert line in report
 
 

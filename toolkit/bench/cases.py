@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .report import PARTS
+from .report import BUSY, PARTS
 
 # fp32 against an 8-bit base (without and with gradient checkpointing) and a 4-bit one, at the same precision
 MEMORY_CASES = {
@@ -56,15 +56,16 @@ def train_case(setup: Setup, name: str, overrides: dict | None) -> dict:
         import bitsandbytes  # noqa: F401
     baseline = _memory_now(setup.device)
     timer = StepTimer(setup.device)
-    if name == "seed":
+    case = name.removesuffix(BUSY)
+    if case == "seed":
         result = _seed_pipeline(setup, timer)
-    elif name in PLAIN_PEFT:
-        result = _plain_peft(setup, timer, PLAIN_PEFT[name])
+    elif case in PLAIN_PEFT:
+        result = _plain_peft(setup, timer, PLAIN_PEFT[case])
     else:
         result = _toolkit(setup, name, overrides, timer)
     peak = _peak_memory(setup.device)
     result |= {"steps": len(timer.marks), "tokens_per_second": timer.rate(), "peak_memory": peak,
-               "training_memory": peak - baseline}
+               "training_memory": peak - baseline, "threads": torch.get_num_threads()}
     if name in MEMORY_CASES:  # after the peak is taken: what the base's weights alone occupy
         from ..modeling.base import base_from
         from ..records import ModelSource
@@ -178,18 +179,19 @@ def plan_case(setup: Setup) -> dict:
     return {precision: memory_estimate(recipe, config, counts, precision) for precision in PLANNED}
 
 
-def eval_case(setup: Setup, precision: str) -> dict:
+def eval_case(setup: Setup, precision: str, threads: int = 0) -> dict:
     """`gpt2-adapt eval` of the default run's adapter (and its base) on the training text."""
     from ..evaluation.run import EvalOptions, load_models, read_texts, run
 
     work = Path(setup.work)
     os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
     texts = read_texts(files=(str(work / "train.txt"),))
-    options = EvalOptions(max_tokens=setup.eval_tokens, context=setup.block_size, precision=precision)
+    options = EvalOptions(max_tokens=setup.eval_tokens, context=setup.block_size, precision=precision, threads=threads)
     loaded = load_models(["bench"], store=str(work / "store"), precision=precision)
     rows = run(loaded, options, texts)
     adapted = next(r for r in rows if r.adapter)
-    return {"precision": precision, "tokens": adapted.score.tokens, "tokens_per_second": adapted.tokens_per_second}
+    return {"precision": precision, "tokens": adapted.score.tokens, "tokens_per_second": adapted.tokens_per_second,
+            "threads": torch.get_num_threads()}
 
 
 def generation_case(setup: Setup) -> dict:

@@ -16,12 +16,22 @@ The cases:
   native bf16, with bf16 autocast (`bf16=True`): what a user who knows the libraries turns on with one flag.
 - toolkit: `gpt2-adapt train` with the default recipe at the same batch shape; then with
   training.base_dropout=false, and the fp32, 8-bit and 4-bit (nf4) bases for the memory comparison.
+- toolkit-busy and the plain script the targets compare against (bf16 where native), each run again
+  while another program (a bare loop, started by the benchmark and stopped after the run) keeps one core
+  busy; each busy run follows its quiet one, so that both see the same moment of a shared machine.
+
+The plain script and the seed run as a script that never ran `gpt2-adapt` would: with OpenMP's default
+wait policy (threads spin at barriers), which the command line changes for the toolkit's own processes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -30,8 +40,8 @@ from pathlib import Path
 import torch
 
 from . import cases as measure
-from .cases import MEMORY_CASES, Setup, sync
-from .report import describe_machine
+from .cases import MEMORY_CASES, PLAIN_PEFT, Setup, sync
+from .report import BUSY, describe_machine
 
 
 def run(setup: Setup, report=print) -> dict:
@@ -47,17 +57,27 @@ def run(setup: Setup, report=print) -> dict:
             cases.append(("toolkit", {}))
         if {"training", "generation"} & set(setup.parts):
             cases.append(("toolkit-nodropout", {"training.base_dropout": False}))
+        busy = set()  # the cases measured again with one core busy
         if "training" in setup.parts:
-            cases += [(name, None) for name in plain_peft_cases(setup.device)] + [("seed", None)]
+            plain = plain_peft_cases(setup.device)
+            cases += [(name, None) for name in plain] + [("seed", None)]
+            busy = {"toolkit", plain[-1]}
         if "memory" in setup.parts:
             cases += list(MEMORY_CASES.items())
         training = results["training"] = {}
         for name, overrides in cases:
             repeats = 1 if name in MEMORY_CASES else setup.repeats  # memory does not vary from run to run
-            runs = [_in_child(measure.train_case, setup, name, overrides) for _ in range(repeats)]
-            training[name] = _median_run(runs)
-            report(f"  {name}: {training[name]['tokens_per_second']:,.1f} useful tokens/s, "
-                   f"peak {training[name]['peak_memory'] / 2**30:.2f} GiB")
+            runs, busy_runs = [], []
+            for _ in range(repeats):
+                runs.append(training_run(setup, name, overrides))
+                if name in busy:
+                    with one_core_busy():
+                        busy_runs.append(training_run(setup, name + BUSY, overrides))
+            for case, case_runs in ((name, runs), (name + BUSY, busy_runs)):
+                if case_runs:
+                    training[case] = _median_run(case_runs)
+                    report(f"  {case}: {training[case]['tokens_per_second']:,.1f} useful tokens/s, "
+                           f"peak {training[case]['peak_memory'] / 2**30:.2f} GiB")
         if "memory" in setup.parts:
             results["plan"] = _in_child(measure.plan_case, setup)
         if "eval" in setup.parts:
@@ -75,6 +95,27 @@ def run(setup: Setup, report=print) -> dict:
     return results
 
 
+def training_run(setup: Setup, name: str, overrides, openmp_defaults: bool = False) -> dict:
+    """One run of a training case in a fresh process. The plain script and the seed start as a script of
+    their own would, with OpenMP's defaults; `openmp_defaults` starts a toolkit case that way too."""
+    toolkit = name.removesuffix(BUSY) not in (*PLAIN_PEFT, "seed")
+    return _in_child(measure.train_case, setup, name, overrides, openmp_defaults=openmp_defaults or not toolkit)
+
+
+@contextlib.contextmanager
+def one_core_busy(limit: float = 3600.0):
+    """Another program keeping one core busy (a bare loop, as anything else running on a laptop would),
+    stopped on leaving; it also stops by itself after `limit` seconds or when this process dies."""
+    loop = (f"import os, time\nparent, end = {os.getpid()}, time.monotonic() + {limit}\n"
+            "while time.monotonic() < end and os.getppid() == parent:\n    pass\n")
+    process = subprocess.Popen([sys.executable, "-c", loop])
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
 def plain_peft_cases(device: str) -> list[str]:
     """fp32, and bf16 where the device computes it natively (elsewhere bf16 is emulated: nobody would pick it)."""
     from ..hardware import cpu_has_native_bf16
@@ -88,13 +129,25 @@ def plain_peft_cases(device: str) -> list[str]:
 PRELOADED = ["torch", "transformers", "peft", "datasets", "accelerate"]
 
 
-def _in_child(function, *args):
+def _in_child(function, *args, openmp_defaults: bool = False):
     """Run function(*args) in a new process (forked from a server that only imported the libraries: no state
-    shared with this one or with another measurement) and return its result."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOADED)
+    shared with this one or with another measurement) and return its result. `openmp_defaults`: where this
+    process changed OpenMP's wait policy (the command line does), the child is a new interpreter without
+    that change instead, since a forked one inherits OpenMP as the server loaded it."""
+    from ..threads import wait_policy_set_here
+
+    fresh = openmp_defaults and wait_policy_set_here()
+    context = multiprocessing.get_context("spawn" if fresh else "forkserver")
+    if not fresh:
+        context.set_forkserver_preload(PRELOADED)
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(_child, function, *args).result()
+        policy = os.environ.pop("OMP_WAIT_POLICY") if fresh else None
+        try:
+            future = pool.submit(_child, function, *args)  # the process starts here, with this environment
+        finally:
+            if policy is not None:
+                os.environ["OMP_WAIT_POLICY"] = policy
+        return future.result()
 
 
 def _child(function, *args):

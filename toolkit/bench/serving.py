@@ -135,7 +135,9 @@ def _prompt(base: Path) -> tuple[str, int]:
     return tokenizer.decode(ids), context - len(ids)
 
 
-SERVE = "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))"
+# As `gpt2-adapt serve` starts: OpenMP's wait policy set before torch loads (unless the environment sets one).
+SERVE = ("from toolkit.threads import prepare_openmp; prepare_openmp(); "
+         "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))")
 
 
 class Server:

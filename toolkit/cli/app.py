@@ -16,6 +16,7 @@ import click
 from .. import __version__
 from ..distributed import is_main_process
 from ..errors import ToolkitError
+from ..threads import prepare_openmp
 from .vocabulary import option
 
 
@@ -76,3 +77,6 @@ def main(verbose: int, quiet: int) -> None:
     Example: gpt2-adapt train recipes/quickstart.toml
     """
     _setup_logging(verbose - quiet)
+    # Before any command imports torch: OpenMP's threads then sleep at barriers instead of spinning, which on
+    # a busy machine made training several times slower (docs/speed.md).
+    prepare_openmp()

@@ -22,6 +22,7 @@ from .options import (
     resolve_base,
     resolve_precision_flags,
     store_option,
+    threads_option,
 )
 
 
@@ -46,6 +47,7 @@ from .options import (
 @click.option("--detokenize", metavar="NAME", help="Rewrite the scored text first: wikitext (words and bytes are counted on the original).")
 @click.option("--max-tokens", type=int, help="Score only the first N tokens of each text (a quick estimate).")
 @click.option("--batch-size", type=int, default=0, help="Windows per forward pass [default 0: automatic].")
+@threads_option
 @precision_option()
 @int8_option
 @nf4_option
@@ -57,7 +59,7 @@ from .options import (
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv/--heatmap files that are not earlier outputs of eval.")
 @store_option
 def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, config, split, text_column, files, tasks,
-             include_paths, limit, context, stride, by_document, detokenize, max_tokens, batch_size, precision, int8,
+             include_paths, limit, context, stride, by_document, detokenize, max_tokens, batch_size, threads, precision, int8,
              nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite, store) -> None:
     """Perplexity of adapters, their base, a mix or any GPT-2 model, on any text, by a stated protocol;
     and lm-evaluation-harness tasks on the same rows.
@@ -88,7 +90,7 @@ def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, confi
         context=context, stride=stride, by_document=by_document, detokenize=detokenize, max_tokens=max_tokens,
         limit=limit, batch_size=batch_size, precision=resolve_precision_flags(precision, int8, nf4=nf4),
         strict=not resolve_allow_unverified(allow_unverified, force),
-        progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO),
+        progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO), threads=threads,
     )
     weights = _mix_weights(mix)
     adapter_store = AdapterStore(store)

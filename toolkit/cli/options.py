@@ -22,6 +22,10 @@ overrides_option = click.option(
     metavar="KEY=VALUE",
     help="Override a recipe key, e.g. --set lora.r=8 (repeatable; type-checked like the file).",
 )
+threads_option = click.option(
+    "--threads", type=int, default=0, show_default=True,
+    help="CPU threads to compute with; 0: chosen from the cores and their load (see docs/speed.md).",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts.")
 base_option = click.option("--base", metavar="ID_OR_DIR", help="A local copy of the adapters' base (hub id or folder).")
 allow_unverified_option = click.option(

@@ -18,17 +18,21 @@ from .vocabulary import deprecated
 @click.option("--overwrite", is_flag=True, help="Retrain an adapter that exists; the old one stays until the new one is saved.")
 @click.option("--allow-changed", is_flag=True, help="With --resume: continue even if the recipe, data or base changed.")
 @click.option("--force", is_flag=True, hidden=True)
+@click.option("--threads", type=int, metavar="N",
+              help="CPU threads to train with: short for --set training.threads=N (0: chosen from the machine's load).")
 @click.option("--dry-run", is_flag=True, help="Train nothing: print what `gpt2-adapt plan` prints.")
 @json_option
 @click.pass_context
 def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, resume: bool, overwrite: bool,
-          allow_changed: bool, force: bool, dry_run: bool, as_json: bool) -> None:
+          allow_changed: bool, force: bool, threads: int | None, dry_run: bool, as_json: bool) -> None:
     """Train a LoRA adapter from a recipe and save it in the store.
 
     Prints the base and adapted perplexity. Example:
 
         gpt2-adapt train recipes/wikitext2.toml --set training.max_steps=200
     """
+    if threads is not None:
+        overrides = (*overrides, f"training.threads={threads}")
     if dry_run:
         ctx.invoke(plan, recipe_path=recipe_path, overrides=overrides, as_json=as_json)
         return

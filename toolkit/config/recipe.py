@@ -157,6 +157,11 @@ class TrainingSpec:
         "false switches it off: faster on a CPU (no random masks), a change to the training, not only to its speed",
     )
     gradient_checkpointing: bool = _key(False, "recompute activations in the backward pass to save memory")
+    threads: int = _key(
+        0,
+        "CPU threads to compute with; 0: chosen from the cores and their load (every core where threads sleep at "
+        "barriers, the gpt2-adapt default; docs/speed.md); set it for runs that must be bit-identical",
+    )
     report_to: list[str] = _key([], 'Trainer loggers such as "tensorboard" (pip install -e ".[tensorboard]"); empty: none')
     fsdp: str = _key("", 'FSDP options passed to the Trainer, e.g. "full_shard auto_wrap"; empty: DDP')
     deepspeed: str = _key("", "path of a DeepSpeed config JSON passed to the Trainer; empty: none")
@@ -194,8 +199,12 @@ class Recipe:
         return tomli_w.dumps(self.to_dict())
 
     def fingerprint(self) -> str:
-        """sha256 of the resolved recipe: two runs with the same fingerprint train the same adapter."""
-        return hashlib.sha256(self.to_toml().encode()).hexdigest()
+        """sha256 of the resolved recipe: two runs with the same fingerprint train the same adapter. The
+        thread count is left out: it changes the speed (and float rounding), not what is trained, so a run
+        resumes under another one."""
+        settings = self.to_dict()
+        del settings["training"]["threads"]
+        return hashlib.sha256(tomli_w.dumps(settings).encode()).hexdigest()
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Recipe)}
@@ -391,6 +400,7 @@ def _check_values(recipe: Recipe) -> list[str]:
         (t.keep_checkpoints < 1, f"training.keep_checkpoints: must be >= 1 (got {t.keep_checkpoints})"),
         (t.log_every < 1, f"training.log_every: must be >= 1 (got {t.log_every})"),
         (t.seed < 0, f"training.seed: must be >= 0 (got {t.seed})"),
+        (t.threads < 0, f"training.threads: must be >= 0, 0 choosing from the machine's load (got {t.threads})"),
         (bool(t.fsdp) and bool(t.deepspeed), "training.fsdp and training.deepspeed: choose one"),
         (
             bool(t.deepspeed) and not Path(t.deepspeed).expanduser().is_file(),

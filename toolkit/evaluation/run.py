@@ -33,6 +33,7 @@ from ..records import EvalResult, Protocol
 from ..sources.models import model_source
 from ..store.loading import load
 from ..store.store import AdapterStore
+from ..threads import set_threads
 from .harness import Tasks, prepare_tasks, run_tasks
 from ..distributed import process
 from .protocol import check_protocol, tokens_needed
@@ -61,6 +62,7 @@ class EvalOptions:
     precision: str = "fp32"  # "fp32", "bf16", "fp16" (the base's weights) or "int8" (bitsandbytes)
     strict: bool = True  # refuse an adapter that fails verification against its base
     progress: bool = False  # a progress bar on standard error
+    threads: int = 0  # CPU threads to score with; 0: chosen from the cores and their load (toolkit/threads.py)
 
     def __post_init__(self):
         problems = []
@@ -74,6 +76,8 @@ class EvalOptions:
                 problems.append(f"{param(name)}: must be at least 1 (got {value})")
         if self.batch_size < 0:
             problems.append(f"{param('batch_size')}: must be >= 0, 0 meaning automatic (got {self.batch_size})")
+        if self.threads < 0:
+            problems.append(f"{param('threads')}: must be >= 0, 0 choosing from the machine's load (got {self.threads})")
         if self.detokenize is not None and self.detokenize not in DETOKENIZERS:
             problems.append(f"{param('detokenize')}: no detokenizer named {self.detokenize!r}; "
                             f"use {', '.join(DETOKENIZERS)}")
@@ -180,6 +184,7 @@ def run(loaded: Loaded, options: EvalOptions, texts: Sequence[Text] = (), tasks:
     """Score every row of `loaded` on every text, then on every harness task: one EvalResult each, in
     that order (row by row). `default_context` (a recipe's block size) is the context when
     options.context is None, else the model's."""
+    set_threads("evaluation", options.threads)
     config = loaded.config
     protocol = options.protocol(default_context or config.n_positions)
     if any(text.examples for text in texts):

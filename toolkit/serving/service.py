@@ -12,6 +12,7 @@ from ..modeling.tokenizer import tokenizer_from
 from ..sources.models import model_source
 from ..store.loading import load
 from ..store.store import AdapterStore
+from ..threads import set_threads
 from .batcher import Batcher
 from .catalog import Catalog, choose_base
 from .chat import Chat
@@ -42,6 +43,7 @@ class Service:
         if missing:
             raise ToolkitError(*(f"{param('preload')}: no adapter named {name!r} in {self.store.root} "
                                  f"(it has: {', '.join(self.store.names()) or 'none'})" for name in missing))
+        set_threads("serving", s.threads)
         served = choose_base(self.store, s.base, s.preload)
         base = served.name
         model, tokenizer = load(base=base, revision=served.revision, store=self.store, precision=s.precision)

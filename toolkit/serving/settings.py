@@ -36,6 +36,8 @@ class ServerSettings:
     max_body: int = setting(1 << 20, "Bytes a request's body may have; beyond it the request gets 413.")
     read_timeout: float = setting(15.0, "Seconds a client may take to send a request's headers (then the connection "
                                   "is closed), and again its body (then 408).")
+    threads: int = setting(0, "CPU threads the model computes with; 0: chosen from the cores and their load at "
+                           "start.")
 
     def __post_init__(self):
         if self.api_key is None and os.environ.get(API_KEY_ENV):
@@ -47,6 +49,8 @@ class ServerSettings:
                 problems.append(f"{param(name)}: must be at least 1 (got {getattr(self, name)})")
         if not 0 < self.port < 65536:
             problems.append(f"{param('port')}: must be between 1 and 65535 (got {self.port})")
+        if self.threads < 0:
+            problems.append(f"{param('threads')}: must be >= 0, 0 choosing from the machine's load (got {self.threads})")
         for name in ("timeout", "grace", "read_timeout"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):

@@ -37,10 +37,11 @@ from ..sources.models import model_source, recorded_name
 from ..store import card
 from ..store.manifest import MANIFEST, run_identity, write_manifest
 from ..store.store import AdapterStore
+from ..threads import set_threads
 from . import checkpoints, guards, plots
 from .best import BestAdapter, stopped_early, tracks
 from .checkpoints import CheckpointKeeper, RunRecord
-from .trainer import AdapterTrainer, ProgressLines, training_arguments
+from .trainer import AdapterTrainer, FollowLoad, ProgressLines, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ def train(
         log.info("%s: the run had finished; nothing to do", name)
         return TrainResult(name, store.path(name), TrainingMetrics.from_json(read_json(store.path(name) / "metrics.json")),
                            trained=False)
+    threads = set_threads("training", recipe.training.threads)
+    if threads.from_load:
+        callbacks = (*callbacks, FollowLoad(threads))
     set_seed(recipe.training.seed)  # before the adapter is built: LoRA A is drawn from the global RNG
     model = attach_lora(load_base(recipe), recipe)
     shape = describe_adapter(model)

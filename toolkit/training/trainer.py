@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 
 from ..config.recipe import Recipe
@@ -17,6 +17,7 @@ from ..evaluation.scoring import score
 from ..modeling import head_loss
 from ..modeling.base import scoring_attention
 from ..records import Protocol, Score
+from ..threads import ThreadChoice, ThreadGovernor
 from .checkpoints import CheckpointKeeper
 from .guards import check_loss
 
@@ -165,3 +166,14 @@ class ProgressLines(ProgressCallback):
             self.training_bar.write(line)
         else:
             log.info(line)
+
+
+class FollowLoad(TrainerCallback):
+    """At the end of each step, moves torch to the threads the machine's load now calls for: one busy
+    program starting or stopping beside a long run changes its best thread count (docs/speed.md)."""
+
+    def __init__(self, first: ThreadChoice):
+        self.governor = ThreadGovernor("training", first)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.governor.update()
