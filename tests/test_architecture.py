@@ -19,6 +19,7 @@ LAYERS = [
     {"evaluation"},
     {"training"},
     {"generation"},
+    {"export"},
     {"bench", "serving"},
     {"cli"},
 ]

@@ -1,0 +1,109 @@
+"""The exported files run by the runtimes they are for: llama.cpp (through llama-cpp-python) and ONNX Runtime.
+
+llama.cpp runs in a child process (`python -m toolkit.export.runtimes`, a JSON request on standard input):
+when llama.cpp cannot load a LoRA file, llama-cpp-python keeps the NULL adapter and the process segfaults at
+the first evaluation, and a crash must not take the caller with it. ONNX Runtime runs in this process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ToolkitError
+from .onnx_files import MODEL_FILE, past_names
+
+LLAMA = "llama.cpp"
+ONNX = "ONNX Runtime"
+# runtime -> (module, what to install)
+PACKAGES = {LLAMA: ("llama_cpp", "llama-cpp-python"), ONNX: ("onnxruntime", "onnxruntime")}
+
+
+def installed(runtime: str) -> bool:
+    return importlib.util.find_spec(PACKAGES[runtime][0]) is not None
+
+
+def missing(runtime: str) -> str:
+    """What to say when a runtime is not installed."""
+    return (f"{runtime} is not installed here ({PACKAGES[runtime][1]}), so nothing was run in it; "
+            "install it with: pip install 'gpt2-adapt[export]'")
+
+
+def llama_logits(model: Path, rows: list[list[int]], lora: Path | None = None) -> np.ndarray:
+    """llama.cpp's logits (rows, tokens, vocabulary) for each row of token ids, from a GGUF model and
+    optionally a GGUF LoRA file applied at scale 1."""
+    with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
+        out = Path(scratch) / "logits.npy"
+        _child({"task": "logits", "model": str(model), "lora": lora and str(lora), "rows": rows, "out": str(out)})
+        return np.load(out)
+
+
+def llama_greedy(model: Path, prompt: str, max_new_tokens: int, lora: Path | None = None) -> str:
+    """The text llama.cpp generates greedily after `prompt` (tokenized by the GGUF file's own vocabulary)."""
+    with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
+        out = Path(scratch) / "text.json"
+        _child({"task": "greedy", "model": str(model), "lora": lora and str(lora), "prompt": prompt,
+                "max_new_tokens": max_new_tokens, "out": str(out)})
+        return json.loads(out.read_text(encoding="utf-8"))["text"]
+
+
+def onnx_logits(folder: Path, rows: list[list[int]], past_from: int | None = None) -> np.ndarray:
+    """ONNX Runtime's logits (rows, tokens, vocabulary) from folder/model.onnx. With `past_from`, the first
+    `past_from` tokens run first and the rest run on their past key values, as a generation loop does."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(Path(folder) / MODEL_FILE), providers=["CPUExecutionProvider"])
+    ids = np.asarray(rows, dtype=np.int64)
+    names = [i.name for i in session.get_inputs() if i.name.startswith("past_key_values.")]
+    shape = next(i.shape for i in session.get_inputs() if i.name.startswith("past_key_values."))
+    past = [np.zeros((len(rows), shape[1], 0, shape[3]), dtype=np.float32) for _ in names]
+    cut = past_from or ids.shape[1]
+    logits = []
+    for start, stop in ((0, cut), (cut, ids.shape[1])):
+        if start == stop:
+            continue
+        feed = {"input_ids": ids[:, start:stop], "attention_mask": np.ones((len(rows), stop), dtype=np.int64),
+                "position_ids": np.broadcast_to(np.arange(start, stop), (len(rows), stop - start)).copy(),
+                **dict(zip(names, past))}
+        step, *past = session.run(None, feed)
+        logits.append(step)
+    return np.concatenate(logits, axis=1)
+
+
+def _child(request: dict) -> None:
+    result = subprocess.run([sys.executable, "-m", __name__], input=json.dumps(request), text=True,
+                            capture_output=True)
+    if result.returncode != 0:
+        tail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        crashed = " (it crashed: the LoRA file may not have loaded)" if result.returncode < 0 else ""
+        raise ToolkitError(f"{LLAMA} could not run {Path(request['model']).name}{crashed}: {tail}")
+
+
+def _serve(request: dict) -> None:
+    """In the child: load the model (and LoRA) in llama.cpp, answer the request into its `out` file."""
+    from llama_cpp import Llama
+
+    task = request["task"]
+    llm = Llama(model_path=request["model"], lora_path=request["lora"], n_ctx=0, logits_all=task == "logits",
+                verbose=False)
+    if task == "logits":
+        rows = []
+        for row in request["rows"]:
+            llm.reset()
+            llm.eval(row)
+            rows.append(np.array(llm.scores[: len(row)], dtype=np.float32))
+        np.save(request["out"], np.stack(rows))
+    else:
+        completion = llm.create_completion(request["prompt"], max_tokens=request["max_new_tokens"], temperature=0.0,
+                                           top_k=1, repeat_penalty=1.0)
+        Path(request["out"]).write_text(json.dumps({"text": completion["choices"][0]["text"]}), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    _serve(json.loads(sys.stdin.read()))
