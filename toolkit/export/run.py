@@ -12,6 +12,7 @@ and compares the logits with the toolkit's on the same tokens.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def export(adapters, out: str | Path, *, format: str = "gguf", tensor_type: str 
         _check_adapter_files(store, weights)
     manifests = {name: read_json(store.require(name) / MANIFEST) for name in weights}
     out = Path(out).expanduser()
-    replace_out = check_out(out, overwrite, store, marker=RECORD, kind="export")
+    replace_out = check_out(out, overwrite, store, marker=RECORD, kind="an export")
     full_precision = [name for name in weights if trained_quantized(store, name)]
 
     model, tokenizer, adapter = load_to_merge(weights, base=base, store=store, strict=strict)
@@ -129,6 +130,9 @@ def _check_request(format: str, tensor_type: str, adapter_file: bool, base_file:
     elif format == "onnx" and tensor_type != "f32":
         problems.append(f"{param('tensor_type')}: the ONNX model is written in float32 only (got {tensor_type!r}); "
                         "leave the type out, or export GGUF for f16, bf16 or q8_0")
+    if format == "onnx" and importlib.util.find_spec("onnxscript") is None:
+        problems.append("the ONNX export needs torch's exporter packages (onnx, onnxscript), which are not installed; "
+                        "install them with: pip install 'gpt2-adapt[export]'")
     if format == "gguf" and not (adapter_file or base_file or merged):
         problems.append(f"nothing to export: {param('adapter_file', False)} and {param('base_file', False)} leave only "
                         f"{param('merged', True)}, which is not set")

@@ -44,13 +44,23 @@ def llama_logits(model: Path, rows: list[list[int]], lora: Path | None = None) -
         return np.load(out)
 
 
-def llama_greedy(model: Path, prompt: str, max_new_tokens: int, lora: Path | None = None) -> str:
-    """The text llama.cpp generates greedily after `prompt` (tokenized by the GGUF file's own vocabulary)."""
+def llama_greedy(model: Path, prompts: list[str], max_new_tokens: int, lora: Path | None = None) -> list[str]:
+    """The texts llama.cpp generates greedily after each prompt (tokenized by the GGUF file's own vocabulary)."""
     with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
-        out = Path(scratch) / "text.json"
-        _child({"task": "greedy", "model": str(model), "lora": lora and str(lora), "prompt": prompt,
+        out = Path(scratch) / "texts.json"
+        _child({"task": "greedy", "model": str(model), "lora": lora and str(lora), "prompts": prompts,
                 "max_new_tokens": max_new_tokens, "out": str(out)})
-        return json.loads(out.read_text(encoding="utf-8"))["text"]
+        return json.loads(out.read_text(encoding="utf-8"))
+
+
+def llama_rate(model: Path, prompt: str, new_tokens: int, repeats: int, lora: Path | None = None) -> float:
+    """New tokens/s of llama.cpp generating exactly `new_tokens` tokens greedily after `prompt`, single stream,
+    the prompt's processing included (as the toolkit's generation benchmark counts it); median of `repeats`."""
+    with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
+        out = Path(scratch) / "rate.json"
+        _child({"task": "rate", "model": str(model), "lora": lora and str(lora), "prompt": prompt,
+                "new_tokens": new_tokens, "repeats": repeats, "out": str(out)})
+        return json.loads(out.read_text(encoding="utf-8"))
 
 
 def onnx_logits(folder: Path, rows: list[list[int]], past_from: int | None = None) -> np.ndarray:
@@ -99,10 +109,30 @@ def _serve(request: dict) -> None:
             llm.eval(row)
             rows.append(np.array(llm.scores[: len(row)], dtype=np.float32))
         np.save(request["out"], np.stack(rows))
+    elif task == "rate":
+        Path(request["out"]).write_text(json.dumps(_rate(llm, request["prompt"], request["new_tokens"], request["repeats"])))
     else:
-        completion = llm.create_completion(request["prompt"], max_tokens=request["max_new_tokens"], temperature=0.0,
-                                           top_k=1, repeat_penalty=1.0)
-        Path(request["out"]).write_text(json.dumps({"text": completion["choices"][0]["text"]}), encoding="utf-8")
+        texts = [llm.create_completion(prompt, max_tokens=request["max_new_tokens"], temperature=0.0, top_k=1,
+                                       repeat_penalty=1.0)["choices"][0]["text"] for prompt in request["prompts"]]
+        Path(request["out"]).write_text(json.dumps(texts), encoding="utf-8")
+
+
+def _rate(llm, prompt: str, new_tokens: int, repeats: int) -> float:
+    import itertools
+    import statistics
+    import time
+
+    room = max(1, llm.n_ctx() - new_tokens)
+    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False)[:room]
+    times = []
+    for run in range(repeats + 1):  # the first run warms up
+        llm.reset()  # no prompt cache: every run processes the prompt
+        started = time.perf_counter()
+        for _ in itertools.islice(llm.generate(tokens, temp=0.0, repeat_penalty=1.0), new_tokens):
+            pass
+        if run:
+            times.append(time.perf_counter() - started)
+    return new_tokens / statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ def load_to_merge(weights: dict[str, float], *, base: str | None, store: Adapter
     return model, tokenizer, mix(model, weights)
 
 
-def check_out(out: Path, overwrite: bool, store: AdapterStore, marker: str = "config.json", kind: str = "model") -> bool:
+def check_out(out: Path, overwrite: bool, store: AdapterStore, marker: str = "config.json",
+              kind: str = "a model") -> bool:
     """Whether the output folder is to be replaced; refuses the store itself and any folder without `marker`
     (the file that every folder of this `kind` holds: what is written there is not someone else's)."""
     target, root = out.resolve(), store.root.resolve()
@@ -115,7 +116,7 @@ def check_out(out: Path, overwrite: bool, store: AdapterStore, marker: str = "co
     if not out.exists():
         return False
     if not out.is_dir():
-        raise ToolkitError(f"{param('out')}: {out} is a file; name a folder to write the {kind} to")
+        raise ToolkitError(f"{param('out')}: {out} is a file; name a folder to write to")
     if not any(out.iterdir()):
         return True
     if not overwrite:
@@ -124,7 +125,7 @@ def check_out(out: Path, overwrite: bool, store: AdapterStore, marker: str = "co
             "or choose another folder"
         )
     if not (out / marker).is_file():
-        raise ToolkitError(f"{param('out')}: {out} does not look like a {kind} folder (no {marker}); refusing to replace it")
+        raise ToolkitError(f"{param('out')}: {out} does not look like {kind} folder (no {marker}); refusing to replace it")
     return True
 
 
