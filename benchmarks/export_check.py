@@ -29,7 +29,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
     import toolkit
-    from toolkit.export import runtimes
+    from toolkit.exporting import runtimes
     from toolkit.store.importing import import_adapter
     from toolkit.store.store import AdapterStore
 

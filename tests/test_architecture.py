@@ -19,7 +19,7 @@ LAYERS = [
     {"evaluation"},
     {"training"},
     {"generation"},
-    {"export"},
+    {"exporting"},
     {"bench", "serving"},
     {"cli"},
 ]

@@ -25,7 +25,7 @@ _WHERE = {
     "TrainingMetrics": "records",
     "create_app": "serving.app",
     "evaluate": "evaluation.run",
-    "export": "export.run",
+    "export": "exporting.run",
     "generate": "generation.generate",
     "generate_batch": "generation.generate",
     "load": "store.loading",

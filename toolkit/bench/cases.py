@@ -233,8 +233,8 @@ def generation_case(setup: Setup) -> dict:
 def _llama_cpp_rates(setup: Setup, store: str) -> dict | None:
     """The same greedy generation in llama.cpp, on the adapter exported as GGUF (f32 and q8_0): a reference for
     what a CPU runtime built for inference does with this model. None where llama.cpp is not installed."""
-    from ..export import runtimes
-    from ..export.run import ADAPTER_FILE, BASE_FILE, MERGED_FILE, export
+    from ..exporting import runtimes
+    from ..exporting.run import ADAPTER_FILE, BASE_FILE, MERGED_FILE, export
 
     if not runtimes.installed(runtimes.LLAMA):
         return None

@@ -46,7 +46,7 @@ def export(adapters, mix, out, format_, tensor_type, merged, no_base, no_adapter
         gpt2-adapt export wikitext103 --format onnx --out export/onnx --verify
     """
     from ..errors import ToolkitError
-    from ..export.run import export as export_adapters
+    from ..exporting.run import export as export_adapters
     from ..generation.mixing import describe
 
     if bool(adapters) == bool(mix):

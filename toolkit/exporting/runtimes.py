@@ -1,6 +1,6 @@
 """The exported files run by the runtimes they are for: llama.cpp (through llama-cpp-python) and ONNX Runtime.
 
-llama.cpp runs in a child process (`python -m toolkit.export.runtimes`, a JSON request on standard input):
+llama.cpp runs in a child process (`python -m toolkit.exporting.runtimes`, a JSON request on standard input):
 when llama.cpp cannot load a LoRA file, llama-cpp-python keeps the NULL adapter and the process segfaults at
 the first evaluation, and a crash must not take the caller with it. ONNX Runtime runs in this process.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ToolkitError
-from .onnx_files import MODEL_FILE, past_names
 
 LLAMA = "llama.cpp"
 ONNX = "ONNX Runtime"
@@ -68,6 +68,8 @@ def onnx_logits(folder: Path, rows: list[list[int]], past_from: int | None = Non
     `past_from` tokens run first and the rest run on their past key values, as a generation loop does."""
     import onnxruntime
 
+    from .onnx_files import MODEL_FILE  # here: the llama.cpp child never pays for importing torch
+
     session = onnxruntime.InferenceSession(str(Path(folder) / MODEL_FILE), providers=["CPUExecutionProvider"])
     ids = np.asarray(rows, dtype=np.int64)
     names = [i.name for i in session.get_inputs() if i.name.startswith("past_key_values.")]
@@ -97,11 +99,25 @@ def _child(request: dict) -> None:
 
 def _serve(request: dict) -> None:
     """In the child: load the model (and LoRA) in llama.cpp, answer the request into its `out` file."""
+    import llama_cpp
     from llama_cpp import Llama
 
+    # llama.cpp's AMX kernels (on CPUs with AMX) segfault on Q8_0 weights in this release, at every size tried
+    # (GPT-2 widths 32 to 1024). Without the extra buffer types (llama-cli's --no-repack) the plain CPU kernels
+    # run. Llama() does not expose that setting, so this child process changes the default it starts from.
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    llama_cpp.llama_cpp.llama_model_default_params = without_extra_buffers
     task = request["task"]
+    # Every core this process may use, as torch does (llama-cpp-python's default takes half of them).
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     llm = Llama(model_path=request["model"], lora_path=request["lora"], n_ctx=0, logits_all=task == "logits",
-                verbose=False)
+                n_threads=threads, n_threads_batch=threads, verbose=False)
     if task == "logits":
         rows = []
         for row in request["rows"]:
@@ -112,9 +128,19 @@ def _serve(request: dict) -> None:
     elif task == "rate":
         Path(request["out"]).write_text(json.dumps(_rate(llm, request["prompt"], request["new_tokens"], request["repeats"])))
     else:
-        texts = [llm.create_completion(prompt, max_tokens=request["max_new_tokens"], temperature=0.0, top_k=1,
-                                       repeat_penalty=1.0)["choices"][0]["text"] for prompt in request["prompts"]]
+        texts = [_greedy(llm, prompt, request["max_new_tokens"]) for prompt in request["prompts"]]
         Path(request["out"]).write_text(json.dumps(texts), encoding="utf-8")
+
+
+def _greedy(llm, prompt: str, max_new_tokens: int) -> str:
+    """Greedy tokens until EOS or `max_new_tokens`, decoded as the toolkit decodes (bytes that are not whole
+    UTF-8 characters become U+FFFD; llama-cpp-python's own completion text drops them)."""
+    new = []
+    for token in llm.generate(llm.tokenize(prompt.encode("utf-8"), add_bos=False), temp=0.0, repeat_penalty=1.0):
+        if token == llm.token_eos() or len(new) == max_new_tokens:
+            break
+        new.append(token)
+    return llm.detokenize(new).decode("utf-8", errors="replace")
 
 
 def _rate(llm, prompt: str, new_tokens: int, repeats: int) -> float:

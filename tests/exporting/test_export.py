@@ -17,8 +17,8 @@ from helpers import error_lines
 from serving.servers import add_adapter
 
 import toolkit
-from toolkit.export import runtimes
-from toolkit.export.run import TOLERANCES
+from toolkit.exporting import runtimes
+from toolkit.exporting.run import TOLERANCES
 
 pytestmark = pytest.mark.skipif(not (runtimes.installed(runtimes.LLAMA) and runtimes.installed(runtimes.ONNX)),
                                 reason="llama-cpp-python and onnxruntime are not installed (the test extra has them)")
@@ -65,8 +65,8 @@ def test_llama_cpp_runs_the_base_the_lora_and_the_merged_model_as_the_toolkit_do
     assert relative(base, expected_base) <= tolerance
     assert relative(lora, expected) <= tolerance
     assert relative(merged, expected) <= tolerance
-    # The adapter is applied: without it llama.cpp is as far from the adapter's logits as the base is.
-    assert relative(lora, base) > 20 * tolerance
+    # llama.cpp applied the adapter: it moves llama.cpp's logits as it moves the toolkit's, far beyond the tolerance.
+    assert relative(lora, base) > max(0.5 * relative(expected, expected_base), 10 * tolerance)
 
 
 def test_a_trained_adapter_and_a_mix_exported_as_one_lora_file(random_store, tmp_path):
@@ -115,7 +115,7 @@ def test_an_int8_trained_adapter_is_exported_against_the_full_precision_base(sto
     result = cli("export", "poems8", "--out", tmp_path / "export", "--verify")
     assert result.exit_code == 0, result.output
     assert "poems8 was trained on a quantized base: exported against the base at full precision" in result.stdout
-    assert result.stdout.count(": ok") == 3 and "adapter.gguf on base.gguf in llama.cpp" in result.stdout
+    assert result.stdout.count(": ok") == 2 and "adapter.gguf on base.gguf in llama.cpp" in result.stdout
     fp32_peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), store / "poems8").eval()
     lora = runtimes.llama_logits(tmp_path / "export" / "base.gguf", rows(), lora=tmp_path / "export" / "adapter.gguf")
     assert relative(lora, toolkit_logits(fp32_peft)) <= TOLERANCES["f32"]
@@ -154,7 +154,7 @@ def test_bad_requests_are_refused_with_one_line_and_nothing_written(random_store
         assert len(error_lines(result.output)) == 1 and message in result.output, (args, result.output)
     taken = cli("export", "random", "--out", tmp_path / "taken", "--overwrite")
     assert taken.exit_code == 2 and "does not look like an export folder (no export.json)" in taken.output
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "store") == ["taken"]  # no out, no temp folder
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("store", "cache")) == ["taken"]  # no out, no temp folder
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
 
 
