@@ -65,7 +65,7 @@ def write_onnx(folder: Path, model, tokenizer) -> None:
     # The exporter prints its progress on standard output, which belongs to the command's own report.
     with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(
-            _WithPast(model), (ids, mask, positions, past), str(folder / MODEL_FILE),
+            _WithPast(model).eval(), (ids, mask, positions, past), str(folder / MODEL_FILE),
             input_names=["input_ids", "attention_mask", "position_ids", *past_names(config.n_layer)],
             output_names=["logits", *past_names(config.n_layer, "present")],
             dynamic_shapes=shapes, dynamo=True, opset_version=OPSET, verbose=False,

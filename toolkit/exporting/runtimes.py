@@ -114,8 +114,11 @@ def _serve(request: dict) -> None:
 
     llama_cpp.llama_cpp.llama_model_default_params = without_extra_buffers
     task = request["task"]
-    # Every core this process may use, as torch does (llama-cpp-python's default takes half of them).
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # Checks run on one thread: llama.cpp's threads wait for each other by spinning, and on a busy machine one
+    # descheduled thread made 12 tokens of a tiny model take 9 s instead of 2 ms. The speed measurement uses
+    # every core this process may use, as torch does (llama-cpp-python's default takes half of them).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = cores if task == "rate" else 1
     llm = Llama(model_path=request["model"], lora_path=request["lora"], n_ctx=0, logits_all=task == "logits",
                 n_threads=threads, n_threads_batch=threads, verbose=False)
     if task == "logits":
