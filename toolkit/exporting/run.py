@@ -32,7 +32,7 @@ RECORD = "export.json"  # what an export folder holds: format, type, files, adap
 ADAPTER_FILE, BASE_FILE, MERGED_FILE = "adapter.gguf", "base.gguf", "merged.gguf"
 # verify: the largest |logit difference| / the largest |logit| that each file may show against the toolkit's
 # fp32 logits. Measured on tiny and 124M GPT-2s (docs/export.md): f32 and ONNX differ by float rounding only.
-TOLERANCES = {"f32": 1e-3, "f16": 1e-2, "bf16": 5e-2, "q8_0": 5e-2, "onnx": 1e-4}
+TOLERANCES = {"f32": 1e-3, "f16": 1e-2, "bf16": 5e-2, "q8_0": 0.1, "onnx": 1e-4}
 
 
 @dataclass(frozen=True)
