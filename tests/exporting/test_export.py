@@ -86,6 +86,21 @@ def test_a_trained_adapter_and_a_mix_exported_as_one_lora_file(random_store, tmp
         assert relative(trained, toolkit_logits(alone)) > 10 * TOLERANCES["f32"]  # 5 steps moved it measurably
 
 
+def test_per_module_alphas_are_folded_into_the_lora_file(store, tmp_path, tiny_model):
+    """No single alpha / rank gives peft's scaling for both modules: each B carries its own, the file's alpha is 0."""
+    import gguf
+
+    import_peft_adapter(store, tiny_model, "patterned", r=4, lora_alpha=8, alpha_pattern={"c_fc": 2},
+                        target_modules=["c_attn", "c_fc"], init_lora_weights=False)
+    toolkit.export("patterned", tmp_path / "export")
+    alpha = gguf.GGUFReader(tmp_path / "export" / "adapter.gguf").fields["adapter.lora.alpha"].parts[-1][0]
+    assert alpha == 0
+    model, _ = toolkit.load("patterned")
+    folder = tmp_path / "export"
+    lora = runtimes.llama_logits(folder / "base.gguf", rows(), lora=folder / "adapter.gguf")
+    assert relative(lora, toolkit_logits(model)) <= TOLERANCES["f32"]
+
+
 def test_greedy_text_from_llama_cpp_equals_generate_greedy(random_store, tmp_path, cli):
     toolkit.export("random", tmp_path / "export", merged=True)
     expected = []
@@ -121,7 +136,8 @@ def test_an_int8_trained_adapter_is_exported_against_the_full_precision_base(sto
     assert relative(lora, toolkit_logits(fp32_peft)) <= TOLERANCES["f32"]
 
 
-def dora_adapter(store: Path, base: Path) -> None:
+def import_peft_adapter(store: Path, base: Path, name: str, **config) -> None:
+    """An adapter made by peft with `config` (LoraConfig's fields), imported into the store."""
     import tempfile
 
     from peft import LoraConfig, get_peft_model
@@ -130,11 +146,15 @@ def dora_adapter(store: Path, base: Path) -> None:
     from toolkit.store.importing import import_adapter
     from toolkit.store.store import AdapterStore
 
-    config = LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True, use_dora=True,
-                        task_type="CAUSAL_LM")
+    torch.manual_seed(5)
+    config = LoraConfig(fan_in_fan_out=True, task_type="CAUSAL_LM", **config)
     with tempfile.TemporaryDirectory() as scratch:
         get_peft_model(AutoModelForCausalLM.from_pretrained(base), config).save_pretrained(scratch)
-        import_adapter(Path(scratch), AdapterStore(store), name="dora", base=str(base))
+        import_adapter(Path(scratch), AdapterStore(store), name=name, base=str(base))
+
+
+def dora_adapter(store: Path, base: Path) -> None:
+    import_peft_adapter(store, base, "dora", r=2, lora_alpha=4, target_modules=["c_attn"], use_dora=True)
 
 
 def test_bad_requests_are_refused_with_one_line_and_nothing_written(random_store, cli, tmp_path, tiny_model):
