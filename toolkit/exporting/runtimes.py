@@ -103,8 +103,9 @@ def _serve(request: dict) -> None:
     from llama_cpp import Llama
 
     # llama.cpp's AMX kernels (built for a CPU with AMX) segfaulted on Q8_0 weights in this release, at every
-    # size tried (GPT-2 widths 32 to 1024: docs/export.md). Without the extra buffer types (llama-cli's --no-repack) the plain CPU kernels
-    # run. Llama() does not expose that setting, so this child process changes the default it starts from.
+    # size tried (GPT-2 widths 32 to 1024: docs/export.md). Without the extra buffer types (llama-cli's
+    # --no-repack) the plain CPU kernels run. Llama() does not expose that setting, so this child process
+    # changes the default it starts from.
     defaults = llama_cpp.llama_cpp.llama_model_default_params
 
     def without_extra_buffers():
