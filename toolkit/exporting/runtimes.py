@@ -139,9 +139,11 @@ def _serve(request: dict) -> None:
 def _greedy(llm, prompt: str, max_new_tokens: int) -> str:
     """Greedy tokens until EOS or `max_new_tokens`, decoded as the toolkit decodes (bytes that are not whole
     UTF-8 characters become U+FFFD; llama-cpp-python's own completion text drops them)."""
+    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False)
+    max_new_tokens = min(max_new_tokens, _positions(llm) - len(tokens))
     new = []
-    for token in llm.generate(llm.tokenize(prompt.encode("utf-8"), add_bos=False), temp=0.0, repeat_penalty=1.0):
-        if token == llm.token_eos() or len(new) == max_new_tokens:
+    for token in llm.generate(tokens, temp=0.0, repeat_penalty=1.0):
+        if token == llm.token_eos() or len(new) >= max_new_tokens:
             break
         new.append(token)
     return llm.detokenize(new).decode("utf-8", errors="replace")
@@ -152,8 +154,9 @@ def _rate(llm, prompt: str, new_tokens: int, repeats: int) -> float:
     import statistics
     import time
 
-    room = max(1, llm.n_ctx() - new_tokens)
-    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False)[:room]
+    context = _positions(llm)
+    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False)[: max(1, context - new_tokens)]
+    new_tokens = min(new_tokens, context - len(tokens))
     times = []
     for run in range(repeats + 1):  # the first run warms up
         llm.reset()  # no prompt cache: every run processes the prompt
@@ -163,6 +166,14 @@ def _rate(llm, prompt: str, new_tokens: int, repeats: int) -> float:
         if run:
             times.append(time.perf_counter() - started)
     return new_tokens / statistics.median(times)
+
+
+def _positions(llm) -> int:
+    """The model's own context (GPT-2's position embeddings): llama.cpp's context may be longer (256 at least),
+    and a token past the positions aborts it rather than stopping."""
+    import llama_cpp
+
+    return llama_cpp.llama_model_n_ctx_train(llm.model)
 
 
 if __name__ == "__main__":
