@@ -66,7 +66,7 @@ def test_llama_cpp_runs_the_base_the_lora_and_the_merged_model_as_the_toolkit_do
     assert relative(lora, expected) <= tolerance
     assert relative(merged, expected) <= tolerance
     # llama.cpp applied the adapter: it moves llama.cpp's logits as it moves the toolkit's, far beyond the tolerance.
-    assert relative(lora, base) > max(0.5 * relative(expected, expected_base), 10 * tolerance)
+    assert relative(lora, base) > max(0.5 * relative(expected, expected_base), 5 * tolerance)
 
 
 def test_a_trained_adapter_and_a_mix_exported_as_one_lora_file(random_store, tmp_path):
