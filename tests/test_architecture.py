@@ -19,6 +19,7 @@ LAYERS = [
     {"evaluation"},
     {"training"},
     {"generation"},
+    {"exporting"},
     {"bench", "serving"},
     {"cli"},
 ]

@@ -6,6 +6,7 @@
     toolkit.generate(model, tokenizer, "The", greedy=True)   # also: use, load_adapter, mix, generate_batch
     rows = toolkit.evaluate("quickstart", files=["notes.txt"])
     toolkit.merge("quickstart", "merged/quickstart")
+    toolkit.export("quickstart", "export/quickstart")       # GGUF for llama.cpp (or format="onnx")
     toolkit.serve(store="adapters", port=8000)              # every adapter behind an OpenAI-compatible API
     store = toolkit.AdapterStore("adapters")                 # names(), info(name), path(name), remove(name)
 """
@@ -24,6 +25,7 @@ _WHERE = {
     "TrainingMetrics": "records",
     "create_app": "serving.app",
     "evaluate": "evaluation.run",
+    "export": "exporting.run",
     "generate": "generation.generate",
     "generate_batch": "generation.generate",
     "load": "store.loading",

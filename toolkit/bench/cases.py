@@ -229,7 +229,28 @@ def generation_case(setup: Setup) -> dict:
     merged = merge("bench", work / "merged", store=store)
     result["merged"] = _generation_rate(AutoModelForCausalLM.from_pretrained(merged.path).to(setup.device).eval(),
                                         tokenizer, setup)
+    result["llama_cpp"] = _llama_cpp_rates(setup, store)
     return result
+
+
+def _llama_cpp_rates(setup: Setup, store: str) -> dict | None:
+    """The same greedy generation in llama.cpp, on the adapter exported as GGUF (f32 and q8_0): a reference for
+    what a CPU runtime built for inference does with this model. None where llama.cpp is not installed."""
+    from ..exporting import runtimes
+    from ..exporting.run import ADAPTER_FILE, BASE_FILE, MERGED_FILE, export
+
+    if not runtimes.installed(runtimes.LLAMA):
+        return None
+    rates = {}
+    for tensor_type in ("f32", "q8_0"):
+        folder = export("bench", Path(setup.work) / f"gguf-{tensor_type}", store=store, tensor_type=tensor_type,
+                        merged=True).path
+        rates[tensor_type] = {
+            "unmerged": runtimes.llama_rate(folder / BASE_FILE, PROMPT, setup.new_tokens, setup.repeats,
+                                            lora=folder / ADAPTER_FILE),
+            "merged": runtimes.llama_rate(folder / MERGED_FILE, PROMPT, setup.new_tokens, setup.repeats),
+        }
+    return rates
 
 
 def _generation_rate(model, tokenizer, setup: Setup) -> float:

@@ -70,6 +70,11 @@ def table(results: dict) -> str:
                 f"  base {g['base']:.1f}, unmerged adapter {g['unmerged']:.1f}, merged {g['merged']:.1f} new tokens/s",
                 f"  switch to a loaded adapter {1e3 * g['switch_seconds']:.2f} ms; "
                 f"load and verify one from the store {1e3 * g['load_seconds']:.0f} ms"]
+        if "llama_cpp" in g:  # the same generation in llama.cpp, on the adapter exported as GGUF
+            out += [f"  llama.cpp, {tensor_type} GGUF: base + LoRA {r['unmerged']:.1f}, merged {r['merged']:.1f} new tokens/s"
+                    for tensor_type, r in (g["llama_cpp"] or {}).items()]
+            if g["llama_cpp"] is None:
+                out.append("  llama.cpp: not installed here (pip install 'gpt2-adapt[export]')")
     if results.get("data"):
         d = results["data"]
         out += ["", f"Data preparation ({d['tokens']:,} tokens): first run {d['first_seconds']:.2f} s "

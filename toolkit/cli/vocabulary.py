@@ -17,6 +17,9 @@ OPTIONS = {
     "texts": "--prompt",
     "tasks": "--task",
     "include_paths": "--include-path",
+    "tensor_type": "--type",
+    "adapter_file": "--no-adapter",  # adapter_file=False
+    "base_file": "--no-base",  # base_file=False
 }
 
 

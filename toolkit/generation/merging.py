@@ -63,20 +63,15 @@ def merge(adapters, out: str | Path, *, precision: str | None = None, base: str 
         raise ToolkitError(f"{param('precision')}: {precision!r} is not one of {', '.join(DTYPES)}")
     manifests = {name: read_json(store.require(name) / MANIFEST) for name in weights}
     out = Path(out).expanduser()
-    replace_out = _check_out(out, overwrite, store)
-    full_precision = [name for name in weights if _trained_quantized(store, name)]
+    replace_out = check_out(out, overwrite, store)
+    full_precision = [name for name in weights if trained_quantized(store, name)]
 
-    model, tokenizer = load(list(weights), base=base, store=store, strict=strict, precision="fp32")
+    model, tokenizer, merged_name = load_to_merge(weights, base=base, store=store, strict=strict)
     base_model = model.get_base_model()
     out_precision = precision or _checkpoint_precision(base_model.config.name_or_path)
-    only, weight = next(iter(weights.items()))
-    if len(weights) == 1 and weight == 1.0:
-        merged_name = only
-        use(model, only)
-    else:
-        merged_name = mix(model, weights)
-    batches = _verify_batches(base_model.config) if verify else []
-    reference = [_logits(model, batch) for batch in batches]
+    only = next(iter(weights))
+    batches = verify_batches(base_model.config) if verify else []
+    reference = [batch_logits(model, batch) for batch in batches]
 
     merged = model.merge_and_unload(adapter_names=[merged_name])  # a new model, no peft layers left
     merged = merged.to(device="cpu", dtype=DTYPES[out_precision])
@@ -93,12 +88,26 @@ def merge(adapters, out: str | Path, *, precision: str | None = None, base: str 
         from transformers import AutoModelForCausalLM
 
         saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, use_safetensors=True).eval()
-        difference = max((_logits(saved, batch) - ref).abs().max().item() for batch, ref in zip(batches, reference))
+        difference = max((batch_logits(saved, batch) - ref).abs().max().item() for batch, ref in zip(batches, reference))
     return Merged(out, weights, base_label, out_precision, full_precision, difference)
 
 
-def _check_out(out: Path, overwrite: bool, store: AdapterStore) -> bool:
-    """Whether the output folder is to be replaced; refuses the store itself and anything but a model folder."""
+def load_to_merge(weights: dict[str, float], *, base: str | None, store: AdapterStore, strict: bool):
+    """(peft model, tokenizer, adapter name): the adapters loaded onto the base at full precision, verified,
+    with the one adapter to merge active: the adapter itself, or the exact weighted sum of several (a mix).
+    Merging and exporting start from here."""
+    model, tokenizer = load(list(weights), base=base, store=store, strict=strict, precision="fp32")
+    only, weight = next(iter(weights.items()))
+    if len(weights) == 1 and weight == 1.0:
+        use(model, only)
+        return model, tokenizer, only
+    return model, tokenizer, mix(model, weights)
+
+
+def check_out(out: Path, overwrite: bool, store: AdapterStore, marker: str = "config.json",
+              kind: str = "a model") -> bool:
+    """Whether the output folder is to be replaced; refuses the store itself and any folder without `marker`
+    (the file that every folder of this `kind` holds: what is written there is not someone else's)."""
     target, root = out.resolve(), store.root.resolve()
     if target == root or root in target.parents or target in root.parents:
         raise ToolkitError(
@@ -107,7 +116,7 @@ def _check_out(out: Path, overwrite: bool, store: AdapterStore) -> bool:
     if not out.exists():
         return False
     if not out.is_dir():
-        raise ToolkitError(f"{param('out')}: {out} is a file; name a folder to write the model to")
+        raise ToolkitError(f"{param('out')}: {out} is a file; name a folder to write to")
     if not any(out.iterdir()):
         return True
     if not overwrite:
@@ -115,12 +124,12 @@ def _check_out(out: Path, overwrite: bool, store: AdapterStore) -> bool:
             f"{param('out')}: {out} exists and is not empty; pass {param('overwrite', True)} to replace it, "
             "or choose another folder"
         )
-    if not (out / "config.json").is_file():
-        raise ToolkitError(f"{param('out')}: {out} does not look like a model folder (no config.json); refusing to replace it")
+    if not (out / marker).is_file():
+        raise ToolkitError(f"{param('out')}: {out} does not look like {kind} folder (no {marker}); refusing to replace it")
     return True
 
 
-def _trained_quantized(store: AdapterStore, name: str) -> bool:
+def trained_quantized(store: AdapterStore, name: str) -> bool:
     """Whether the adapter was trained on a quantized base (imported ones record no recipe: not known)."""
     try:
         recipe = store.trained_recipe(name)
@@ -138,13 +147,13 @@ def _checkpoint_precision(name_or_path: str) -> str:
     return OLD_DTYPES.get(declared, "fp32")
 
 
-def _verify_batches(config) -> list[torch.Tensor]:
+def verify_batches(config) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     tokens = min(VERIFY_TOKENS, config.n_positions)
     return [torch.randint(config.vocab_size, (VERIFY_ROWS, tokens), generator=generator) for _ in range(VERIFY_BATCHES)]
 
 
-def _logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+def batch_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
     device = next(model.parameters()).device
     with torch.inference_mode():
         return model(input_ids=input_ids.to(device)).logits.float().cpu()
