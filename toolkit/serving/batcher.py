@@ -84,10 +84,11 @@ class Batcher:
     def alive(self) -> bool:
         return self.failure is None and self.thread.is_alive()
 
-    def submit(self, target: Target, rows: list[RowSpec]) -> Job:
+    def submit(self, target: Target, rows: list[RowSpec], streamed: bool = False) -> Job:
         """Queue a request's rows; refused with 429 when the queue is full, 503 when shutting down or when
-        the worker has died."""
-        job = Job(target, rows, self.timeout)
+        the worker has died. A job that is not `streamed` hears of each row once, when it ends: no
+        wake-up of the event loop per token."""
+        job = Job(target, rows, self.timeout, streamed)
         with self.lock:
             if self.failure is not None:
                 raise WorkerStopped(self.failure)
@@ -194,7 +195,8 @@ class Batcher:
                     continue
             while job.waiting and room > 0:
                 spec = job.waiting.popleft()
-                admitted.append(Row(job, spec, job.peft_name, TextStream(self.tokenizer, spec.stops),
+                incremental = job.streamed or bool(spec.stops) or spec.logprobs is not None
+                admitted.append(Row(job, spec, job.peft_name, TextStream(self.tokenizer, spec.stops, incremental),
                                     spec.sampling.generator(self.device)))
                 job.live += 1
                 room -= 1
@@ -273,6 +275,9 @@ class Batcher:
                                         self._top(logprobs, spec.logprobs, token), offset))
         row.last, row.generated = token, row.generated + 1
         self.metrics.generated_tokens.labels(row.job.target.metric_label).inc()
+        if row.job.first_token_at is None:
+            row.job.first_token_at = time.monotonic()
+            self.metrics.first_token_seconds.labels(row.job.target.metric_label).observe(row.job.first_token_at - row.job.created)
         if token in self.eos or row.text.stopped:
             row.finish_reason = "stop"
         elif row.generated >= spec.max_tokens:
@@ -301,9 +306,10 @@ class Batcher:
     def _emit(self, rows: list[Row]) -> None:
         """Send each row's new text and tokens, and its end, to its request."""
         by_job: dict[Job, list[Update]] = {}
-        now = time.monotonic()
         for row in rows:
             if row.job.over:  # failed or cancelled: its request has had its answer
+                continue
+            if not (row.job.streamed or row.finish_reason):  # its text goes in one piece, at its end
                 continue
             text = row.text.rest() if row.finish_reason else row.text.ready()
             if not (text or row.tokens or row.finish_reason):
@@ -312,9 +318,6 @@ class Batcher:
                 Update(row.spec.index, text, tuple(row.tokens), row.finish_reason, row.generated))
             row.tokens = []
         for job, updates in by_job.items():
-            if job.first_token_at is None:
-                job.first_token_at = now
-                self.metrics.first_token_seconds.labels(job.target.metric_label).observe(now - job.created)
             job.send(*updates)
 
     def _retire(self) -> None:

@@ -134,12 +134,12 @@ class Completions:
     async def complete(self, body: CompletionRequest, request: Request, target: Target | None = None) -> Completion:
         prepared = await self.prepare(body, target)
         request.state.model = prepared.target.metric_label
-        job = self.batcher.submit(prepared.target, prepared.rows)
+        job = self.batcher.submit(prepared.target, prepared.rows, streamed=False)
         answer = Answer(prepared, body)
         watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
         try:
             async for update in _updates(job):
-                answer.add(update)
+                answer.add(update, chunk=False)
         finally:
             watcher.cancel()
             job.cancel()  # a no-op when it is over
@@ -152,7 +152,7 @@ class Completions:
         chunk into what is sent (chat's chunks); without it, the chunk itself."""
         prepared = await self.prepare(body, target)
         request.state.model = prepared.target.metric_label
-        job = self.batcher.submit(prepared.target, prepared.rows)
+        job = self.batcher.submit(prepared.target, prepared.rows, streamed=True)
         updates = _updates(job)
         watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
         try:
@@ -199,7 +199,8 @@ class Answer:
         self.generated = [0] * count
         self.started = [False] * count
 
-    def add(self, update: Update) -> Completion:
+    def add(self, update: Update, chunk: bool = True) -> Completion | None:
+        """Take in a row's update; returns it as a chunk of a stream (None when `chunk` is False)."""
         i = update.index
         text = update.text
         if not self.started[i]:  # the echo goes before the row's first piece
@@ -213,6 +214,8 @@ class Answer:
                 getattr(mine, key).extend(getattr(logprobs, key))
         self.finish[i] = update.finish_reason
         self.generated[i] = update.completion_tokens
+        if not chunk:
+            return None
         choice = CompletionChoice(index=i, text=text, logprobs=logprobs, finish_reason=update.finish_reason)
         return Completion(id=self.id, created=self.created, model=self.prepared.target.name, choices=[choice])
 

@@ -56,8 +56,9 @@ class Failure:
 class Job:
     """A request's rows on their way through the batcher, and the queue its events come back on."""
 
-    def __init__(self, target: Target, rows: list[RowSpec], timeout: float):
+    def __init__(self, target: Target, rows: list[RowSpec], timeout: float, streamed: bool = False):
         self.target, self.rows = target, rows
+        self.streamed = streamed  # its text is sent as it comes; otherwise each row's once, when it ends
         self.created = time.monotonic()
         self.deadline = self.created + timeout
         self.loop = asyncio.get_running_loop()

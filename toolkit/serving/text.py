@@ -12,8 +12,10 @@ REPLACEMENT = "\ufffd"  # what decoding makes of an incomplete UTF-8 character
 
 
 class TextStream:
-    def __init__(self, tokenizer, stops: tuple[str, ...] = ()):
-        self.tokenizer, self.stops = tokenizer, stops
+    def __init__(self, tokenizer, stops: tuple[str, ...] = (), incremental: bool = True):
+        """`incremental`: decode after every token (for a stream, stop sequences, offsets); otherwise the
+        text is decoded once, by rest()."""
+        self.tokenizer, self.stops, self.incremental = tokenizer, stops, incremental
         self.ids: list[int] = []
         self.text = ""
         self.sent = 0  # characters of `text` handed out
@@ -23,6 +25,8 @@ class TextStream:
         """Add a token; returns where its text starts (its offset in `text`)."""
         offset = len(self.text)
         self.ids.append(token)
+        if not self.incremental:
+            return offset
         self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         for stop in self.stops:
             at = self.text.find(stop)
@@ -39,6 +43,8 @@ class TextStream:
 
     def rest(self) -> str:
         """Everything not yet sent: the row is over."""
+        if not self.incremental:
+            self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         return self._take(len(self.text))
 
     def _take(self, end: int) -> str:
