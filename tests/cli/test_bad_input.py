@@ -456,7 +456,12 @@ CASES = [
     case(
         "data-non-text-column",
         lambda w: w.files([w.jsonl("rows.jsonl", [{"text": i} for i in range(40)])]),
-        "data.text_column", "int64",
+        "data.text_column", "rows 1 (a number)",
+    ),
+    case(
+        "data-stray-values-among-strings",
+        lambda w: w.files([w.jsonl("rows.jsonl", [{"text": [t] if i == 6 else 7 if i == 2 else t} for i, t in enumerate(LINES)])]),
+        "data.text_column", "rows 3 (a number) and 7 (a list)", "rows.jsonl",
     ),
     case(
         "data-malformed-jsonl",
@@ -664,6 +669,7 @@ CASES = [
     case("examples-template-with-other-braces", lambda w: w.examples(QA, template="{question}: {prompt}"), "data.template", "{question}"),
     case("examples-longer-than-a-block", lambda w: w.examples([*QA[:3], {"prompt": " ".join(LINES), "completion": " x."}, *QA[3:]]), "data.block_size", "row 4"),
     case("examples-completion-longer-than-a-block", lambda w: w.examples([{"prompt": "x", "completion": " ".join(LINES)}, *QA], truncate="prompt_left"), "data.block_size", "row 1"),
+    case("examples-stray-number-among-completions", lambda w: w.examples([{**qa, "completion": 4 if i == 1 else qa["completion"]} for i, qa in enumerate(QA)]), "data.completion_column", "row 2 (a number)"),
     case("examples-unknown-format", lambda w: w.train(data={"format": "chat"}), "data.format", "'chat'"),
     case("examples-key-with-text-format", lambda w: w.train(data={"template": "Q: {prompt}"}), "data.template", "data.format"),
     case("examples-unknown-truncation", lambda w: w.examples(QA, truncate="right"), "data.truncate", "'right'"),
