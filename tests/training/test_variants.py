@@ -93,6 +93,16 @@ def test_a_4bit_base_trains_is_recorded_and_loads_evaluates_generates_and_merges
                                                                                 corpus_dir, wide_model):
     metrics = trained(cli, write_recipe, mode, steps=12, quantization={"mode": mode}, model={"name": str(wide_model)})
     assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
+    assert (metrics["quantization"], metrics["precision"]) == (mode, "fp32")  # what ran: a 4-bit base computing in fp32
+
+    # eval --recipe loads the base as training did (4-bit), and so gives training's own figures.
+    again = cli("eval", "--recipe", f"{mode}.toml", "--adapter", mode, "--json")
+    assert again.exit_code == 0, again.output
+    base, adapted = json.loads(again.stdout)
+    assert base["precision"] == adapted["precision"] == mode
+    for row, recorded in ((base, metrics["base"]), (adapted, metrics["adapted"])):
+        assert row["tokens"] == recorded["tokens"]
+        assert row["perplexity"] == pytest.approx(recorded["perplexity"], rel=1e-4)
     assert json.loads(Path("store", mode, "manifest.json").read_text())["trained_with"]["quantization"] == mode
     assert json.loads(Path("store", mode, "adapter_config.json").read_text())["fan_in_fan_out"] is False  # Linear4bit
     shown = cli("adapters", "show", mode)

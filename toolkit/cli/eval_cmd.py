@@ -46,7 +46,8 @@ from .options import (
 @click.option("--detokenize", metavar="NAME", help="Rewrite the scored text first: wikitext (words and bytes are counted on the original).")
 @click.option("--max-tokens", type=int, help="Score only the first N tokens of each text (a quick estimate).")
 @click.option("--batch-size", type=int, default=0, help="Windows per forward pass [default 0: automatic].")
-@precision_option()
+@precision_option(None, "Load the base in this precision (int8, nf4, fp4: bitsandbytes 8-bit or 4-bit) [default: with "
+                        "--recipe, its base quantized as training quantized it; else fp32].")
 @int8_option
 @nf4_option
 @allow_unverified_option
@@ -101,6 +102,7 @@ def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, confi
         from ..config.recipe import load_recipe
 
         recipe = load_recipe(recipe_path, overrides)
+    options = options.settled(recipe)
     if not (recipe or datasets or files or tasks):  # before the adapters are read for their format
         raise ToolkitError("no text to score: give --recipe, --dataset, --files or --task")
     texts = read_texts(recipe, recipe_path or "", datasets, config, split, text_column, files,

@@ -58,14 +58,17 @@ class EvalOptions:
     max_tokens: int | None = None  # score only the first N tokens of each text; None: all
     limit: int | None = None  # only the first N documents of each text and each task; None: all
     batch_size: int = 0  # windows per forward pass; 0: as many as the device's token budget allows
-    precision: str = "fp32"  # "fp32", "bf16", "fp16" (the base's weights) or "int8" (bitsandbytes)
+    # "fp32", "bf16", "fp16" (the base's weights), "int8", "nf4" or "fp4" (bitsandbytes); None: as a recipe's
+    # training loaded its base (its quantization) when a recipe is scored, else fp32 (see `settled`)
+    precision: str | None = None
     strict: bool = True  # refuse an adapter that fails verification against its base
     progress: bool = False  # a progress bar on standard error
 
     def __post_init__(self):
         problems = []
         try:
-            LoadPrecision(self.precision)
+            if self.precision is not None:
+                LoadPrecision(self.precision)
         except ToolkitError as err:
             problems += err.raw
         for name in ("max_tokens", "limit", "context", "stride"):
@@ -83,6 +86,14 @@ class EvalOptions:
                             f"use {param('limit')} N for the first N documents")
         if problems:
             raise ToolkitError(*problems)
+
+    def settled(self, recipe: Recipe | None = None) -> EvalOptions:
+        """The options with their precision decided: as given; else, scoring a recipe, its base quantized as
+        training quantized it (so that `metrics.json` is reproduced); else fp32."""
+        if self.precision is not None:
+            return self
+        mode = recipe.quantization.mode if recipe is not None else "none"
+        return replace(self, precision=mode if mode != "none" else "fp32")
 
     def protocol(self, context: int) -> Protocol:
         """The protocol at `context` (what the options say, or the default the caller found)."""
@@ -254,7 +265,7 @@ def evaluate(
     by_document, detokenize, max_tokens, limit, batch_size, precision, strict. Returns one EvalResult per
     (row, text or task).
     """
-    settings = EvalOptions(**options)
+    settings = EvalOptions(**options).settled(recipe)
     in_memory = adapters is not None and not isinstance(adapters, (str, list, tuple))
     names = [] if in_memory else [adapters] if isinstance(adapters, str) else list(adapters or [])
     if model and (names or in_memory):
