@@ -89,6 +89,13 @@ def test_a_long_example_is_refused_naming_its_row_or_loses_its_prompts_start(tok
         encode(tokenizer, [too_long], truncate="prompt_left")
     assert "row 1" in str(alone.value) and "completions alone" in str(alone.value)
 
+    # Scoring sets only the context (truncation is the adapter's recipe's): the advice is a larger context.
+    data = spec()
+    with pytest.raises(ToolkitError) as scoring:
+        encode_examples(rows_of(rows, data), data, tokenizer, "test rows", "--context")
+    [line] = scoring.value.problems
+    assert line.startswith("--context: row 2 (") and "set --context higher" in line and "data.truncate" not in line
+
 
 def test_rows_named_in_a_refusal_are_the_files_rows_even_after_carving(tmp_path, tokenizer):
     """The evaluation share is carved out of shuffled rows; a message still names the row of the file."""

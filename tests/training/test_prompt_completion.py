@@ -129,10 +129,10 @@ def qa_recipe(write_recipe, tmp_path):
     train = write_jsonl(tmp_path / "qa-train.jsonl", qa_rows(300, seed=1))
     valid = write_jsonl(tmp_path / "qa-valid.jsonl", qa_rows(40, seed=2))
 
-    def write(name="qa.toml", **training):
+    def write(name="qa.toml", block_size=64, **training):
         return write_recipe(
-            name, data={"train_files": [train], "eval_files": [valid], "block_size": 64, "format": "prompt_completion",
-                        "template": "Q: {prompt}\nA:", "truncate": "prompt_left"},
+            name, data={"train_files": [train], "eval_files": [valid], "block_size": block_size,
+                        "format": "prompt_completion", "template": "Q: {prompt}\nA:", "truncate": "prompt_left"},
             training={"max_steps": 40, "precision": "fp32", **training}, output={"name": "qa"},
         )
 
@@ -175,3 +175,23 @@ def test_train_eval_and_generate_on_examples_through_the_cli(qa_recipe, cli, tmp
     assert printed.stdout.rstrip("\n") == tokenizer.decode(until_eos)
     assert toolkit.generate(model, tokenizer, "What does the cat find?", max_new_tokens=12, greedy=True) == [
         tokenizer.decode(until_eos)]
+
+
+def test_examples_are_scored_at_their_adapters_block_size_with_their_prompts_cut_as_in_training(qa_recipe, cli, tmp_path):
+    """Trained at block 32 with prompts cut from the left, an adapter's examples are scored by eval --files at
+    32 (not at the model's 64 positions): the same prompts cut, training's figures."""
+    result = cli("train", qa_recipe(block_size=32), "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["data"]["train"]["truncated"] > 0  # prompts longer than the block are cut
+    scored = {}
+    for context in ((), ("--context", "64")):
+        evaluated = cli("eval", "--adapter", "qa", "--files", tmp_path / "qa-valid.jsonl", "--json", *context)
+        assert evaluated.exit_code == 0, evaluated.output
+        scored[context] = json.loads(evaluated.stdout)
+    base, adapted = scored[()]
+    assert adapted["protocol"]["context"] == 32
+    assert adapted["perplexity"] == pytest.approx(metrics["adapted"]["perplexity"], rel=1e-4)
+    assert base["perplexity"] == pytest.approx(metrics["base"]["perplexity"], rel=1e-4)
+    wider = scored[("--context", "64")][1]  # the whole prompts: not what training measured
+    assert wider["perplexity"] != pytest.approx(metrics["adapted"]["perplexity"], rel=1e-4)

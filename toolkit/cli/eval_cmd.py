@@ -40,7 +40,7 @@ from .options import (
 @click.option("--task", "tasks", multiple=True, metavar="NAME", help="An lm-evaluation-harness task, e.g. wikitext, lambada_openai, hellaswag (repeatable).")
 @click.option("--include-path", "include_paths", multiple=True, metavar="DIR", help="A folder of harness task YAML files of your own (repeatable).")
 @click.option("--limit", type=int, help="Only the first N documents of each text and each task.")
-@click.option("--context", type=int, help="Positions per window [default: the recipe's block size, else the model's context].")
+@click.option("--context", type=int, help="Positions per window [default: the recipe's block size, else the examples' adapter's, else the model's context].")
 @click.option("--stride", type=int, help="Sliding windows: tokens between window starts [default: the context, i.e. disjoint windows].")
 @click.option("--by-document", is_flag=True, help="Score each document on its own, as lm-evaluation-harness does [default: one stream].")
 @click.option("--detokenize", metavar="NAME", help="Rewrite the scored text first: wikitext (words and bytes are counted on the original).")

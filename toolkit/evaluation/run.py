@@ -190,9 +190,12 @@ def run(loaded: Loaded, options: EvalOptions, texts: Sequence[Text] = (), tasks:
         default_context: int | None = None) -> list[EvalResult]:
     """Score every row of `loaded` on every text, then on every harness task: one EvalResult each, in
     that order (row by row). `default_context` (a recipe's block size) is the context when
-    options.context is None, else the model's."""
+    options.context is None, else the examples' block size (of their adapter's recipe), else the model's."""
     config = loaded.config
-    protocol = options.protocol(default_context or config.n_positions)
+    # Examples are scored at their adapter's block size unless told otherwise: their prompts are then cut
+    # (data.truncate) exactly as in training.
+    own_block = next((text.examples.block_size for text in texts if text.examples), None)
+    protocol = options.protocol(default_context or own_block or config.n_positions)
     if any(text.examples for text in texts):
         protocol = _examples_protocol(protocol, options, texts)
     check_protocol(protocol, config.n_positions, loaded.name)
