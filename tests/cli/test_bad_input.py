@@ -291,6 +291,14 @@ def symlinked_adapter(w: World) -> str:
     return "evil"
 
 
+def symlinked_weights(w: World) -> str:
+    """store/tiny's weights file: a symbolic link to the same bytes outside the store."""
+    weights = w.store() / "tiny" / "adapter_model.safetensors"
+    shutil.move(weights, w.root / "elsewhere.safetensors")
+    weights.symlink_to(w.root / "elsewhere.safetensors")
+    return "tiny"
+
+
 def copied_under_another_name(w: World) -> str:
     """store/copy: the folder of adapter 'tiny' copied by hand under another name (its manifest says tiny)."""
     shutil.copytree(w.store() / "tiny", w.root / "store" / "copy")
@@ -631,6 +639,8 @@ CASES = [
     case("show-symlinked-adapter", lambda w: ["adapters", "show", symlinked_adapter(w)], "'evil'", "symbolic link"),
     case("rm-symlinked-adapter", lambda w: ["adapters", "rm", symlinked_adapter(w), "--yes"], "'evil'"),
     case("eval-symlinked-adapter", lambda w: ["eval", "--adapter", symlinked_adapter(w), "--files", w.valid()], "'evil'"),
+    case("eval-symlinked-weights-file", lambda w: ["eval", "--adapter", symlinked_weights(w), "--files", w.valid()], "'tiny'", "adapter_model.safetensors", "symbolic link"),
+    case("generate-symlinked-weights-file", lambda w: [*w.generate()[:1], "--adapter", symlinked_weights(w), *w.generate()[3:]], "'tiny'", "symbolic link"),
     case("train-over-symlinked-adapter", lambda w: w.train("--overwrite", **RUN, output={"name": symlinked_adapter(w)}), "'evil'"),
     case("show-adapter-copied-under-another-name", lambda w: ["adapters", "show", copied_under_another_name(w)], "'copy'", "'tiny'"),
     case("show-damaged-metrics", lambda w: ["adapters", "show", damaged_records(w)], "'broken'", "metrics.json"),
