@@ -4,6 +4,7 @@ GPT-2's tokenizer throughout."""
 
 import json
 import random
+import warnings
 
 import datasets
 import numpy as np
@@ -191,6 +192,14 @@ def test_a_recipe_of_examples_is_packed_and_cached(tmp_path, tokenizer):
     assert np.array_equal(again.train.ids, packed.train.ids) and np.array_equal(again.eval.scored, packed.eval.scored)
     other = prepare_data(DataSpec(**{**data.__dict__, "template": "{prompt} ->"}), tokenizer, cache=tmp_path / "cache")
     assert other.fingerprint != packed.fingerprint  # the template decides the tokens
+
+    # Rows of the cached (read-only, memory-mapped) arrays come out as tensors of their own, without
+    # NumPy's "array is not writable" warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = again.train[0]
+    row["input_ids"][0] = -1
+    assert again.train[0]["input_ids"][0] != -1
 
 
 @pytest.mark.parametrize(
