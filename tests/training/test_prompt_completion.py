@@ -195,3 +195,32 @@ def test_examples_are_scored_at_their_adapters_block_size_with_their_prompts_cut
     assert base["perplexity"] == pytest.approx(metrics["base"]["perplexity"], rel=1e-4)
     wider = scored[("--context", "64")][1]  # the whole prompts: not what training measured
     assert wider["perplexity"] != pytest.approx(metrics["adapted"]["perplexity"], rel=1e-4)
+
+
+def test_a_loaded_examples_adapter_is_scored_on_examples_as_the_cli_scores_it_or_on_plain_text_when_asked(
+        qa_recipe, cli, tmp_path):
+    import toolkit
+    from toolkit.errors import ToolkitError
+
+    assert cli("train", qa_recipe()).exit_code == 0
+    valid = str(tmp_path / "qa-valid.jsonl")
+    by_cli = json.loads(cli("eval", "--adapter", "qa", "--files", valid, "--json").stdout)[1]
+    model, tokenizer = toolkit.load("qa")
+    [in_memory] = toolkit.evaluate(model, tokenizer=tokenizer, files=[valid])
+    assert in_memory.protocol.examples and in_memory.score.tokens == by_cli["tokens"]
+    assert in_memory.score.perplexity == pytest.approx(by_cli["perplexity"], rel=1e-6)
+
+    # On plain text, asked for explicitly: a column's every token, in the Python API and the CLI alike.
+    [plain] = toolkit.evaluate(model, tokenizer=tokenizer, files=[valid], text_column="prompt", as_text=True)
+    shown = cli("eval", "--adapter", "qa", "--files", valid, "--text-column", "prompt", "--as-text", "--json")
+    assert shown.exit_code == 0, shown.output
+    cli_plain = json.loads(shown.stdout)[1]
+    assert not plain.protocol.examples and not cli_plain["protocol"]["examples"]
+    assert plain.score.tokens == cli_plain["tokens"] != by_cli["tokens"]
+    assert plain.score.perplexity == pytest.approx(cli_plain["perplexity"], rel=1e-6)
+
+    # A text column without --as-text would be ignored: refused, in both.
+    refused = cli("eval", "--adapter", "qa", "--files", valid, "--text-column", "completion")
+    assert refused.exit_code == 2 and "--text-column" in refused.output and "--as-text" in refused.output
+    with pytest.raises(ToolkitError, match="as_text=True"):
+        toolkit.evaluate(model, tokenizer=tokenizer, files=[valid], text_column="completion")

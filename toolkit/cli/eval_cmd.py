@@ -46,6 +46,7 @@ from .options import (
 @click.option("--detokenize", metavar="NAME", help="Rewrite the scored text first: wikitext (words and bytes are counted on the original).")
 @click.option("--max-tokens", type=int, help="Score only the first N tokens of each text (a quick estimate).")
 @click.option("--batch-size", type=int, default=0, help="Windows per forward pass [default 0: automatic].")
+@click.option("--as-text", is_flag=True, help="Score prompt/completion adapters on plain text (--text-column, every token) instead of examples.")
 @precision_option(None, "Load the base in this precision (int8, nf4, fp4: bitsandbytes 8-bit or 4-bit) [default: with "
                         "--recipe, its base quantized as training quantized it; else fp32].")
 @int8_option
@@ -58,8 +59,8 @@ from .options import (
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv/--heatmap files that are not earlier outputs of eval.")
 @store_option
 def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, config, split, text_column, files, tasks,
-             include_paths, limit, context, stride, by_document, detokenize, max_tokens, batch_size, precision, int8,
-             nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite, store) -> None:
+             include_paths, limit, context, stride, by_document, detokenize, max_tokens, batch_size, as_text, precision,
+             int8, nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite, store) -> None:
     """Perplexity of adapters, their base, a mix or any GPT-2 model, on any text, by a stated protocol;
     and lm-evaluation-harness tasks on the same rows.
 
@@ -88,7 +89,7 @@ def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, confi
     options = EvalOptions(
         context=context, stride=stride, by_document=by_document, detokenize=detokenize, max_tokens=max_tokens,
         limit=limit, batch_size=batch_size, precision=resolve_precision_flags(precision, int8, nf4=nf4),
-        strict=not resolve_allow_unverified(allow_unverified, force),
+        strict=not resolve_allow_unverified(allow_unverified, force), as_text=as_text,
         progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO),
     )
     weights = _mix_weights(mix)
@@ -106,7 +107,8 @@ def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, confi
     if not (recipe or datasets or files or tasks):  # before the adapters are read for their format
         raise ToolkitError("no text to score: give --recipe, --dataset, --files or --task")
     texts = read_texts(recipe, recipe_path or "", datasets, config, split, text_column, files,
-                       examples=examples_format([*adapters, *weights], adapter_store))
+                       examples=None if as_text else examples_format([*adapters, *weights], adapter_store),
+                       as_text=as_text)
     if include_paths and not tasks:
         raise ToolkitError("--include-path: adds a folder of harness tasks; name the tasks with --task")
     found = prepare_tasks(tasks, include_paths) if tasks else None

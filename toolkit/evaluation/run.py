@@ -31,7 +31,7 @@ from ..modeling.base import gpt2_config
 from ..modeling.precision import LoadPrecision
 from ..records import EvalResult, Protocol
 from ..sources.models import model_source
-from ..store.loading import load
+from ..store.loading import examples_formats, load
 from ..store.store import AdapterStore
 from .harness import Tasks, prepare_tasks, run_tasks
 from .processes import process
@@ -62,6 +62,7 @@ class EvalOptions:
     # training loaded its base (its quantization) when a recipe is scored, else fp32 (see `settled`)
     precision: str | None = None
     strict: bool = True  # refuse an adapter that fails verification against its base
+    as_text: bool = False  # score prompt/completion adapters on plain text (every token), not on examples
     progress: bool = False  # a progress bar on standard error
 
     def __post_init__(self):
@@ -139,13 +140,22 @@ def read_texts(
     files: Sequence[str] = (),
     texts: Sequence[str] = (),
     examples: DataSpec | None = None,
+    as_text: bool = False,
 ) -> list[Text]:
     """The texts to score: a recipe's evaluation documents (exactly those its training evaluated on), then
     each dataset's split, each file pattern's files, and each string (one document). With `examples` (the
     data section of a prompt/completion recipe, see `examples_format`), datasets and files are read as
-    its examples; a prompt/completion recipe's own evaluation text is its examples."""
+    its examples; a prompt/completion recipe's own evaluation text is its examples. `as_text`: the caller
+    chose to score prompt/completion adapters on plain text (then `examples` is None)."""
     import datasets as hf_datasets
 
+    if examples is not None and text_column != "text":
+        raise ToolkitError(f"{param('text_column')}: these adapters read prompt/completion examples from their recipe's "
+                           f"columns {examples.prompt_column!r} and {examples.completion_column!r}; leave it out, or "
+                           f"pass {param('as_text', True)} to score that column as plain text")
+    if as_text and recipe is not None and recipe.data.examples:
+        raise ToolkitError(f"{param('as_text', True)}: the recipe's evaluation text is prompt/completion examples; "
+                           f"give plain text in {param('files')} or {param('datasets')}, or leave it out")
     out = []
     if recipe is not None:
         _, documents = open_source(recipe.data).splits()
@@ -158,7 +168,8 @@ def read_texts(
         out.append(Text(pattern, read_files(pattern, text_column, examples=examples), text_column, examples))
     if examples is not None and texts:
         raise ToolkitError(f"{param('texts')}: these adapters were trained on prompt/completion examples; "
-                           f"give them in {param('files')} or {param('datasets')}, with their columns")
+                           f"give them in {param('files')} or {param('datasets')}, with their columns, or pass "
+                           f"{param('as_text', True)} to score the strings as plain text")
     for number, text in enumerate(texts, 1):
         if not isinstance(text, str) or not text.strip():
             raise ToolkitError(f"{param('texts')}: text {number} is {'blank' if isinstance(text, str) else 'not a string'}; give text to score")
@@ -265,8 +276,12 @@ def evaluate(
     `adapters`: a name or names from the store (the base is scored beside them; `base` points at a local
     copy of it), or a model already loaded (`toolkit.load`, after `toolkit.mix` or `toolkit.use`, or any
     GPT-2 model with its `tokenizer`), scored as it is. `options` are EvalOptions fields: context, stride,
-    by_document, detokenize, max_tokens, limit, batch_size, precision, strict. Returns one EvalResult per
-    (row, text or task).
+    by_document, detokenize, max_tokens, limit, batch_size, precision, strict, as_text. Returns one
+    EvalResult per (row, text or task).
+
+    Prompt/completion adapters (by name, or loaded by `toolkit.load`: the active one) are scored on examples
+    read with their recipe's columns and template, as `gpt2-adapt eval` scores them; `as_text=True` scores
+    them on plain text instead (`text_column`, every token).
     """
     settings = EvalOptions(**options).settled(recipe)
     in_memory = adapters is not None and not isinstance(adapters, (str, list, tuple))
@@ -280,8 +295,14 @@ def evaluate(
     if not (recipe or datasets or files or texts or tasks):  # before the adapters are read for their format
         raise ToolkitError(f"no text to score: give {param('recipe')}, {param('datasets')}, {param('files')}, "
                            f"{param('texts')} or {param('tasks')}")
-    chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts,
-                        examples=examples_format(names, store))
+    if settings.as_text:
+        examples = None
+    elif in_memory:  # as its loading recorded: how its active adapter reads text (generate prompts it so too)
+        examples = examples_formats(adapters).get(getattr(adapters, "active_adapter", None))
+    else:
+        examples = examples_format(names, store)
+    chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts, examples=examples,
+                        as_text=settings.as_text)
     found = prepare_tasks(tasks, include_paths) if tasks else None
     if in_memory:
         active = adapters.active_adapter if hasattr(adapters, "get_base_model") else None  # a peft model's

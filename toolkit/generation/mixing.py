@@ -12,7 +12,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 from ..errors import ToolkitError, param
-from ..store.loading import TEMPLATES, prompt_templates
+from ..store.loading import EXAMPLES, examples_formats, prompt_templates
 from .switching import loaded_adapters, use
 
 # Mixes are peft adapters named by their weights' hash: peft's names cannot hold "." (module-dict keys).
@@ -96,9 +96,9 @@ def mix(model, weights: str | Sequence[str] | Mapping[str, float]) -> str:
     if mixed not in model.peft_config:
         # With one adapter peft falls back to `linear`, which splits w * s as sqrt into A and B: the same update.
         model.add_weighted_adapter(list(weights), list(weights.values()), mixed, combination_type="cat")
-        template = formats.pop()
-        if template is not None:  # the mix is prompted as its adapters are
-            setattr(model, TEMPLATES, {**templates, mixed: template})
+        if formats.pop() is not None:  # the mix is prompted (and its examples read) as its adapters are
+            specs = examples_formats(model)
+            setattr(model, EXAMPLES, {**specs, mixed: specs[next(iter(weights))]})
     use(model, mixed)
     return mixed
 
