@@ -30,6 +30,8 @@ def test_keep_best_saves_the_adapter_of_the_lowest_evaluation(write_recipe, cli,
     assert metrics["kept"] == {"keep": "best", "step": best, "stopped_early": False}
     assert metrics["adapted"]["perplexity"] == scores[best] == pytest.approx(min(scores.values()))
     assert f"kept the adapter of step {best}" in result.output
+    shown = cli("adapters", "show", "tiny").stdout  # beside the kept step's perplexity, which step it is
+    assert f"  kept: the adapter of step {best}, the best evaluation\n" in shown and "trained: 24 steps," in shown
     # The saved weights are that step's: eval measures them again.
     again = cli("eval", "--recipe", recipe, "--adapter", "tiny", "--json")
     assert json.loads(again.stdout)[1]["perplexity"] == pytest.approx(scores[best], rel=1e-6)
@@ -45,6 +47,9 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(wri
     assert metrics["kept"] == {"keep": "last", "step": 20, "stopped_early": True}
     assert "stopped early" in result.output
     assert sorted(evaluations()) == [5, 10, 15, 20]
+    shown = cli("adapters", "show", "tiny").stdout
+    assert "trained: 20 steps (stopped early: no improvement)," in shown
+    assert "  kept: the adapter of step 20, the last step\n" in shown
 
 
 def test_resuming_with_keep_best_after_a_run_that_kept_the_last_tracks_the_best_from_the_resume_point(write_recipe, cli):
