@@ -205,11 +205,17 @@ class TrainingMetrics:
     base: Score  # the base's score on the evaluation text, before training
     adapted: Score  # the saved adapter's (keep = "best": of its evaluation)
     protocol: Protocol
-    precision: str  # of training and of its evaluations (bf16: under autocast)
+    precision: str  # of training's products and of its evaluations (bf16: under autocast)
     train: TrainStats
     data: dict = field(default_factory=dict)  # the packed data's fingerprint and per-split counts
     versions: dict = field(default_factory=dict)  # of the toolkit and the libraries
     kept: Kept | None = None  # None: the last step's (what metrics.json written before `keep` existed means)
+    quantization: str = "none"  # of the base's weights: "none", "int8", "nf4" or "fp4"
+
+    @property
+    def ran(self) -> str:
+        """What ran, in words: "bf16", or "nf4 base, bf16" (a quantized base computing in that precision)."""
+        return self.precision if self.quantization == "none" else f"{self.quantization} base, {self.precision}"
 
     def to_json(self) -> dict:
         return {
@@ -217,6 +223,7 @@ class TrainingMetrics:
             "adapted": self.adapted.to_json(),
             "protocol": self.protocol.to_json(self.adapted.tokens),
             "precision": self.precision,
+            "quantization": self.quantization,
             "train": self.train.to_json(),
             "kept": (self.kept or Kept("last", self.train.steps)).to_json(),
             "data": self.data,
@@ -236,6 +243,7 @@ class TrainingMetrics:
                 data=data.get("data", {}),
                 versions=data.get("versions", {}),
                 kept=Kept(**_fields(Kept, _require_object(data["kept"], "its kept record"), "kept")) if "kept" in data else None,
+                quantization=str(data.get("quantization", "none")),
             )
         except KeyError as err:
             raise RecordError(f"metrics.json has no {err.args[0]!r}") from None

@@ -291,6 +291,14 @@ def symlinked_adapter(w: World) -> str:
     return "evil"
 
 
+def symlinked_weights(w: World) -> str:
+    """store/tiny's weights file: a symbolic link to the same bytes outside the store."""
+    weights = w.store() / "tiny" / "adapter_model.safetensors"
+    shutil.move(weights, w.root / "elsewhere.safetensors")
+    weights.symlink_to(w.root / "elsewhere.safetensors")
+    return "tiny"
+
+
 def copied_under_another_name(w: World) -> str:
     """store/copy: the folder of adapter 'tiny' copied by hand under another name (its manifest says tiny)."""
     shutil.copytree(w.store() / "tiny", w.root / "store" / "copy")
@@ -456,7 +464,12 @@ CASES = [
     case(
         "data-non-text-column",
         lambda w: w.files([w.jsonl("rows.jsonl", [{"text": i} for i in range(40)])]),
-        "data.text_column", "int64",
+        "data.text_column", "rows 1 (a number)",
+    ),
+    case(
+        "data-stray-values-among-strings",
+        lambda w: w.files([w.jsonl("rows.jsonl", [{"text": [t] if i == 6 else 7 if i == 2 else t} for i, t in enumerate(LINES)])]),
+        "data.text_column", "rows 3 (a number) and 7 (a list)", "rows.jsonl",
     ),
     case(
         "data-malformed-jsonl",
@@ -626,6 +639,8 @@ CASES = [
     case("show-symlinked-adapter", lambda w: ["adapters", "show", symlinked_adapter(w)], "'evil'", "symbolic link"),
     case("rm-symlinked-adapter", lambda w: ["adapters", "rm", symlinked_adapter(w), "--yes"], "'evil'"),
     case("eval-symlinked-adapter", lambda w: ["eval", "--adapter", symlinked_adapter(w), "--files", w.valid()], "'evil'"),
+    case("eval-symlinked-weights-file", lambda w: ["eval", "--adapter", symlinked_weights(w), "--files", w.valid()], "'tiny'", "adapter_model.safetensors", "symbolic link"),
+    case("generate-symlinked-weights-file", lambda w: [*w.generate()[:1], "--adapter", symlinked_weights(w), *w.generate()[3:]], "'tiny'", "symbolic link"),
     case("train-over-symlinked-adapter", lambda w: w.train("--overwrite", **RUN, output={"name": symlinked_adapter(w)}), "'evil'"),
     case("show-adapter-copied-under-another-name", lambda w: ["adapters", "show", copied_under_another_name(w)], "'copy'", "'tiny'"),
     case("show-damaged-metrics", lambda w: ["adapters", "show", damaged_records(w)], "'broken'", "metrics.json"),
@@ -664,6 +679,7 @@ CASES = [
     case("examples-template-with-other-braces", lambda w: w.examples(QA, template="{question}: {prompt}"), "data.template", "{question}"),
     case("examples-longer-than-a-block", lambda w: w.examples([*QA[:3], {"prompt": " ".join(LINES), "completion": " x."}, *QA[3:]]), "data.block_size", "row 4"),
     case("examples-completion-longer-than-a-block", lambda w: w.examples([{"prompt": "x", "completion": " ".join(LINES)}, *QA], truncate="prompt_left"), "data.block_size", "row 1"),
+    case("examples-stray-number-among-completions", lambda w: w.examples([{**qa, "completion": 4 if i == 1 else qa["completion"]} for i, qa in enumerate(QA)]), "data.completion_column", "row 2 (a number)"),
     case("examples-unknown-format", lambda w: w.train(data={"format": "chat"}), "data.format", "'chat'"),
     case("examples-key-with-text-format", lambda w: w.train(data={"template": "Q: {prompt}"}), "data.template", "data.format"),
     case("examples-unknown-truncation", lambda w: w.examples(QA, truncate="right"), "data.truncate", "'right'"),

@@ -475,7 +475,7 @@ def empty_validation(name: str) -> str:
         ),
         (
             lambda: DataSpec(train_files=[jsonl("r.jsonl", [{"body": d, "n": 1} for d in lines(20)])], text_column="n"),
-            ["data.text_column", "int64", "not text"],
+            ["data.text_column", "rows 1 (a number), 2 (a number)", "no text in column 'n'"],
         ),
         (lambda: DataSpec(dataset=empty_validation("saved")), ["'validation' split has no rows"]),
         (lambda: DataSpec(train_files=[empty_file("empty.txt")]), ["data.train_files"]),

@@ -4,6 +4,7 @@ GPT-2's tokenizer throughout."""
 
 import json
 import random
+import warnings
 
 import datasets
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from toolkit.config.recipe import DataSpec
-from toolkit.data.documents import ROW, check_rows
+from toolkit.data.documents import ROW, check_rows, read_files
 from toolkit.data.examples import apply_template, encode_examples, prompt_ids
 from toolkit.data.examples import example_stream
 from toolkit.data.packing import ExampleBlocks, example_arrays, fit_blocks, prepare_data
@@ -88,6 +89,13 @@ def test_a_long_example_is_refused_naming_its_row_or_loses_its_prompts_start(tok
     with pytest.raises(ToolkitError) as alone:
         encode(tokenizer, [too_long], truncate="prompt_left")
     assert "row 1" in str(alone.value) and "completions alone" in str(alone.value)
+
+    # Scoring sets only the context (truncation is the adapter's recipe's): the advice is a larger context.
+    data = spec()
+    with pytest.raises(ToolkitError) as scoring:
+        encode_examples(rows_of(rows, data), data, tokenizer, "test rows", "--context")
+    [line] = scoring.value.problems
+    assert line.startswith("--context: row 2 (") and "set --context higher" in line and "data.truncate" not in line
 
 
 def test_rows_named_in_a_refusal_are_the_files_rows_even_after_carving(tmp_path, tokenizer):
@@ -185,6 +193,14 @@ def test_a_recipe_of_examples_is_packed_and_cached(tmp_path, tokenizer):
     other = prepare_data(DataSpec(**{**data.__dict__, "template": "{prompt} ->"}), tokenizer, cache=tmp_path / "cache")
     assert other.fingerprint != packed.fingerprint  # the template decides the tokens
 
+    # Rows of the cached (read-only, memory-mapped) arrays come out as tensors of their own, without
+    # NumPy's "array is not writable" warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = again.train[0]
+    row["input_ids"][0] = -1
+    assert again.train[0]["input_ids"][0] != -1
+
 
 @pytest.mark.parametrize(
     "rows, keys, expected",
@@ -192,7 +208,7 @@ def test_a_recipe_of_examples_is_packed_and_cached(tmp_path, tokenizer):
         ([{"question": "a", "completion": "b"}], {}, "data.prompt_column: test rows has no column 'prompt'"),
         ([{"prompt": "a", "answer": "b"}], {}, "data.completion_column: test rows has no column 'completion'"),
         ([{"q": "a", "a": "b"}], {"prompt_column": "q", "completion_column": "x"}, "no column 'x'"),
-        ([{"prompt": "a", "completion": 3}], {}, "holds int64, not text"),
+        ([{"prompt": "a", "completion": 3}], {}, "row 1 (a number) of test rows holds no text in column 'completion'"),
         ([ROWS[0], {"prompt": "b", "completion": "  "}, {"prompt": "c", "completion": ""}], {}, "rows 2 and 3 of test rows have an empty completion"),
         ([ROWS[0], {"completion": "b"}], {}, "row 2 of test rows has no 'prompt'"),
     ],
@@ -201,6 +217,27 @@ def test_bad_rows_are_refused_naming_the_column_and_rows(rows, keys, expected):
     with pytest.raises(ToolkitError) as info:
         rows_of(rows, spec(**keys))
     assert expected in str(info.value)
+
+
+def test_csv_cells_are_the_text_they_hold_and_an_empty_prompt_is_empty(tmp_path):
+    """CSV cannot quote a number as text: completions that look like numbers stay as written, and an empty
+    prompt cell (bare or quoted) is the empty prompt, not a missing one."""
+    path = tmp_path / "sums.csv"
+    path.write_text('prompt,completion\n2+2=,4\n,1.50\n"",007\nNA,null\n')
+    rows = read_files(str(path), examples=spec())
+    assert rows["prompt"] == ["2+2=", "", "", "NA"]
+    assert rows["completion"] == ["4", "1.50", "007", "null"]
+    assert rows[ROW] == [1, 2, 3, 4]
+
+
+def test_json_rows_of_another_kind_are_named_with_what_they_hold(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    values = ["a", 5, ["x"], {"k": 1}, True, "b"]
+    path.write_text("".join(json.dumps({"prompt": "p", "completion": v}) + "\n" for v in values))
+    with pytest.raises(ToolkitError) as info:
+        read_files(str(path), examples=spec())
+    assert str(info.value).startswith("data.completion_column (of the adapter's recipe): rows 2 (a number), 3 (a list), "
+                                      "4 (an object) and 5 (true/false) of ")
 
 
 def test_rows_are_numbered_from_one():

@@ -129,10 +129,10 @@ def qa_recipe(write_recipe, tmp_path):
     train = write_jsonl(tmp_path / "qa-train.jsonl", qa_rows(300, seed=1))
     valid = write_jsonl(tmp_path / "qa-valid.jsonl", qa_rows(40, seed=2))
 
-    def write(name="qa.toml", **training):
+    def write(name="qa.toml", block_size=64, **training):
         return write_recipe(
-            name, data={"train_files": [train], "eval_files": [valid], "block_size": 64, "format": "prompt_completion",
-                        "template": "Q: {prompt}\nA:", "truncate": "prompt_left"},
+            name, data={"train_files": [train], "eval_files": [valid], "block_size": block_size,
+                        "format": "prompt_completion", "template": "Q: {prompt}\nA:", "truncate": "prompt_left"},
             training={"max_steps": 40, "precision": "fp32", **training}, output={"name": "qa"},
         )
 
@@ -175,3 +175,52 @@ def test_train_eval_and_generate_on_examples_through_the_cli(qa_recipe, cli, tmp
     assert printed.stdout.rstrip("\n") == tokenizer.decode(until_eos)
     assert toolkit.generate(model, tokenizer, "What does the cat find?", max_new_tokens=12, greedy=True) == [
         tokenizer.decode(until_eos)]
+
+
+def test_examples_are_scored_at_their_adapters_block_size_with_their_prompts_cut_as_in_training(qa_recipe, cli, tmp_path):
+    """Trained at block 32 with prompts cut from the left, an adapter's examples are scored by eval --files at
+    32 (not at the model's 64 positions): the same prompts cut, training's figures."""
+    result = cli("train", qa_recipe(block_size=32), "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["data"]["train"]["truncated"] > 0  # prompts longer than the block are cut
+    scored = {}
+    for context in ((), ("--context", "64")):
+        evaluated = cli("eval", "--adapter", "qa", "--files", tmp_path / "qa-valid.jsonl", "--json", *context)
+        assert evaluated.exit_code == 0, evaluated.output
+        scored[context] = json.loads(evaluated.stdout)
+    base, adapted = scored[()]
+    assert adapted["protocol"]["context"] == 32
+    assert adapted["perplexity"] == pytest.approx(metrics["adapted"]["perplexity"], rel=1e-4)
+    assert base["perplexity"] == pytest.approx(metrics["base"]["perplexity"], rel=1e-4)
+    wider = scored[("--context", "64")][1]  # the whole prompts: not what training measured
+    assert wider["perplexity"] != pytest.approx(metrics["adapted"]["perplexity"], rel=1e-4)
+
+
+def test_a_loaded_examples_adapter_is_scored_on_examples_as_the_cli_scores_it_or_on_plain_text_when_asked(
+        qa_recipe, cli, tmp_path):
+    import toolkit
+    from toolkit.errors import ToolkitError
+
+    assert cli("train", qa_recipe()).exit_code == 0
+    valid = str(tmp_path / "qa-valid.jsonl")
+    by_cli = json.loads(cli("eval", "--adapter", "qa", "--files", valid, "--json").stdout)[1]
+    model, tokenizer = toolkit.load("qa")
+    [in_memory] = toolkit.evaluate(model, tokenizer=tokenizer, files=[valid])
+    assert in_memory.protocol.examples and in_memory.score.tokens == by_cli["tokens"]
+    assert in_memory.score.perplexity == pytest.approx(by_cli["perplexity"], rel=1e-6)
+
+    # On plain text, asked for explicitly: a column's every token, in the Python API and the CLI alike.
+    [plain] = toolkit.evaluate(model, tokenizer=tokenizer, files=[valid], text_column="prompt", as_text=True)
+    shown = cli("eval", "--adapter", "qa", "--files", valid, "--text-column", "prompt", "--as-text", "--json")
+    assert shown.exit_code == 0, shown.output
+    cli_plain = json.loads(shown.stdout)[1]
+    assert not plain.protocol.examples and not cli_plain["protocol"]["examples"]
+    assert plain.score.tokens == cli_plain["tokens"] != by_cli["tokens"]
+    assert plain.score.perplexity == pytest.approx(cli_plain["perplexity"], rel=1e-6)
+
+    # A text column without --as-text would be ignored: refused, in both.
+    refused = cli("eval", "--adapter", "qa", "--files", valid, "--text-column", "completion")
+    assert refused.exit_code == 2 and "--text-column" in refused.output and "--as-text" in refused.output
+    with pytest.raises(ToolkitError, match="as_text=True"):
+        toolkit.evaluate(model, tokenizer=tokenizer, files=[valid], text_column="completion")

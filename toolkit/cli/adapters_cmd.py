@@ -98,7 +98,12 @@ def show(name: str, store: str | None, as_json: bool) -> None:
             click.echo(f"  {stage} perplexity: {metrics[stage]['perplexity']:.4f} over {metrics[stage]['tokens']:,} tokens")
     if "train" in metrics:
         t = metrics["train"]
-        click.echo(f"  trained: {t['steps']} steps, {t['tokens']:,} tokens, {t['seconds']:.1f} s")
+        kept = metrics.get("kept") or {"keep": "last", "step": t["steps"], "stopped_early": False}
+        stopped = " (stopped early: no improvement)" if kept["stopped_early"] else ""
+        click.echo(f"  trained: {t['steps']} steps{stopped}, {t['tokens']:,} tokens, {t['seconds']:.1f} s")
+        # The adapted perplexity above is the kept step's, which need not be the last.
+        which = "the best evaluation" if kept["keep"] == "best" else "the last step"
+        click.echo(f"  kept: the adapter of step {kept['step']}, {which}")
     base = info.manifest.get("base", {})
     if base:
         click.echo(f"  base weights sha256: {base.get('weights_sha256')}")

@@ -41,14 +41,16 @@ from .options import (
 @click.option("--task", "tasks", multiple=True, metavar="NAME", help="An lm-evaluation-harness task, e.g. wikitext, lambada_openai, hellaswag (repeatable).")
 @click.option("--include-path", "include_paths", multiple=True, metavar="DIR", help="A folder of harness task YAML files of your own (repeatable).")
 @click.option("--limit", type=int, help="Only the first N documents of each text and each task.")
-@click.option("--context", type=int, help="Positions per window [default: the recipe's block size, else the model's context].")
+@click.option("--context", type=int, help="Positions per window [default: the recipe's block size, else the examples' adapter's, else the model's context].")
 @click.option("--stride", type=int, help="Sliding windows: tokens between window starts [default: the context, i.e. disjoint windows].")
 @click.option("--by-document", is_flag=True, help="Score each document on its own, as lm-evaluation-harness does [default: one stream].")
 @click.option("--detokenize", metavar="NAME", help="Rewrite the scored text first: wikitext (words and bytes are counted on the original).")
 @click.option("--max-tokens", type=int, help="Score only the first N tokens of each text (a quick estimate).")
 @click.option("--batch-size", type=int, default=0, help="Windows per forward pass [default 0: automatic].")
 @threads_option
-@precision_option()
+@click.option("--as-text", is_flag=True, help="Score prompt/completion adapters on plain text (--text-column, every token) instead of examples.")
+@precision_option(None, "Load the base in this precision (int8, nf4, fp4: bitsandbytes 8-bit or 4-bit) [default: with "
+                        "--recipe, its base quantized as training quantized it; else fp32].")
 @int8_option
 @nf4_option
 @allow_unverified_option
@@ -59,8 +61,8 @@ from .options import (
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv/--heatmap files that are not earlier outputs of eval.")
 @store_option
 def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, config, split, text_column, files, tasks,
-             include_paths, limit, context, stride, by_document, detokenize, max_tokens, batch_size, threads, precision, int8,
-             nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite, store) -> None:
+             include_paths, limit, context, stride, by_document, detokenize, max_tokens, batch_size, threads, as_text,
+             precision, int8, nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite, store) -> None:
     """Perplexity of adapters, their base, a mix or any GPT-2 model, on any text, by a stated protocol;
     and lm-evaluation-harness tasks on the same rows.
 
@@ -89,7 +91,7 @@ def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, confi
     options = EvalOptions(
         context=context, stride=stride, by_document=by_document, detokenize=detokenize, max_tokens=max_tokens,
         limit=limit, batch_size=batch_size, precision=resolve_precision_flags(precision, int8, nf4=nf4),
-        strict=not resolve_allow_unverified(allow_unverified, force),
+        strict=not resolve_allow_unverified(allow_unverified, force), as_text=as_text,
         progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO), threads=threads,
     )
     weights = _mix_weights(mix)
@@ -103,10 +105,12 @@ def eval_cmd(adapters, mix, base, model, recipe_path, overrides, datasets, confi
         from ..config.recipe import load_recipe
 
         recipe = load_recipe(recipe_path, overrides)
+    options = options.settled(recipe)
     if not (recipe or datasets or files or tasks):  # before the adapters are read for their format
         raise ToolkitError("no text to score: give --recipe, --dataset, --files or --task")
     texts = read_texts(recipe, recipe_path or "", datasets, config, split, text_column, files,
-                       examples=examples_format([*adapters, *weights], adapter_store))
+                       examples=None if as_text else examples_format([*adapters, *weights], adapter_store),
+                       as_text=as_text)
     if include_paths and not tasks:
         raise ToolkitError("--include-path: adds a folder of harness tasks; name the tasks with --task")
     found = prepare_tasks(tasks, include_paths) if tasks else None

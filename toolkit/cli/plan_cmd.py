@@ -42,8 +42,12 @@ def plan(recipe_path: str, overrides: tuple[str, ...], as_json: bool, measure_st
         click.echo(f"examples: {e['train']:,} in {e['blocks']:,} blocks, {100 * e['padding']:.1f}% of their positions "
                    f"padding{cut}")
     measured, fp32 = result.get("measured_memory_bytes", {}), result["memory_bytes"]["fp32"]
+    outside = result["memory_outside_fit"]
     for precision, size in result["memory_bytes"].items():
-        share = "" if precision == "fp32" else f" ({100 * size / fp32:.0f}% of fp32)"
+        share = "" if precision == "fp32" or outside else f" ({100 * size / fp32:.0f}% of fp32)"
+        if precision in outside:
+            share += (f" (mostly its fixed part, fitted on {result['memory_fitted_on']}: a model this small is "
+                      "outside the range where the estimate holds)")
         seen = f"; measured over the timed steps: {_mb(measured[precision])}" if precision in measured else ""
         click.echo(f"memory with a {precision} base: about {_mb(size)}{share}{seen}")
     if "seconds_per_step" in result:

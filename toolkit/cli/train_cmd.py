@@ -54,7 +54,7 @@ def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, 
     click.echo(f"adapter {result.name}: {result.path}")
     click.echo(
         f"perplexity: base {m.base.perplexity:.3f} -> adapted {m.adapted.perplexity:.3f} "
-        f"({m.adapted.tokens:,} tokens, {m.protocol.label}, {m.precision})"
+        f"({m.adapted.tokens:,} tokens, {m.protocol.label}, {m.ran})"
     )
     t = m.train
     stopped = " (stopped early: no improvement)" if m.kept and m.kept.stopped_early else ""

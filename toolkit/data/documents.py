@@ -4,7 +4,8 @@ Each row of the text column is one document (a text file's lines are its rows); 
 With `data.format = "prompt_completion"` each row is an example instead, a prompt and a completion column,
 numbered (ROW) as read so that a message can name a row after the evaluation share is carved out.
 Every input is checked before anything is tokenized: an empty file, a missing column, a split with no rows,
-an empty completion is refused naming the file or split (and the rows) and the fix.
+an empty completion, a value that is not text is refused naming the file or split (and the rows) and the fix.
+CSV cells are read as the text they hold (CSV cannot quote a number as text), an empty cell as "".
 """
 
 from __future__ import annotations
@@ -170,12 +171,14 @@ def read_file_splits(data_files: dict[str, list[Path]], key: str):
     import datasets
 
     builder = FILE_BUILDERS[next(iter(data_files.values()))[0].suffix.lower()]
+    options = _csv_as_text([p for files in data_files.values() for p in files]) if builder == "csv" else {}
     try:
         # datasets caches local files by path and mtime only; callers key their own caches on content.
         return datasets.load_dataset(
             builder,
             data_files={split: [str(p) for p in files] for split, files in data_files.items()},
             download_mode="force_redownload",
+            **options,
         )
     except (ValueError, datasets.exceptions.DatasetGenerationError) as err:
         # "An error occurred while generating the dataset": the parser's own message is the one that helps.
@@ -183,6 +186,19 @@ def read_file_splits(data_files: dict[str, list[Path]], key: str):
         raise ToolkitError(
             f"{key}: could not read the files as {builder}: {detail}; check that each is valid {builder}"
         ) from None
+
+
+def _csv_as_text(files: list[Path]) -> dict:
+    """pandas options that read every CSV cell as the text it holds: CSV has no way to quote a number as text,
+    so a completion "4" or "007" must not become an integer, nor an empty prompt a null. pandas types a cell
+    before any converter sees it unless each column has one, so the columns are named from the headers."""
+    import csv
+
+    columns: dict[str, None] = {}
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            columns.update(dict.fromkeys(next(csv.reader(f), [])))
+    return {"converters": dict.fromkeys(columns, str), "keep_default_na": False}
 
 
 # ---------------------------------------------------------------- datasets
@@ -291,10 +307,7 @@ def check_examples(documents, what: str, spec: DataSpec, keys: Keys = RECIPE_KEY
             problems.append(f"{key}: {what} has no column {column!r} (it has {', '.join(documents.column_names)}); "
                             f"name the column that holds the {holds}")
             continue
-        dtype = getattr(documents.features[column], "dtype", None)
-        if dtype not in ("string", "large_string"):
-            problems.append(f"{key}: column {column!r} holds {dtype or 'nested values'}, not text; "
-                            f"name the column that holds the {holds}")
+        problems += _not_text(documents, what, column, key, holds)
     if problems:
         raise ToolkitError(*problems)
     missing, empty, row = [], [], 0
@@ -313,6 +326,28 @@ def check_examples(documents, what: str, spec: DataSpec, keys: Keys = RECIPE_KEY
                         "an empty completion; give each row a completion to learn, or leave it out")
     if problems:
         raise ToolkitError(*problems)
+
+
+_JSON_KINDS = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}
+
+
+def _not_text(documents, what: str, column: str, key: str, holds: str) -> list[str]:
+    """The problem (none or one) of a column that is not all text: the rows that hold something else, and
+    what (a JSON file may mix a stray number or list among strings); empty cells are checked elsewhere."""
+    if getattr(documents.features[column], "dtype", None) in ("string", "large_string"):
+        return []
+    odd, row = {}, 0
+    for batch in documents.select_columns([column]).iter(batch_size=TOKENIZE_BATCH):
+        for value in batch[column]:
+            row += 1
+            if value is not None and not isinstance(value, str):
+                odd[row] = _JSON_KINDS.get(type(value), type(value).__name__)
+    if not odd:
+        return []
+    rows = sorted(odd)
+    return [f"{key}: {describe_rows(rows, odd)} of {what} {'holds' if len(rows) == 1 else 'hold'} no text in "
+            f"column {column!r}; write {'it' if len(rows) == 1 else 'each'} as a string (in quotes), or name the "
+            f"column that holds the {holds}"]
 
 
 def describe_rows(rows: list[int], detail: dict[int, str] | None = None) -> str:
@@ -335,12 +370,9 @@ def check_text(documents, what: str, text_column: str, keys: Keys = RECIPE_KEYS)
             f"{keys.text_column}: {what} has no column {text_column!r} "
             f"(it has {', '.join(documents.column_names)}); name the column that holds the text"
         )
-    dtype = getattr(documents.features[text_column], "dtype", None)
-    if dtype not in ("string", "large_string"):
-        raise ToolkitError(
-            f"{keys.text_column}: column {text_column!r} holds {dtype or 'nested values'}, not text; "
-            "name the column that holds the text"
-        )
+    problems = _not_text(documents, what, text_column, keys.text_column, "text")
+    if problems:
+        raise ToolkitError(*problems)
     if next(document_batches(documents, text_column), None) is None:
         raise ToolkitError(f"{keys.data}: {what} holds only blank rows; add text or name another source")
 

@@ -68,8 +68,11 @@ def encode_examples(documents, spec: DataSpec, tokenizer, what: str, key: str = 
         if spec.truncate == "prompt_left":
             fix = f"set {key} higher, or shorten those completions (truncation keeps a completion whole)"
             size = "completions alone are"
-        else:
+        elif key == "data.block_size":
             fix = f'set {key} higher, shorten them, or set data.truncate = "prompt_left" to cut their prompts\' start'
+            size = "examples are"
+        else:  # evaluation: the adapter's recipe decides truncation, the command only the context
+            fix = f"set {key} higher, or leave it out to score them at their adapter's block size"
             size = "examples are"
         detail = {row: f"{too_long[row]:,} tokens" for row in rows}
         raise ToolkitError(

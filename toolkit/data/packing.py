@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 PACKING_VERSION = "4"  # 4: prompt/completion examples; 3: the evaluation stream starts with EOS
 
 
+def _row(array: np.ndarray, dtype) -> torch.Tensor:
+    """A row of a (memory-mapped, read-only) array as a tensor of its own: torch.from_numpy would share the
+    read-only memory, which torch warns about (NumPy's "array is not writable") whenever no conversion copies it."""
+    return torch.tensor(np.asarray(array, dtype=dtype))
+
+
 class BlockDataset(torch.utils.data.Dataset):
     """Packed blocks, one training example each: {"input_ids", "labels"} of block_size tokens."""
 
@@ -52,7 +58,7 @@ class BlockDataset(torch.utils.data.Dataset):
         return len(self.blocks)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        ids = torch.from_numpy(np.asarray(self.blocks[index], dtype=np.int64))
+        ids = _row(self.blocks[index], np.int64)
         return {"input_ids": ids, "labels": ids}
 
     @property
@@ -75,12 +81,12 @@ class ExampleBlocks(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        ids = torch.from_numpy(np.asarray(self.ids[index], dtype=np.int64))
-        learnt = torch.from_numpy(np.asarray(self.learnt[index], dtype=bool))
+        ids = _row(self.ids[index], np.int64)
+        learnt = _row(self.learnt[index], bool)
         return {
             "input_ids": ids,
             "labels": torch.where(learnt, ids, IGNORE_INDEX),
-            "position_ids": torch.from_numpy(np.asarray(self.positions[index], dtype=np.int64)),
+            "position_ids": _row(self.positions[index], np.int64),
         }
 
     @property

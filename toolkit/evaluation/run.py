@@ -26,16 +26,16 @@ from ..data.detokenize import DETOKENIZERS
 from ..data.documents import open_source, read_files, read_split
 from ..data.examples import encode_examples, example_stream
 from ..data.streams import token_stream
+from ..distributed import process
 from ..errors import ToolkitError, param
 from ..modeling.base import gpt2_config
 from ..modeling.precision import LoadPrecision
 from ..records import EvalResult, Protocol
 from ..sources.models import model_source
-from ..store.loading import load
+from ..store.loading import examples_formats, load
 from ..store.store import AdapterStore
 from ..threads import set_threads
 from .harness import Tasks, prepare_tasks, run_tasks
-from ..distributed import process
 from .protocol import check_protocol, tokens_needed
 from .scoring import score
 
@@ -59,15 +59,19 @@ class EvalOptions:
     max_tokens: int | None = None  # score only the first N tokens of each text; None: all
     limit: int | None = None  # only the first N documents of each text and each task; None: all
     batch_size: int = 0  # windows per forward pass; 0: as many as the device's token budget allows
-    precision: str = "fp32"  # "fp32", "bf16", "fp16" (the base's weights) or "int8" (bitsandbytes)
+    # "fp32", "bf16", "fp16" (the base's weights), "int8", "nf4" or "fp4" (bitsandbytes); None: as a recipe's
+    # training loaded its base (its quantization) when a recipe is scored, else fp32 (see `settled`)
+    precision: str | None = None
     strict: bool = True  # refuse an adapter that fails verification against its base
+    as_text: bool = False  # score prompt/completion adapters on plain text (every token), not on examples
     progress: bool = False  # a progress bar on standard error
     threads: int = 0  # CPU threads to score with; 0: chosen from the cores and their load (toolkit/threads.py)
 
     def __post_init__(self):
         problems = []
         try:
-            LoadPrecision(self.precision)
+            if self.precision is not None:
+                LoadPrecision(self.precision)
         except ToolkitError as err:
             problems += err.raw
         for name in ("max_tokens", "limit", "context", "stride"):
@@ -87,6 +91,14 @@ class EvalOptions:
                             f"use {param('limit')} N for the first N documents")
         if problems:
             raise ToolkitError(*problems)
+
+    def settled(self, recipe: Recipe | None = None) -> EvalOptions:
+        """The options with their precision decided: as given; else, scoring a recipe, its base quantized as
+        training quantized it (so that `metrics.json` is reproduced); else fp32."""
+        if self.precision is not None:
+            return self
+        mode = recipe.quantization.mode if recipe is not None else "none"
+        return replace(self, precision=mode if mode != "none" else "fp32")
 
     def protocol(self, context: int) -> Protocol:
         """The protocol at `context` (what the options say, or the default the caller found)."""
@@ -132,13 +144,22 @@ def read_texts(
     files: Sequence[str] = (),
     texts: Sequence[str] = (),
     examples: DataSpec | None = None,
+    as_text: bool = False,
 ) -> list[Text]:
     """The texts to score: a recipe's evaluation documents (exactly those its training evaluated on), then
     each dataset's split, each file pattern's files, and each string (one document). With `examples` (the
     data section of a prompt/completion recipe, see `examples_format`), datasets and files are read as
-    its examples; a prompt/completion recipe's own evaluation text is its examples."""
+    its examples; a prompt/completion recipe's own evaluation text is its examples. `as_text`: the caller
+    chose to score prompt/completion adapters on plain text (then `examples` is None)."""
     import datasets as hf_datasets
 
+    if examples is not None and text_column != "text":
+        raise ToolkitError(f"{param('text_column')}: these adapters read prompt/completion examples from their recipe's "
+                           f"columns {examples.prompt_column!r} and {examples.completion_column!r}; leave it out, or "
+                           f"pass {param('as_text', True)} to score that column as plain text")
+    if as_text and recipe is not None and recipe.data.examples:
+        raise ToolkitError(f"{param('as_text', True)}: the recipe's evaluation text is prompt/completion examples; "
+                           f"give plain text in {param('files')} or {param('datasets')}, or leave it out")
     out = []
     if recipe is not None:
         _, documents = open_source(recipe.data).splits()
@@ -151,7 +172,8 @@ def read_texts(
         out.append(Text(pattern, read_files(pattern, text_column, examples=examples), text_column, examples))
     if examples is not None and texts:
         raise ToolkitError(f"{param('texts')}: these adapters were trained on prompt/completion examples; "
-                           f"give them in {param('files')} or {param('datasets')}, with their columns")
+                           f"give them in {param('files')} or {param('datasets')}, with their columns, or pass "
+                           f"{param('as_text', True)} to score the strings as plain text")
     for number, text in enumerate(texts, 1):
         if not isinstance(text, str) or not text.strip():
             raise ToolkitError(f"{param('texts')}: text {number} is {'blank' if isinstance(text, str) else 'not a string'}; give text to score")
@@ -183,10 +205,13 @@ def run(loaded: Loaded, options: EvalOptions, texts: Sequence[Text] = (), tasks:
         default_context: int | None = None) -> list[EvalResult]:
     """Score every row of `loaded` on every text, then on every harness task: one EvalResult each, in
     that order (row by row). `default_context` (a recipe's block size) is the context when
-    options.context is None, else the model's."""
+    options.context is None, else the examples' block size (of their adapter's recipe), else the model's."""
     set_threads("evaluation", options.threads)
     config = loaded.config
-    protocol = options.protocol(default_context or config.n_positions)
+    # Examples are scored at their adapter's block size unless told otherwise: their prompts are then cut
+    # (data.truncate) exactly as in training.
+    own_block = next((text.examples.block_size for text in texts if text.examples), None)
+    protocol = options.protocol(default_context or own_block or config.n_positions)
     if any(text.examples for text in texts):
         protocol = _examples_protocol(protocol, options, texts)
     check_protocol(protocol, config.n_positions, loaded.name)
@@ -256,10 +281,14 @@ def evaluate(
     `adapters`: a name or names from the store (the base is scored beside them; `base` points at a local
     copy of it), or a model already loaded (`toolkit.load`, after `toolkit.mix` or `toolkit.use`, or any
     GPT-2 model with its `tokenizer`), scored as it is. `options` are EvalOptions fields: context, stride,
-    by_document, detokenize, max_tokens, limit, batch_size, precision, strict. Returns one EvalResult per
-    (row, text or task).
+    by_document, detokenize, max_tokens, limit, batch_size, precision, strict, as_text. Returns one
+    EvalResult per (row, text or task).
+
+    Prompt/completion adapters (by name, or loaded by `toolkit.load`: the active one) are scored on examples
+    read with their recipe's columns and template, as `gpt2-adapt eval` scores them; `as_text=True` scores
+    them on plain text instead (`text_column`, every token).
     """
-    settings = EvalOptions(**options)
+    settings = EvalOptions(**options).settled(recipe)
     in_memory = adapters is not None and not isinstance(adapters, (str, list, tuple))
     names = [] if in_memory else [adapters] if isinstance(adapters, str) else list(adapters or [])
     if model and (names or in_memory):
@@ -271,8 +300,14 @@ def evaluate(
     if not (recipe or datasets or files or texts or tasks):  # before the adapters are read for their format
         raise ToolkitError(f"no text to score: give {param('recipe')}, {param('datasets')}, {param('files')}, "
                            f"{param('texts')} or {param('tasks')}")
-    chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts,
-                        examples=examples_format(names, store))
+    if settings.as_text:
+        examples = None
+    elif in_memory:  # as its loading recorded: how its active adapter reads text (generate prompts it so too)
+        examples = examples_formats(adapters).get(getattr(adapters, "active_adapter", None))
+    else:
+        examples = examples_format(names, store)
+    chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts, examples=examples,
+                        as_text=settings.as_text)
     found = prepare_tasks(tasks, include_paths) if tasks else None
     if in_memory:
         active = adapters.active_adapter if hasattr(adapters, "get_base_model") else None  # a peft model's

@@ -12,7 +12,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 from ..errors import ToolkitError, param
-from ..store.loading import TEMPLATES, prompt_templates
+from ..store.loading import EXAMPLES, examples_formats, prompt_templates
 from .switching import loaded_adapters, use
 
 # Mixes are peft adapters named by their weights' hash: peft's names cannot hold "." (module-dict keys).
@@ -101,23 +101,21 @@ def mix(model, weights: str | Sequence[str] | Mapping[str, float]) -> str:
     if mixed not in model.peft_config:
         # With one adapter peft falls back to `linear`, which splits w * s as sqrt into A and B: the same update.
         model.add_weighted_adapter(list(weights), list(weights.values()), mixed, combination_type="cat")
-        template = formats.pop()
-        if template is not None:  # the mix is prompted as its adapters are
-            setattr(model, TEMPLATES, {**templates, mixed: template})
+        if formats.pop() is not None:  # the mix is prompted (and its examples read) as its adapters are
+            specs = examples_formats(model)
+            setattr(model, EXAMPLES, {**specs, mixed: specs[next(iter(weights))]})
     use(model, mixed)
     return mixed
 
 
 def _unmixable(config, name: str) -> str | None:
-    """Why an adapter cannot be part of an exact weighted sum, or None. peft's `cat` gives the mix the
-    first adapter's configuration: a DoRA magnitude vector is no sum of updates (it rescales W + BA as a
-    whole), and with rsLoRA the mix's rank would set its scaling to alpha / sqrt(rank), not the 1 that
-    `cat` folds the weights under."""
-    variants = [v for v, on in (("DoRA", config.use_dora), ("rsLoRA", config.use_rslora)) if on]
-    if not variants:
+    """Why an adapter cannot be part of an exact weighted sum, or None. A DoRA adapter's magnitude vector
+    rescales W + BA as a whole, so its update is no sum of LoRA updates. rsLoRA mixes: peft's `cat` folds
+    each adapter's own scaling (alpha / sqrt(r)) into its rows and gives the mix a scaling of 1."""
+    if not config.use_dora:
         return None
-    return (f"mix: adapter {name!r} uses {' and '.join(variants)}, whose update is not a weighted sum of LoRA "
-            "updates; use it alone (generate or merge it by itself), or mix plain LoRA adapters")
+    return (f"mix: adapter {name!r} uses DoRA, whose magnitude vector rescales the whole weight, so its update is "
+            "not a weighted sum of LoRA updates; use it alone (generate or merge it by itself), or mix LoRA adapters")
 
 
 def _formats(weights: Mapping[str, float], templates: dict[str, str]) -> str:

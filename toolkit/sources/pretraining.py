@@ -37,10 +37,9 @@ class PretrainingPlan:
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
-    n_positions: int = 256
+    n_positions: int = 256  # also the length of every pretraining window: each position it declares is trained
     steps: int = 400
-    batch_size: int = 16
-    block_size: int = 128
+    batch_size: int = 8  # windows per step: 8 x 256 tokens
     learning_rate: float = 5e-3
     warmup_steps: int = 20
     final_learning_rate: float = 0.1  # share of the peak that the cosine decay ends at
@@ -102,16 +101,19 @@ def pretrain(model, ids, plan: PretrainingPlan) -> None:
     the CPU multiplies bf16 natively. Deterministic: the windows come from a generator seeded by the plan."""
     import torch
 
-    if len(ids) <= plan.block_size:
-        raise ValueError(f"the pretraining corpus has {len(ids)} tokens, fewer than a block of {plan.block_size}")
+    # Windows of every position the model declares: positions never trained on would make more context
+    # score worse, not better.
+    block = plan.n_positions
+    if len(ids) <= block:
+        raise ValueError(f"the pretraining corpus has {len(ids)} tokens, fewer than a window of {block}")
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
     windows = torch.Generator().manual_seed(plan.seed)
-    offsets = torch.arange(plan.block_size)
+    offsets = torch.arange(block)
     for step in range(plan.steps):
         for group in optimizer.param_groups:
             group["lr"] = plan.learning_rate * _schedule(step, plan)
-        starts = torch.randint(0, len(ids) - plan.block_size, (plan.batch_size, 1), generator=windows)
+        starts = torch.randint(0, len(ids) - block, (plan.batch_size, 1), generator=windows)
         batch = ids[starts + offsets]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_native_bf16()):
             loss = model(input_ids=batch, labels=batch).loss

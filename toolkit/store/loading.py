@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 NO_MANIFEST = f"has no readable {MANIFEST}; bring adapters trained elsewhere in with `gpt2-adapt adapters import`"
 WEIGHTS = "adapter_model.safetensors"
-# On a loaded model: adapter name -> the prompt template of a prompt/completion adapter ("": the prompt alone).
-# Generation reads it to put a prompt to each adapter as it was trained; text adapters are not in it.
-TEMPLATES = "gpt2_adapt_templates"
+# On a loaded model: adapter name -> the data section (DataSpec) of a prompt/completion adapter's recipe: its
+# template, columns, truncation and block size. Generation reads it to put a prompt to each adapter as it
+# was trained, evaluation to read its examples as training did; text adapters are not in it.
+EXAMPLES = "gpt2_adapt_examples"
 
 
 def load(
@@ -131,15 +132,15 @@ def attach(model, store: AdapterStore, name: str, adapter_name: str | None = Non
     except ToolkitError as err:  # only when loading past verification: the adapter then prompts as text
         log.warning("%s (prompting it with plain text)", err.problems[0])
         recipe = None
-    templates = {**prompt_templates(model)}
+    formats = {**examples_formats(model)}
     if recipe is not None and recipe.data.examples:
-        templates[adapter_name] = recipe.data.template
+        formats[adapter_name] = recipe.data
     try:
         if isinstance(model, PeftModel):
             model.load_adapter(folder, adapter_name=adapter_name, is_trainable=False)
         else:
             model = PeftModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=False)
-        setattr(model, TEMPLATES, templates)
+        setattr(model, EXAMPLES, formats)
         return model
     except torch.OutOfMemoryError:
         raise
@@ -151,9 +152,14 @@ def attach(model, store: AdapterStore, name: str, adapter_name: str | None = Non
         ) from None
 
 
+def examples_formats(model) -> dict:
+    """The prompt/completion adapters loaded on a model, each with its recipe's data section (a DataSpec)."""
+    return getattr(model, EXAMPLES, {})
+
+
 def prompt_templates(model) -> dict[str, str]:
     """The prompt/completion adapters loaded on a model, each with its template."""
-    return getattr(model, TEMPLATES, {})
+    return {name: spec.template for name, spec in examples_formats(model).items()}
 
 
 def verify(folder: Path, manifest: dict, source: ModelSource, base: dict) -> list[str]:

@@ -130,6 +130,12 @@ class AdapterStore:
                 f"adapter {name!r}: {folder} is a symbolic link (to {os.readlink(folder)}), not a folder of the "
                 "store; remove the link, and bring the adapter in with `gpt2-adapt adapters import`"
             )
+        inner = next((p for p in sorted(folder.rglob("*")) if p.is_symlink()), None)
+        if inner is not None:  # its checksum would be of a file outside the store, which can change under it
+            return (
+                f"adapter {name!r}: {inner} is a symbolic link (to {os.readlink(inner)}), not a file of the "
+                "store; remove the link, and bring the adapter in with `gpt2-adapt adapters import`"
+            )
         recorded = read_json(folder / MANIFEST).get("name")
         if recorded is not None and recorded != name:
             return (

@@ -106,6 +106,14 @@ class BestAdapter(TrainerCallback):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        if not (checkpoint / STATE).exists() or self.keep_weights and not (checkpoint / WEIGHTS).exists():
+            # Written by a run that did not track the best (or kept no weights): training.keep or the
+            # early stopping changed on resume (--allow-changed). Nothing is damaged; the best is followed
+            # from here on.
+            log.warning("checkpoint %s was written by a run that did not keep the best adapter (training.keep or "
+                        "early stopping changed): the best is tracked from step %s on", checkpoint.name,
+                        checkpoint.name.rpartition("-")[2])
+            return
         state = read_json(checkpoint / STATE)
         try:
             self.step, self.misses = state["step"], int(state["misses"])

@@ -240,6 +240,7 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
         adapted=adapted,
         protocol=protocol,
         precision=precision,
+        quantization=recipe.quantization.mode,
         train=TrainStats(steps=trainer.state.global_step, epochs=trainer.state.epoch, tokens=tokens, seconds=seconds,
                          tokens_per_second=tokens / seconds if seconds > 0 else 0.0),
         data={"fingerprint": packed.fingerprint, **packed.stats},
