@@ -71,6 +71,18 @@ def builtin_base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def toolkit_logging():
+    """The CLI, run in-process by a test, points the "toolkit" logger at its own handler and stops it
+    propagating: restored after each test, so that a later test's caplog sees the toolkit's records."""
+    import logging
+
+    logger = logging.getLogger("toolkit")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Each test gets its own store, cache and working directory (the cache holding links to the shared
     builtin base and corpora, once built)."""
