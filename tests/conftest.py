@@ -72,14 +72,15 @@ def builtin_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def toolkit_logging():
-    """The CLI, run in-process by a test, points the "toolkit" logger at its own handler and stops it
-    propagating: restored after each test, so that a later test's caplog sees the toolkit's records."""
+    """The CLI, run in-process (by a test, or by a session fixture that trains with it), points the
+    "toolkit" logger at its own handler and stops it propagating: each test starts from logging's
+    defaults, so that its caplog sees the toolkit's records."""
     import logging
 
     logger = logging.getLogger("toolkit")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
+    logger.handlers[:], logger.propagate, logger.disabled = [], True, False
+    logger.setLevel(logging.NOTSET)
     yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture(autouse=True)
