@@ -120,6 +120,6 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse(scope, receive, send, error: ServingError):
-        error.headers["Connection"] = "close"  # the rest of the body is not read: the connection cannot go on
+        error.headers["Connection"] = "close"  # the body may not have been read to its end: no next request
         scope.setdefault("state", {})["model"] = "-"
         await response(error)(scope, receive, send)
