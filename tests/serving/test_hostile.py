@@ -170,14 +170,12 @@ def test_health_answers_while_huge_requests_are_refused(many_adapters):
     """A body over the limit, 100,000 prompts, a prompt longer than any context: each refused before
     tokenizing, while /health keeps answering."""
     with served(store=str(many_adapters)) as running:
-        slowest = []
+        statuses = []
         stop = threading.Event()
 
         def probe():
             while not stop.is_set():
-                started = time.perf_counter()
-                assert running.call("GET", "/health").status == 200
-                slowest.append(time.perf_counter() - started)
+                statuses.append(running.call("GET", "/health", timeout=10).status)
                 time.sleep(0.02)
 
         prober = threading.Thread(target=probe)
@@ -189,7 +187,8 @@ def test_health_answers_while_huge_requests_are_refused(many_adapters):
         finally:
             stop.set()
             prober.join(10)
-        assert slowest  # the probe ran throughout; its figures are for the soak test's bound, not asserted here
+        # /health kept answering throughout (its time is bounded by the soak test, not here)
+        assert statuses and set(statuses) == {200}
 
 
 # ---------------------------------------------------------------- 4, 5. damaged records

@@ -370,8 +370,11 @@ class Batcher:
             job.send(failure)
 
     def _fail_running(self, error: ServingError) -> None:
-        """A decoding step failed: the rows in the batch (and their jobs) fail, the queue goes on."""
-        for job in {r.job for r in self.rows}:
+        """A decoding step (or joining new rows to the batch) failed: the jobs with rows admitted fail, those
+        whose rows are all still queued go on."""
+        with self.lock:
+            admitted = {job for job in self.jobs if job.live}
+        for job in {r.job for r in self.rows} | admitted:
             self._end(job, Failure(error))
         self.rows, self.batch = [], None
 
