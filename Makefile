@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-test quickstart test test-fast
+.PHONY: setup setup-test quickstart test test-fast lint fmt
 
 # --system-site-packages lets a machine's own torch (CUDA or not) satisfy the requirement untouched.
 $(BIN)/gpt2-adapt: setup.cfg pyproject.toml
@@ -32,9 +32,18 @@ quickstart: setup
 	$(BIN)/gpt2-adapt generate --adapter quickstart --compare --greedy --repetition-penalty 1.3 \
 		--max-new-tokens 40 --prompt "$(QUICKSTART_PROMPT)"
 
-test: setup-test
+# Style by tool (pyproject.toml's [tool.ruff]): the checks first, so a style slip fails in seconds.
+lint: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: setup-test
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
 	$(BIN)/python -m pytest
 
 # The quick loop: everything but the tests marked slow (real processes, torchrun, benchmarks).
-test-fast: setup-test
+test-fast: lint
 	$(BIN)/python -m pytest -m "not slow"

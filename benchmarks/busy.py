@@ -26,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolkit.threads import prepare_openmp  # noqa: E402
+from toolkit.threads import prepare_openmp
 
 if __name__ == "__main__":  # not in a spawned child, which imports this file as __mp_main__
     prepare_openmp()  # as the command line does, before torch is imported (the measured processes inherit it)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import gpt2_124m  # noqa: E402  (beside this script)
+import gpt2_124m
 
 # variant: (label, recipe overrides, OpenMP defaults)
 TRAINING = {
@@ -47,9 +47,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="timed training steps per run (batch 2 x 512)")
     parser.add_argument("--repeats", type=int, default=2, help="quiet/busy pairs per variant (median reported)")
-    parser.add_argument("--only", nargs="+", choices=["training", "eval", "serving"], default=["training", "eval", "serving"])
-    parser.add_argument("--variants", nargs="+", choices=[*TRAINING, "plain"], default=[*TRAINING, "plain"],
-                        help="the training variants to measure (evaluation and serving: always before and default)")
+    parser.add_argument(
+        "--only", nargs="+", choices=["training", "eval", "serving"], default=["training", "eval", "serving"]
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=[*TRAINING, "plain"],
+        default=[*TRAINING, "plain"],
+        help="the training variants to measure (evaluation and serving: always before and default)",
+    )
     args = parser.parse_args()
     if not gpt2_124m.available():
         return 0
@@ -59,13 +66,24 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-busy-") as folder:
         model = gpt2_124m.write_model(folder)
-        setup = Setup(model=str(model), texts=[str(gpt2_124m.TEXT)], steps=args.steps, repeats=args.repeats,
-                      eval_tokens=8192, work=str(Path(folder) / "work"))
+        setup = Setup(
+            model=str(model),
+            texts=[str(gpt2_124m.TEXT)],
+            steps=args.steps,
+            repeats=args.repeats,
+            eval_tokens=8192,
+            work=str(Path(folder) / "work"),
+        )
         Path(setup.work).mkdir()
         bench._prepare(setup)
-        print(f"GPT-2 124M architecture, batch {setup.batch_size} x {setup.block_size}, {setup.steps} timed steps; "
-              f"median of {args.repeats} quiet/busy pairs; {len(os.sched_getaffinity(0))} cores")
-        print(f"{'':48s} {'quiet':>9s} {'busy':>9s} {'busy/quiet':>10s} {'threads (busy)':>14s}  load avg  runs quiet | busy")
+        print(
+            f"GPT-2 124M architecture, batch {setup.batch_size} x {setup.block_size}, {setup.steps} timed steps; "
+            f"median of {args.repeats} quiet/busy pairs; {len(os.sched_getaffinity(0))} cores"
+        )
+        print(
+            f"{'':48s} {'quiet':>9s} {'busy':>9s} {'busy/quiet':>10s} {'threads (busy)':>14s}  load avg  runs "
+            "quiet | busy"
+        )
 
         def pairs(label: str, measure, unit: str = "tok/s") -> None:
             quiet, busy = [], []
@@ -79,11 +97,15 @@ def main() -> int:
             b = statistics.median(r["rate"] for r in busy)
             threads = "/".join(str(r.get("threads", "?")) for r in busy)
             runs = " | ".join(", ".join(f"{r['rate']:.0f}" for r in side) for side in (quiet, busy))
-            print(f"{label:48s} {q:9.1f} {b:9.1f} {100 * b / q:9.0f}% {threads:>14s}  {statistics.mean(loads):7.1f}  "
-                  f"{runs} {unit}", flush=True)
+            print(
+                f"{label:48s} {q:9.1f} {b:9.1f} {100 * b / q:9.0f}% {threads:>14s}  {statistics.mean(loads):7.1f}  "
+                f"{runs} {unit}",
+                flush=True,
+            )
 
         if "training" in args.only or "eval" in args.only:
             for variant, (label, overrides, defaults) in TRAINING.items():
+
                 def train(overrides=overrides, defaults=defaults):
                     r = bench.training_run(setup, "toolkit", overrides, openmp_defaults=defaults)
                     return {"rate": r["tokens_per_second"], "threads": r["threads"]}
@@ -105,6 +127,7 @@ def main() -> int:
 
             for label, defaults in variants:
                 threads = 2 if defaults else 0
+
                 def evaluate(threads=threads, defaults=defaults):
                     r = bench._in_child(eval_case, setup, "bf16", threads, openmp_defaults=defaults)
                     return {"rate": r["tokens_per_second"], "threads": r["threads"]}
@@ -113,8 +136,11 @@ def main() -> int:
         if "serving" in args.only:
             for label, defaults in variants:
                 threads = 2 if defaults else 0
-                pairs(f"serving 4 clients, {label}",
-                      lambda threads=threads, defaults=defaults: _serve(setup, threads, defaults), unit="new tok/s")
+                pairs(
+                    f"serving 4 clients, {label}",
+                    lambda threads=threads, defaults=defaults: _serve(setup, threads, defaults),
+                    unit="new tok/s",
+                )
     return 0
 
 

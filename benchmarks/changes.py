@@ -48,8 +48,10 @@ def main() -> int:
 
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; GPT-2 124M (random weights), LoRA r=16 "
-          f"on c_attn, batch 2 x 512; median of {args.repeats} runs x {args.steps} steps")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; GPT-2 124M (random weights), LoRA r=16 "
+        f"on c_attn, batch 2 x 512; median of {args.repeats} runs x {args.steps} steps"
+    )
     print(f"bf16 GEMM peak: {gemm_peak() / 1e9:,.0f} GFLOP/s (best of square products, this run)")
     print(f"{'variant':65s} {'tokens/s':>9s} {'s/step':>7s} {'peak RSS':>9s} {'loss':>8s}  runs (tokens/s)")
     # Repeats interleave the variants (A, B, A, B, ...) so that a slow spell of a shared machine falls on
@@ -57,14 +59,21 @@ def main() -> int:
     runs = {name: [] for name in args.variants}
     for _ in range(args.repeats):
         for name in args.variants:
-            out = subprocess.run([sys.executable, __file__, "--run", name, "--steps", str(args.steps)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--run", name, "--steps", str(args.steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
     for name in args.variants:
         median = sorted(runs[name], key=lambda r: r["seconds"])[len(runs[name]) // 2]
         rates = ", ".join(f"{1024 / r['seconds']:.0f}" for r in runs[name])
-        print(f"{name:65s} {1024 / median['seconds']:9.1f} {median['seconds']:7.3f} "
-              f"{median['peak_rss'] / 2**30:7.2f} GB {median['loss']:8.4f}  {rates}", flush=True)
+        print(
+            f"{name:65s} {1024 / median['seconds']:9.1f} {median['seconds']:7.3f} "
+            f"{median['peak_rss'] / 2**30:7.2f} GB {median['loss']:8.4f}  {rates}",
+            flush=True,
+        )
     return 0
 
 
@@ -76,7 +85,8 @@ def one_run(variant, steps: int) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from toolkit.modeling import dropout as fast, head_loss
+    from toolkit.modeling import dropout as fast
+    from toolkit.modeling import head_loss
 
     warnings.filterwarnings("ignore")
     precision, loss_kind, dropout, attention, compile_ = variant
@@ -89,8 +99,9 @@ def one_run(variant, steps: int) -> dict:
     if attention == "fast":
         fast.use_fast_dropout(model)
     model.loss_type = "ForCausalLM"
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["c_attn"], fan_in_fan_out=True,
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM"
+    )
     model = get_peft_model(model, lora).train()
     forward = torch.compile(model) if compile_ else model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

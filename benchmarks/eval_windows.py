@@ -26,7 +26,10 @@ def scorer(root: Path):
         del sys.modules[name]
     sys.path.insert(0, str(root))
     try:
-        return [importlib.import_module(f"toolkit.{m}") for m in ("evaluation.scoring", "data.streams", "records", "modeling.base")]
+        return [
+            importlib.import_module(f"toolkit.{m}")
+            for m in ("evaluation.scoring", "data.streams", "records", "modeling.base")
+        ]
     finally:
         sys.path.pop(0)
 
@@ -48,9 +51,13 @@ def main() -> int:
     model = GPT2LMHeadModel(GPT2Config()).eval()
     tokenizer = GPT2TokenizerFast(vocab=str(vocab), merges=str(vocab.with_name("merges.txt")))
     documents = datasets.Dataset.from_dict({"text": [t for t in text.read_text().splitlines() if t.strip()][:400]})
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
+    )
     with tempfile.TemporaryDirectory() as old:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "toolkit"], capture_output=True, check=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", args.before, "toolkit"], capture_output=True, check=True
+        )
         subprocess.run(["tar", "-x", "-C", old], input=archive.stdout, check=True)
         versions = {f"before ({args.before})": scorer(Path(old)), "now": scorer(REPO)}
         streams = {k: v[1].token_stream(documents, "text", tokenizer) for k, v in versions.items()}
@@ -58,7 +65,9 @@ def main() -> int:
         for _ in range(3):
             for k, (scoring, _, records, base) in versions.items():
                 with base.scoring_attention(model):
-                    done = scoring.score(model, streams[k], records.Protocol(512, 512), max_tokens=8192, autocast=autocast)
+                    done = scoring.score(
+                        model, streams[k], records.Protocol(512, 512), max_tokens=8192, autocast=autocast
+                    )
                 rates[k].append(done.score.tokens / done.seconds)
     for k, runs in rates.items():
         print(f"{k:18s} {args.precision} tokens/s: {', '.join(f'{r:.1f}' for r in runs)}; median {sorted(runs)[1]:.1f}")

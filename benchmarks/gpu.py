@@ -33,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's toolkit, here and in children
 
-import gpt2_124m  # noqa: E402  (beside this script)
+import gpt2_124m
 
 # Shapes: batch_size x block_size tokens per step, `steps` timed steps after a warm-up step, `repeats` runs.
 FULL = {"block_size": 1024, "batch_size": 8, "steps": 10, "repeats": 3, "eval_tokens": 65536, "new_tokens": 64}
@@ -75,22 +75,36 @@ class Inputs:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Everything that needs CUDA, in one go, into one report; on a CPU "
-                                                 "it runs short, without the GPU rows.")
-    parser.add_argument("--model", help="a GPT-2 model folder (config and tokenizer; default: GPT-2 124M from "
-                                        "../shared/data)")
-    parser.add_argument("--text", help="training text, one document per line (default: WikiText-2 validation "
-                                       "from ../shared/data, else the built-in text)")
+    parser = argparse.ArgumentParser(
+        description="Everything that needs CUDA, in one go, into one report; on a CPU "
+        "it runs short, without the GPU rows."
+    )
+    parser.add_argument(
+        "--model", help="a GPT-2 model folder (config and tokenizer; default: GPT-2 124M from ../shared/data)"
+    )
+    parser.add_argument(
+        "--text",
+        help="training text, one document per line (default: WikiText-2 validation "
+        "from ../shared/data, else the built-in text)",
+    )
     parser.add_argument("--out", default="gpu-report.md", help="the report (Markdown; default: gpu-report.md here)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 steps, 1 run (always without CUDA)")
-    parser.add_argument("--block-size", type=int, help=f"tokens per sequence (default {FULL['block_size']}, "
-                                                       f"quick {QUICK['block_size']})")
-    parser.add_argument("--batch-size", type=int, help=f"sequences per step (default {FULL['batch_size']}, "
-                                                       f"quick {QUICK['batch_size']})")
-    parser.add_argument("--steps", type=int, help=f"timed training steps per run (default {FULL['steps']}, "
-                                                  f"quick {QUICK['steps']})")
-    parser.add_argument("--repeats", type=int, help=f"runs per measurement, median reported (default "
-                                                    f"{FULL['repeats']}, quick {QUICK['repeats']})")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        help=f"tokens per sequence (default {FULL['block_size']}, quick {QUICK['block_size']})",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help=f"sequences per step (default {FULL['batch_size']}, quick {QUICK['batch_size']})"
+    )
+    parser.add_argument(
+        "--steps", type=int, help=f"timed training steps per run (default {FULL['steps']}, quick {QUICK['steps']})"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help=f"runs per measurement, median reported (default {FULL['repeats']}, quick {QUICK['repeats']})",
+    )
     args = parser.parse_args()
     problems = _problems(args)
     if problems:
@@ -107,8 +121,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as scratch:
         inputs = _inputs(args, Path(scratch))
         shapes = QUICK if quick else FULL
-        chosen = {key: getattr(args, key) for key in ("block_size", "batch_size", "steps", "repeats")
-                  if getattr(args, key) is not None}
+        chosen = {
+            key: getattr(args, key)
+            for key in ("block_size", "batch_size", "steps", "repeats")
+            if getattr(args, key) is not None
+        }
         sizes = shapes | {"block_size": min(shapes["block_size"], _context(inputs.model))} | chosen
         setup = Setup(model=str(inputs.model), texts=[str(inputs.text)], work=str(Path(scratch) / "work"), **sizes)
         Path(setup.work).mkdir()
@@ -139,16 +156,21 @@ def _problems(args) -> list[str]:
         if (Path(args.model) / "config.json").is_file():
             context = _context(Path(args.model))
         else:
-            problems.append(f"--model: no model folder {args.model!r} (a folder with a GPT-2 config.json and "
-                            "tokenizer); pass one")
+            problems.append(
+                f"--model: no model folder {args.model!r} (a folder with a GPT-2 config.json and tokenizer); pass one"
+            )
     elif gpt2_124m.VOCAB.is_file():
         context = 1024  # GPT2Config()'s
     else:
-        problems.append(f"--model: none given, and the GPT-2 tokenizer of the default (GPT-2 124M) is not on this "
-                        f"machine ({gpt2_124m.SHARED}); pass --model FOLDER (a GPT-2 config.json and tokenizer)")
+        problems.append(
+            f"--model: none given, and the GPT-2 tokenizer of the default (GPT-2 124M) is not on this "
+            f"machine ({gpt2_124m.SHARED}); pass --model FOLDER (a GPT-2 config.json and tokenizer)"
+        )
     if context and args.block_size is not None and args.block_size > context:
-        problems.append(f"--block-size: {args.block_size} is longer than the model's context ({context} positions); "
-                        f"pass at most {context}")
+        problems.append(
+            f"--block-size: {args.block_size} is longer than the model's context ({context} positions); "
+            f"pass at most {context}"
+        )
     if args.text is not None:
         from toolkit.cli.bench_cmd import text_problem  # the same check and words as `gpt2-adapt bench --text`
 
@@ -158,8 +180,12 @@ def _problems(args) -> list[str]:
     out = Path(args.out).resolve().parent
     if not out.is_dir():
         problems.append(f"--out: no such folder {str(out)!r}; pass a path in an existing folder")
-    for name, value, least in (("--block-size", args.block_size, 2), ("--batch-size", args.batch_size, 1),
-                               ("--steps", args.steps, 1), ("--repeats", args.repeats, 1)):
+    for name, value, least in (
+        ("--block-size", args.block_size, 2),
+        ("--batch-size", args.batch_size, 1),
+        ("--steps", args.steps, 1),
+        ("--repeats", args.repeats, 1),
+    ):
         if value is not None and value < least:
             problems.append(f"{name}: must be at least {least} (got {value})")
     return problems
@@ -184,8 +210,10 @@ def _inputs(args, scratch: Path) -> Inputs:
         from toolkit.sources.builtin import python_docs
 
         text = python_docs()["train"]
-        text_note = ("no --text and no ../shared/data: the built-in text (Python's documentation topics, written "
-                     "from this Python; what `gpt2-adapt bench` trains on)")
+        text_note = (
+            "no --text and no ../shared/data: the built-in text (Python's documentation topics, written "
+            "from this Python; what `gpt2-adapt bench` trains on)"
+        )
     return Inputs(model, model_note + ", random weights", text, text_note)
 
 
@@ -206,7 +234,7 @@ def measure(setup, gpu: bool, quick: bool, save) -> dict:
     def attempt(what: str, function, *args):
         try:
             return _in_this_process(function, *args) if quick else bench._in_child(function, *args)
-        except Exception as err:  # recorded in the report; the rest still runs
+        except Exception as err:  # noqa: BLE001 - recorded in the report; the rest still runs
             message = str(err).strip().splitlines()
             results["failed"].append(f"{what}: {type(err).__name__}: {message[0] if message else ''}")
             _tell(f"  failed: {results['failed'][-1]}")
@@ -217,8 +245,9 @@ def measure(setup, gpu: bool, quick: bool, save) -> dict:
     bench._prepare(setup)
     if quick:  # training scores eval.txt before and after, untimed: in a quick run that was most of its time
         eval_text = Path(setup.work) / "eval.txt"
-        eval_text.write_text("\n".join(eval_text.read_text(encoding="utf-8").splitlines()[:QUICK_EVAL_LINES]) + "\n",
-                             encoding="utf-8")
+        eval_text.write_text(
+            "\n".join(eval_text.read_text(encoding="utf-8").splitlines()[:QUICK_EVAL_LINES]) + "\n", encoding="utf-8"
+        )
     _tell("prepared the base and the text")
     for case in CASES:
         if case.gpu_only and not gpu:
@@ -274,62 +303,106 @@ def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool, finished
     nominal = next((flops for name, flops in NOMINAL_BF16.items() if name in machine["name"]), None)
     default = trained.get("toolkit")
     runs = f"median of {_runs(s['repeats'])}" + (" (the int8 and nf4 rows: 1 run)" if gpu else "")
-    out = ["# gpt2-adapt: benchmarks/gpu.sh", "",
-           f"- machine: {describe_machine(machine)}",
-           f"- model: {inputs.model_note}" + (f"; {default['parameters']:,} parameters" if default else ""),
-           f"- text: {inputs.text_note}",
-           f"- batch {s['batch_size']} x {s['block_size']} tokens; training timed over {s['steps']} steps after a "
-           f"warm-up step, {runs}; " + ("all in one process (a quick run)" if quick else
-                                         "each measurement in a fresh process"),
-           f"- wall time: {_duration(results['seconds'])}", ""]
+    out = [
+        "# gpt2-adapt: benchmarks/gpu.sh",
+        "",
+        f"- machine: {describe_machine(machine)}",
+        f"- model: {inputs.model_note}" + (f"; {default['parameters']:,} parameters" if default else ""),
+        f"- text: {inputs.text_note}",
+        f"- batch {s['batch_size']} x {s['block_size']} tokens; training timed over {s['steps']} steps after a "
+        f"warm-up step, {runs}; "
+        + ("all in one process (a quick run)" if quick else "each measurement in a fresh process"),
+        f"- wall time: {_duration(results['seconds'])}",
+        "",
+    ]
     if not finished:
         out += ["**unfinished: the report so far, rewritten after each measurement**", ""]
     if not gpu:
         out += [f"**{NO_CUDA}**", ""]
     if quick:
-        out += ["**quick run: tiny shapes, few steps; the figures show that every part runs, not what this machine "
-                "can do, and no target is judged**", ""]
+        out += [
+            (
+                "**quick run: tiny shapes, few steps; the figures show that every part runs, not what this machine "
+                "can do, and no target is judged**"
+            ),
+            "",
+        ]
 
-    out += ["## Training: `gpt2-adapt train`, the default adapter (LoRA r=16 on c_attn)", "",
-            "| run | precision | tokens/s | MFU | " + ("of nominal peak | " if nominal else "")
-            + "peak memory | peak vs default |",
-            "| --- | --- | ---: | ---: | " + ("---: | " if nominal else "") + "---: | ---: |"]
+    out += [
+        "## Training: `gpt2-adapt train`, the default adapter (LoRA r=16 on c_attn)",
+        "",
+        "| run | precision | tokens/s | MFU | "
+        + ("of nominal peak | " if nominal else "")
+        + "peak memory | peak vs default |",
+        "| --- | --- | ---: | ---: | " + ("---: | " if nominal else "") + "---: | ---: |",
+    ]
     for case in CASES:
         if case.name not in trained:
             continue
         r = trained[case.name]
         flops = LORA_FLOPS_PER_PARAMETER * r["parameters"] * r["tokens_per_second"]
         versus = f"{100 * r['peak_memory'] / default['peak_memory']:.0f}%" if default and case.gpu_only else ""
-        out.append(f"| {case.label} | {r['precision']} | {r['tokens_per_second']:,.0f} | "
-                   f"{100 * flops / measured_peak:.3g}% | " + (f"{100 * flops / nominal:.3g}% | " if nominal else "")
-                   + f"{r['peak_memory'] / 2**30:.2f} GiB | {versus} |")
-    out += ["", f"MFU: {LORA_FLOPS_PER_PARAMETER} FLOPs per base parameter per token (forward 2, backward to the "
-            "activations 2: the frozen base has no weight gradients) x parameters x tokens/s, over the bf16 matrix "
-            f"product peak measured in this run ({measured_peak / 1e12:.3g} TFLOP/s)"
-            + (f"; of nominal peak: over the dense bf16 peak of the {machine['name']} ({nominal / 1e12:,.0f} "
-               "TFLOP/s)" if nominal else "") + ". Peak memory: "
-            + ("`torch.cuda.max_memory_allocated`" if machine["device"] == "cuda" else "the process's peak RSS")
-            + (" (a quick run measures every row in one process: its peak so far)" if quick else "")
-            + "; peak vs default: against the default recipe's."]
+        out.append(
+            f"| {case.label} | {r['precision']} | {r['tokens_per_second']:,.0f} | "
+            f"{100 * flops / measured_peak:.3g}% | "
+            + (f"{100 * flops / nominal:.3g}% | " if nominal else "")
+            + f"{r['peak_memory'] / 2**30:.2f} GiB | {versus} |"
+        )
+    out += [
+        "",
+        f"MFU: {LORA_FLOPS_PER_PARAMETER} FLOPs per base parameter per token (forward 2, backward to the "
+        "activations 2: the frozen base has no weight gradients) x parameters x tokens/s, over the bf16 matrix "
+        f"product peak measured in this run ({measured_peak / 1e12:.3g} TFLOP/s)"
+        + (
+            f"; of nominal peak: over the dense bf16 peak of the {machine['name']} ({nominal / 1e12:,.0f} TFLOP/s)"
+            if nominal
+            else ""
+        )
+        + ". Peak memory: "
+        + ("`torch.cuda.max_memory_allocated`" if machine["device"] == "cuda" else "the process's peak RSS")
+        + (" (a quick run measures every row in one process: its peak so far)" if quick else "")
+        + "; peak vs default: against the default recipe's.",
+    ]
     if not gpu:
         out.append("The int8 and nf4 rows (quantized bases) are GPU rows: absent here.")
 
     if results.get("eval"):
         e = results["eval"][0]
-        out += ["", "## Evaluation: `gpt2-adapt eval`", "",
+        out += [
+            "",
+            "## Evaluation: `gpt2-adapt eval`",
+            "",
+            (
                 f"{e['precision']}: {e['tokens_per_second']:,.0f} tokens/s over {e['tokens']:,} tokens "
-                f"(the default run's adapter, disjoint windows of {s['block_size']})"]
+                f"(the default run's adapter, disjoint windows of {s['block_size']})"
+            ),
+        ]
     if results.get("generation"):
         g = results["generation"]
-        out += ["", "## Generation", "",
+        out += [
+            "",
+            "## Generation",
+            "",
+            (
                 f"Greedy, {s['new_tokens']} new tokens, {_runs(s['repeats'])}: base {g['base']:,.1f}, unmerged "
                 f"adapter {g['unmerged']:,.1f}, merged {g['merged']:,.1f} new tokens/s; switching to a loaded "
                 f"adapter {1e3 * g['switch_seconds']:.2f} ms, loading one from the store "
-                f"{1e3 * g['load_seconds']:.0f} ms"]
+                f"{1e3 * g['load_seconds']:.0f} ms"
+            ),
+        ]
     if results.get("serving"):
-        out += ["", "## Serving: `gpt2-adapt serve`", "", "```", *serving_table(results["serving"]), "```",
+        out += [
+            "",
+            "## Serving: `gpt2-adapt serve`",
+            "",
+            "```",
+            *serving_table(results["serving"]),
+            "```",
+            (
                 "On a GPU the adapters' weights are in GPU memory: the resident memory per adapter is the server's "
-                "CPU side only."]
+                "CPU side only."
+            ),
+        ]
     elif not gpu:
         out += ["", "## Serving: `gpt2-adapt serve`", "", "A GPU row: absent here."]
 
@@ -337,18 +410,26 @@ def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool, finished
     epoch = None
     if default:
         epoch = WIKITEXT_103_TOKENS / default["tokens_per_second"]
-        out.append(f"Projected: {WIKITEXT_103_TOKENS:,} tokens at the default recipe's "
-                   f"{default['tokens_per_second']:,.0f} tokens/s: {_duration(epoch)}. Target on one H100-class GPU: "
-                   f"under {EPOCH_TARGET_SECONDS // 60} minutes, i.e. at least "
-                   f"{WIKITEXT_103_TOKENS // EPOCH_TARGET_SECONDS:,} tokens/s: " + _verdict(epoch, gpu, quick))
+        out.append(
+            f"Projected: {WIKITEXT_103_TOKENS:,} tokens at the default recipe's "
+            f"{default['tokens_per_second']:,.0f} tokens/s: {_duration(epoch)}. Target on one H100-class GPU: "
+            f"under {EPOCH_TARGET_SECONDS // 60} minutes, i.e. at least "
+            f"{WIKITEXT_103_TOKENS // EPOCH_TARGET_SECONDS:,} tokens/s: " + _verdict(epoch, gpu, quick)
+        )
     else:
         out.append("Not projected: the default recipe's training did not run.")
 
     if gpu and not quick:
         rows = targets(results)
         if epoch is not None:
-            rows.append(("one epoch of WikiText-103", _duration(epoch), f"<= {EPOCH_TARGET_SECONDS // 60} min",
-                         epoch <= EPOCH_TARGET_SECONDS))
+            rows.append(
+                (
+                    "one epoch of WikiText-103",
+                    _duration(epoch),
+                    f"<= {EPOCH_TARGET_SECONDS // 60} min",
+                    epoch <= EPOCH_TARGET_SECONDS,
+                )
+            )
         out += ["", "## Targets", "", "| target | figure | goal | |", "| --- | ---: | --- | --- |"]
         out += [f"| {what} | {figure} | {goal} | {'met' if met else 'MISSED'} |" for what, figure, goal, met in rows]
     if results["failed"]:

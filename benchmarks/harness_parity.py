@@ -53,15 +53,32 @@ def harness(model: Path, folder: Path, pages: Path, context: int, detokenize: bo
 
     name = "wikiparity" + ("_detok" if detokenize else "")
     (folder / "utils.py").write_text(UTILS)
-    (folder / f"{name}.yaml").write_text("\n".join([
-        f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:", f"    test: {pages}",
-        "test_split: test", "output_type: loglikelihood_rolling", 'doc_to_text: ""',
-        f"doc_to_target: !function utils.{'wikitext_detokenizer' if detokenize else 'page'}",
-        "process_results: !function utils.process_results", "metric_list:",
-        *(f"  - metric: {m}" for m in METRICS), ""]))
+    (folder / f"{name}.yaml").write_text(
+        "\n".join(
+            [
+                f"task: {name}",
+                "dataset_path: json",
+                "dataset_kwargs:",
+                "  data_files:",
+                f"    test: {pages}",
+                "test_split: test",
+                "output_type: loglikelihood_rolling",
+                'doc_to_text: ""',
+                f"doc_to_target: !function utils.{'wikitext_detokenizer' if detokenize else 'page'}",
+                "process_results: !function utils.process_results",
+                "metric_list:",
+                *(f"  - metric: {m}" for m in METRICS),
+                "",
+            ]
+        )
+    )
     lm = HFLM(pretrained=str(model), device="cpu", batch_size=8, max_length=context)
-    out = lm_eval.simple_evaluate(model=lm, tasks=[name], log_samples=False,
-                                  task_manager=TaskManager(include_path=str(folder), include_defaults=False))
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[name],
+        log_samples=False,
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False),
+    )
     return {m: out["results"][name][f"{m},none"] for m in METRICS}
 
 
@@ -92,8 +109,10 @@ def main() -> int:
         jsonl = work / "pages.jsonl"
         jsonl.write_text("".join(json.dumps({"page": p}) + "\n" for p in pages))
         tokens = sum(len(tokenizer(p)["input_ids"]) for p in pages)
-        print(f"{len(pages)} WikiText-2 test articles, {tokens:,} GPT-2 tokens, {sum(len(p.encode()) for p in pages):,} "
-              f"bytes; GPT2Config(n_positions={args.context}), random weights (seed 0)")
+        print(
+            f"{len(pages)} WikiText-2 test articles, {tokens:,} GPT-2 tokens, {sum(len(p.encode()) for p in pages):,} "
+            f"bytes; GPT2Config(n_positions={args.context}), random weights (seed 0)"
+        )
         print(f"{'':44s} {'word ppl':>14s} {'byte ppl':>10s} {'bits/byte':>10s}")
         common = {"model": str(model), "files": [str(jsonl)], "text_column": "page", "context": args.context}
         for detokenize in (False, True):
@@ -101,14 +120,25 @@ def main() -> int:
             [ours] = toolkit.evaluate(**common, by_document=True, detokenize="wikitext" if detokenize else None)
             kind = "wikitext-detokenized" if detokenize else "plain pages"
             print(f"{'harness, ' + kind:44s} " + " ".join(f"{theirs[m]:{w}.6f}" for m, w in zip(METRICS, (14, 10, 10))))
-            print(f"{'eval --by-document, ' + kind:44s} "
-                  + " ".join(f"{getattr(ours.score, m):{w}.6f}" for m, w in zip(METRICS, (14, 10, 10))))
-            print(f"{'  relative difference':44s} "
-                  + " ".join(f"{abs(getattr(ours.score, m) / theirs[m] - 1):{w}.1e}" for m, w in zip(METRICS, (14, 10, 10))))
-        for stride, label in ((None, "eval, one stream, disjoint"), (args.context // 4, f"eval, one stream, stride {args.context // 4}")):
+            print(
+                f"{'eval --by-document, ' + kind:44s} "
+                + " ".join(f"{getattr(ours.score, m):{w}.6f}" for m, w in zip(METRICS, (14, 10, 10)))
+            )
+            print(
+                f"{'  relative difference':44s} "
+                + " ".join(
+                    f"{abs(getattr(ours.score, m) / theirs[m] - 1):{w}.1e}" for m, w in zip(METRICS, (14, 10, 10))
+                )
+            )
+        for stride, label in (
+            (None, "eval, one stream, disjoint"),
+            (args.context // 4, f"eval, one stream, stride {args.context // 4}"),
+        ):
             [row] = toolkit.evaluate(**common, stride=stride)
-            print(f"{label:44s} {'':14s} {row.score.byte_perplexity:10.6f} {row.score.bits_per_byte:10.6f}"
-                  f"   ({row.score.tokens:,} tokens, {row.score.bytes:,} bytes: EOS after each article)")
+            print(
+                f"{label:44s} {'':14s} {row.score.byte_perplexity:10.6f} {row.score.bits_per_byte:10.6f}"
+                f"   ({row.score.tokens:,} tokens, {row.score.bytes:,} bytes: EOS after each article)"
+            )
     return 0
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import gpt2_124m  # noqa: E402  (beside this script)
+import gpt2_124m
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,8 +40,11 @@ def main() -> int:
     if not gpt2_124m.available():
         return 0
     text = gpt2_124m.TEXT
-    overrides = {"fp32": {"training.precision": "fp32"}, "bf16": {"training.precision": "bf16"},
-                 "int8": {"training.precision": "fp32", "quantization.mode": "int8"}}
+    overrides = {
+        "fp32": {"training.precision": "fp32"},
+        "bf16": {"training.precision": "bf16"},
+        "int8": {"training.precision": "fp32", "quantization.mode": "int8"},
+    }
     with tempfile.TemporaryDirectory(prefix="plan-memory-") as folder:
         model = gpt2_124m.write_model(folder)  # config and tokenizer only: the benchmark draws the weights
         print("precision  shape    measured   plan's estimate   estimate/measured")
@@ -49,27 +53,43 @@ def main() -> int:
             for shape in args.shapes:
                 batch, block = map(int, shape.split("x"))
                 with tempfile.TemporaryDirectory(prefix="shape-", dir=folder) as work:
-                    setup = Setup(model=str(model), texts=[str(text)], work=work, block_size=block, batch_size=batch,
-                                  steps=4, repeats=1)
+                    setup = Setup(
+                        model=str(model),
+                        texts=[str(text)],
+                        work=work,
+                        block_size=block,
+                        batch_size=batch,
+                        steps=4,
+                        repeats=1,
+                    )
                     bench._prepare(setup)
                     measured = bench._in_child(train_case, setup, f"memory-{precision}", overrides[precision])[
-                        "training_memory"]
+                        "training_memory"
+                    ]
                     base = Path(work) / "base"
                     config = AutoConfig.from_pretrained(base)
-                    recipe = Recipe(model=ModelSpec(name=str(base)), data=DataSpec(train_files=["unused"], block_size=block),
-                                    training=TrainingSpec(batch_size=batch))
+                    recipe = Recipe(
+                        model=ModelSpec(name=str(base)),
+                        data=DataSpec(train_files=["unused"], block_size=block),
+                        training=TrainingSpec(batch_size=batch),
+                    )
                 counts = plan.parameter_counts(recipe, config)
                 estimate = plan.memory_estimate(recipe, config, counts, precision)
-                print(f"{precision:9s}  {shape:7s} {measured / 2**30:7.2f} GiB  {estimate / 2**30:10.2f} GiB"
-                      f"   {estimate / measured:10.2f}", flush=True)
+                print(
+                    f"{precision:9s}  {shape:7s} {measured / 2**30:7.2f} GiB  {estimate / 2**30:10.2f} GiB"
+                    f"   {estimate / measured:10.2f}",
+                    flush=True,
+                )
                 known = estimate - _step_part(recipe, config, precision)
                 tokens_hidden = config.n_layer * batch * block * config.n_embd
                 scores = config.n_layer * batch * config.n_head * block**2
                 rows.append([1.0, tokens_hidden, scores])
                 targets.append(measured - known)
             coef, *_ = np.linalg.lstsq(np.array(rows), np.array(targets), rcond=None)
-            print(f"  fit for {precision}: {coef[1]:.0f} bytes per token-hidden, {coef[2]:.1f} per score, "
-                  f"{coef[0] / 2**20:.0f} MiB fixed (MEMORY_MODEL has {plan.MEMORY_MODEL[precision]})")
+            print(
+                f"  fit for {precision}: {coef[1]:.0f} bytes per token-hidden, {coef[2]:.1f} per score, "
+                f"{coef[0] / 2**20:.0f} MiB fixed (MEMORY_MODEL has {plan.MEMORY_MODEL[precision]})"
+            )
     return 0
 
 

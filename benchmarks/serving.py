@@ -20,14 +20,19 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import gpt2_124m  # noqa: E402  (beside this script)
+import gpt2_124m
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=64, help="twice the tokens each request generates")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16],
-                        help="the table's rows: concurrent clients (at most 16; 16 alone takes a third of the time)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16],
+        help="the table's rows: concurrent clients (at most 16; 16 alone takes a third of the time)",
+    )
     parser.add_argument("--json", help="also write the measurements to this JSON file")
     args = parser.parse_args()
     if not gpt2_124m.available():
@@ -40,8 +45,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
         model = gpt2_124m.write_model(folder)  # config and tokenizer only: the benchmark draws the weights
-        setup = Setup(model=str(model), texts=[str(text)], new_tokens=args.new_tokens, clients=tuple(args.clients),
-                      parts=("serving",))
+        setup = Setup(
+            model=str(model),
+            texts=[str(text)],
+            new_tokens=args.new_tokens,
+            clients=tuple(args.clients),
+            parts=("serving",),
+        )
         results = bench.run(setup, report=lambda line: print(line, file=sys.stderr, flush=True))
     print(describe_machine(results["machine"]))
     print("model: GPT-2 124M (GPT2Config(), random weights), fp32; adapters: LoRA r=16 on c_attn")

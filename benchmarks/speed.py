@@ -19,12 +19,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolkit.threads import prepare_openmp  # noqa: E402
+from toolkit.threads import prepare_openmp
 
 if __name__ == "__main__":  # as `gpt2-adapt bench` runs: OpenMP set before torch loads (not in spawned children)
     prepare_openmp()
 
-import gpt2_124m  # noqa: E402  (beside this script)
+import gpt2_124m
 
 
 def main() -> int:
@@ -46,8 +46,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as folder:
         model = gpt2_124m.write_model(folder)  # config and tokenizer only: the benchmark draws the weights
-        setup = Setup(model=str(model), texts=[str(text)], steps=args.steps, repeats=args.repeats,
-                            parts=tuple(args.only))
+        setup = Setup(
+            model=str(model), texts=[str(text)], steps=args.steps, repeats=args.repeats, parts=tuple(args.only)
+        )
         results = bench.run(setup, report=lambda line: print(line, file=sys.stderr, flush=True))
     results["setup"]["model"] = "GPT-2 124M (GPT2Config())"
     print(table(results))

@@ -13,11 +13,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Kernels that only describe memory (views, allocations): no parallel region, no barrier.
-NO_WORK = {"aten::empty", "aten::empty_strided", "aten::as_strided", "aten::view", "aten::_unsafe_view",
-           "aten::resolve_conj", "aten::resize_", "aten::detach", "aten::alias", "aten::expand", "aten::transpose",
-           "aten::t", "aten::permute", "aten::unsqueeze", "aten::squeeze", "aten::slice", "aten::select",
-           "aten::reshape", "aten::_reshape_alias", "aten::lift_fresh", "aten::unbind", "aten::split",
-           "aten::detach_", "aten::result_type", "aten::to"}
+NO_WORK = {
+    "aten::empty",
+    "aten::empty_strided",
+    "aten::as_strided",
+    "aten::view",
+    "aten::_unsafe_view",
+    "aten::resolve_conj",
+    "aten::resize_",
+    "aten::detach",
+    "aten::alias",
+    "aten::expand",
+    "aten::transpose",
+    "aten::t",
+    "aten::permute",
+    "aten::unsqueeze",
+    "aten::squeeze",
+    "aten::slice",
+    "aten::select",
+    "aten::reshape",
+    "aten::_reshape_alias",
+    "aten::lift_fresh",
+    "aten::unbind",
+    "aten::split",
+    "aten::detach_",
+    "aten::result_type",
+    "aten::to",
+}
 
 
 def main() -> int:
@@ -33,8 +55,9 @@ def main() -> int:
     config = GPT2Config(n_embd=64, n_head=4, attn_implementation=dropout.register_attention())
     model = GPT2LMHeadModel(config)
     dropout.use_fast_dropout(model)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["c_attn"], fan_in_fan_out=True,
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM"
+    )
     model = get_peft_model(model, lora).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, config.vocab_size, (2, 64))

@@ -13,14 +13,14 @@ _HF_HOME = tempfile.mkdtemp(prefix="gpt2-adapt-tests-hf-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = _HF_HOME  # an empty Hugging Face cache: nothing of the user's is read or written
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import tomli_w  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
+import pytest
+import tomli_w
+from click.testing import CliRunner
 
-from toolkit.cli import main  # noqa: E402
-from toolkit.sources import builtin, pretraining  # noqa: E402
+from toolkit.cli import main
+from toolkit.sources import builtin, pretraining
 
 REPO = Path(__file__).resolve().parent.parent  # the repository's root: recipes/, README.md, docs/
 
@@ -34,7 +34,9 @@ def make_corpus(lines: int, seed: int) -> str:
     rng = random.Random(seed)
     out = []
     for _ in range(lines):
-        sentences = [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}." for _ in range(rng.randint(1, 3))]
+        sentences = [
+            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}." for _ in range(rng.randint(1, 3))
+        ]
         out.append(" ".join(sentences).capitalize())
     return "\n".join(out) + "\n"
 
@@ -51,7 +53,9 @@ def corpus_dir(tmp_path_factory) -> Path:
 def tiny_model(tmp_path_factory, corpus_dir) -> Path:
     """A GPT-2 checkpoint folder: 2 layers, 32 dimensions, 64 positions, a 300-token BPE."""
     folder = tmp_path_factory.mktemp("tiny-gpt2")
-    builtin.write_gpt2(folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    builtin.write_gpt2(
+        folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=2
+    )
     return folder
 
 
@@ -164,8 +168,9 @@ TRAINED = {
 def other_model(tmp_path_factory, corpus_dir) -> Path:
     """Another tiny GPT-2: the same shapes and tokenizer as `tiny_model`, other weights."""
     folder = tmp_path_factory.mktemp("other-gpt2")
-    builtin.write_gpt2(folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=64, n_embd=32, n_layer=2,
-                       n_head=2, seed=1)
+    builtin.write_gpt2(
+        folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=2, seed=1
+    )
     return folder
 
 
@@ -179,11 +184,14 @@ def trained_adapters(tmp_path_factory, tiny_model, other_model, corpus_dir) -> P
         mp.setenv("GPT2_ADAPT_CACHE", str(root / "cache"))
         mp.chdir(root)
         for name, (base, lora, quantization) in TRAINED.items():
-            recipe = tiny_recipe(bases[base], corpus_dir, name, lora=lora, quantization={"mode": quantization},
-                                 training={"max_steps": 5})
+            recipe = tiny_recipe(
+                bases[base], corpus_dir, name, lora=lora, quantization={"mode": quantization}, training={"max_steps": 5}
+            )
             path = root / f"{name}.toml"
             path.write_text(tomli_w.dumps(recipe))
-            result = CliRunner().invoke(main, ["train", str(path), "--store", str(root / "store")], catch_exceptions=False)
+            result = CliRunner().invoke(
+                main, ["train", str(path), "--store", str(root / "store")], catch_exceptions=False
+            )
             assert result.exit_code == 0, result.output
     return root / "store"
 

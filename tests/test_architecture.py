@@ -80,7 +80,7 @@ def test_no_import_cycles():
             if other == "toolkit":  # the package facade: lazy, imports nothing statically
                 continue
             if state.get(other) == 1:
-                cycle = path[path.index(other):] + [other]
+                cycle = path[path.index(other) :] + [other]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if other not in state:
                 visit(other, path + [other])
@@ -103,10 +103,14 @@ def test_no_module_imports_from_a_layer_above_its_own():
 
 
 def test_only_the_cli_imports_click():
-    users = [m for m, others in graph().items() if not m.startswith("toolkit.cli")
-             for node in ast.walk(ast.parse(modules()[m].read_text()))
-             if isinstance(node, (ast.Import, ast.ImportFrom))
-             and any((getattr(node, "module", None) or alias.name).split(".")[0] == "click" for alias in node.names)]
+    users = [
+        m
+        for m, others in graph().items()
+        if not m.startswith("toolkit.cli")
+        for node in ast.walk(ast.parse(modules()[m].read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and any((getattr(node, "module", None) or alias.name).split(".")[0] == "click" for alias in node.names)
+    ]
     assert users == []
 
 
@@ -121,8 +125,9 @@ def test_only_toolkit_distributed_reads_torchrun_or_owns_the_process_group():
         if name == "toolkit.distributed":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and any(isinstance(a, ast.Constant) and a.value in TORCHRUN_VARIABLES
-                                                  for a in node.args):
+            if isinstance(node, ast.Call) and any(
+                isinstance(a, ast.Constant) and a.value in TORCHRUN_VARIABLES for a in node.args
+            ):
                 found.append(f"{name}: reads {node.args[0].value}")
             if isinstance(node, ast.Attribute) and node.attr in PROCESS_GROUP_CALLS:
                 found.append(f"{name}: calls {node.attr}")
@@ -146,6 +151,9 @@ def _strings(tree: ast.AST):
 def test_library_messages_name_parameters_not_options(module):
     import re
 
-    flagged = [f"line {node.lineno}: {node.value!r}" for node in _strings(ast.parse(modules()[module].read_text()))
-               if re.search(r"(^|[\s(`'\"])--[a-z]", node.value)]
+    flagged = [
+        f"line {node.lineno}: {node.value!r}"
+        for node in _strings(ast.parse(modules()[module].read_text()))
+        if re.search(r"(^|[\s(`'\"])--[a-z]", node.value)
+    ]
     assert flagged == [], "use errors.param(name) instead of spelling an option"

@@ -22,8 +22,13 @@ EXAMPLES = {
     "mixed-batch": ("docs/generation.md", r"quickstart '.*'\npoems '.*'\nbase '.*'"),
     "merge": ("docs/generation.md", r"merged/mix fp32 \d"),
     "export": ("docs/export.md", r"adapter.gguf base.gguf merged.gguf \[True, True, True\]"),
-    "evaluate": ("docs/evaluation.md",
-                 r"base \d+\.\d+ \d+ disjoint\nquickstart \d+\.\d+ \d+ disjoint\nquickstart \d+\.\d+ \d+ disjoint\nquickstart \d+ 6 True"),
+    "evaluate": (
+        "docs/evaluation.md",
+        (
+            r"base \d+\.\d+ \d+ disjoint\nquickstart \d+\.\d+ \d+ disjoint\nquickstart \d+\.\d+ \d+ "
+            r"disjoint\nquickstart \d+ 6 True"
+        ),
+    ),
     "serve": ("docs/serving.md", r"'poems', 'poems8', 'quickstart'\]\n[1-8]\n"),
 }
 EXAMPLE = re.compile(r"```python\n# example: ([\w-]+)\n(.*?)```", re.DOTALL)

@@ -23,15 +23,18 @@ def stat(user0=400, nice0=50, user1=300) -> str:
     return STAT.format(user0=user0, nice0=nice0, user1=user1)
 
 
-@pytest.mark.parametrize(("cores", "busy", "threads_picked", "reason"), [
-    (2, 0.0, 2, "2 cores, none busy, threads spin at barriers"),
-    (2, 0.4, 2, "2 cores, none busy, threads spin at barriers"),  # under half a core: noise, a short burst
-    (2, 0.6, 1, "2 cores, 1 busy, threads spin at barriers"),
-    (2, 1.0, 1, "2 cores, 1 busy, threads spin at barriers"),
-    (2, 3.5, 1, "2 cores, 2 busy, threads spin at barriers"),  # every core taken: still one thread, never none
-    (8, 2.7, 5, "8 cores, 3 busy, threads spin at barriers"),
-    (1, 0.0, 1, "1 core, none busy, threads spin at barriers"),
-])
+@pytest.mark.parametrize(
+    ("cores", "busy", "threads_picked", "reason"),
+    [
+        (2, 0.0, 2, "2 cores, none busy, threads spin at barriers"),
+        (2, 0.4, 2, "2 cores, none busy, threads spin at barriers"),  # under half a core: noise, a short burst
+        (2, 0.6, 1, "2 cores, 1 busy, threads spin at barriers"),
+        (2, 1.0, 1, "2 cores, 1 busy, threads spin at barriers"),
+        (2, 3.5, 1, "2 cores, 2 busy, threads spin at barriers"),  # every core taken: still one thread, never none
+        (8, 2.7, 5, "8 cores, 3 busy, threads spin at barriers"),
+        (1, 0.0, 1, "1 core, none busy, threads spin at barriers"),
+    ],
+)
 def test_spinning_threads_take_one_per_core_that_other_programs_leave_free(cores, busy, threads_picked, reason):
     choice = choose("training", Load(cores, busy), sleeping=False)
     assert (choice.threads, choice.reason, choice.from_load) == (threads_picked, reason, True)
@@ -45,8 +48,10 @@ def test_sleeping_threads_take_every_core_busy_or_not(cores, busy):
 
 
 def test_the_log_line_says_what_was_chosen_and_why():
-    assert str(choose("training", Load(2, 1.0), sleeping=False)) == \
-        "2 cores, 1 busy, threads spin at barriers: training on 1 thread"
+    assert (
+        str(choose("training", Load(2, 1.0), sleeping=False))
+        == "2 cores, 1 busy, threads spin at barriers: training on 1 thread"
+    )
     assert str(choose("serving", Load(2, 1.0))) == "2 cores, 1 busy, threads sleep at barriers: serving on 2 threads"
 
 
@@ -116,11 +121,13 @@ def test_the_governor_follows_a_load_that_comes_and_goes(tmp_path, torch_threads
         pytest.skip("needs two CPUs")
     ticks = os.sysconf("SC_CLK_TCK")
     user = 1000
-    path.write_text(STAT.format(user0=user, nice0=0, user1=user) + "".join(
-        f"cpu{n} 0 0 0 0 0 0 0 0 0 0\n" for n in cpus[2:]))
+    path.write_text(
+        STAT.format(user0=user, nice0=0, user1=user) + "".join(f"cpu{n} 0 0 0 0 0 0 0 0 0 0\n" for n in cpus[2:])
+    )
     meter = LoadMeter(stat=path)
-    governor = ThreadGovernor("training", choose("training", Load(len(cpus), 0.0), sleeping=False), meter,
-                              sleeping=False)
+    governor = ThreadGovernor(
+        "training", choose("training", Load(len(cpus), 0.0), sleeping=False), meter, sleeping=False
+    )
     assert governor.update() is None  # under FOLLOW_SECONDS since the meter was made: not measured yet
 
     def after(seconds_ago: float, busy_cores: float) -> None:
@@ -128,8 +135,9 @@ def test_the_governor_follows_a_load_that_comes_and_goes(tmp_path, torch_threads
         nonlocal user
         meter.last = Sample(meter.last.wall - seconds_ago, meter.last.machine, meter.last.own)
         user += round(busy_cores * seconds_ago * ticks)
-        path.write_text(STAT.format(user0=user, nice0=0, user1=1000) + "".join(
-            f"cpu{n} 0 0 0 0 0 0 0 0 0 0\n" for n in cpus[2:]))
+        path.write_text(
+            STAT.format(user0=user, nice0=0, user1=1000) + "".join(f"cpu{n} 0 0 0 0 0 0 0 0 0 0\n" for n in cpus[2:])
+        )
 
     with caplog.at_level(logging.INFO, logger="toolkit.threads"):
         after(3.0, busy_cores=1.0)
@@ -153,9 +161,12 @@ print("OMP_WAIT_POLICY=" + os.environ.get("OMP_WAIT_POLICY", "unset"), "torch" i
 
 @pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_the_command_line_makes_openmp_threads_sleep_before_torch_loads_unless_the_user_chose(preset, expected):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": preset} if preset else {})
-    out = subprocess.run([sys.executable, "-c", CHECK_WAIT_POLICY], capture_output=True, text=True, env=env, cwd=REPO,
-                         check=True)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | (
+        {"OMP_WAIT_POLICY": preset} if preset else {}
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK_WAIT_POLICY], capture_output=True, text=True, env=env, cwd=REPO, check=True
+    )
     assert out.stdout.strip().splitlines()[-1] == f"OMP_WAIT_POLICY={expected} False"
 
 

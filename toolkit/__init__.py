@@ -1,14 +1,14 @@
 """gpt2-adapt: LoRA adapters for GPT-2-family models, trained from TOML recipes.
 
-    import toolkit
-    result = toolkit.train(toolkit.load_recipe("recipes/quickstart.toml"), store="adapters")
-    model, tokenizer = toolkit.load("quickstart")          # base + verified adapter, ready for generate()
-    toolkit.generate(model, tokenizer, "The", greedy=True)   # also: use, load_adapter, mix, generate_batch
-    rows = toolkit.evaluate("quickstart", files=["notes.txt"])
-    toolkit.merge("quickstart", "merged/quickstart")
-    toolkit.export("quickstart", "export/quickstart")       # GGUF for llama.cpp (or format="onnx")
-    toolkit.serve(store="adapters", port=8000)              # every adapter behind an OpenAI-compatible API
-    store = toolkit.AdapterStore("adapters")                 # names(), info(name), path(name), remove(name)
+import toolkit
+result = toolkit.train(toolkit.load_recipe("recipes/quickstart.toml"), store="adapters")
+model, tokenizer = toolkit.load("quickstart")          # base + verified adapter, ready for generate()
+toolkit.generate(model, tokenizer, "The", greedy=True)   # also: use, load_adapter, mix, generate_batch
+rows = toolkit.evaluate("quickstart", files=["notes.txt"])
+toolkit.merge("quickstart", "merged/quickstart")
+toolkit.export("quickstart", "export/quickstart")       # GGUF for llama.cpp (or format="onnx")
+toolkit.serve(store="adapters", port=8000)              # every adapter behind an OpenAI-compatible API
+store = toolkit.AdapterStore("adapters")                 # names(), info(name), path(name), remove(name)
 """
 
 __version__ = "0.2.0"
@@ -37,7 +37,7 @@ _WHERE = {
     "train": "training.run",
     "use": "generation.switching",
 }
-__all__ = sorted(_WHERE)
+__all__ = sorted(_WHERE)  # noqa: PLE0605 - the public names are the keys above
 
 
 def __getattr__(name):

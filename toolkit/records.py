@@ -78,8 +78,11 @@ class RunIdentity:
 
     def changes(self, other: RunIdentity) -> list[str]:
         """What differs from `other`: "recipe", "data", "base" (an empty fingerprint is not compared)."""
-        return [f.name for f in dataclasses.fields(self) if getattr(other, f.name) and getattr(self, f.name)
-                and getattr(other, f.name) != getattr(self, f.name)]
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if getattr(other, f.name) and getattr(self, f.name) and getattr(other, f.name) != getattr(self, f.name)
+        ]
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -115,36 +118,63 @@ class Protocol:
         ", by document" and ", wikitext-detokenized" where they apply."""
         if self.examples:
             return f"each example on its own (up to {self.context} tokens), its completion scored"
-        windows = (f"disjoint windows of {self.context} tokens" if self.kind == "disjoint"
-                   else f"sliding windows of {self.context} tokens, stride {self.stride}")
-        return windows + (", by document" if self.by_document else "") + (
-            f", {self.detokenize}-detokenized" if self.detokenize else "")
+        windows = (
+            f"disjoint windows of {self.context} tokens"
+            if self.kind == "disjoint"
+            else f"sliding windows of {self.context} tokens, stride {self.stride}"
+        )
+        return (
+            windows
+            + (", by document" if self.by_document else "")
+            + (f", {self.detokenize}-detokenized" if self.detokenize else "")
+        )
 
     def describe(self, tokens: int | None = None) -> str:
         """The rule in one sentence, with the number of tokens scored when given."""
         if self.examples:
             count = f"{tokens:,} completion tokens, each" if tokens is not None else "every completion token"
-            return (f"{count} of the prompt/completion examples scored once given its example's tokens before it "
-                    f"(the EOS in front, the templated prompt, the completion so far), each example on its own in "
-                    f"a window of up to {self.context}; the EOS after each completion is scored, the prompt is not")
+            return (
+                f"{count} of the prompt/completion examples scored once given its example's tokens before it "
+                f"(the EOS in front, the templated prompt, the completion so far), each example on its own in "
+                f"a window of up to {self.context}; the EOS after each completion is scored, the prompt is not"
+            )
         count = f"{tokens:,} tokens, each" if tokens is not None else "every token"
         over = "each document on its own" if self.by_document else "the documents as one stream"
-        context = "" if self.kind == "disjoint" else f" (at least {self.context - self.stride + 1} past the first window)"
+        context = (
+            "" if self.kind == "disjoint" else f" (at least {self.context - self.stride + 1} past the first window)"
+        )
         windows = f"windows of {self.context}" + (f", stride {self.stride}" if self.kind == "sliding" else "")
-        return (f"{count} scored once given the tokens before it in its window{context}: {windows} "
-                f"over {over}, the first window starting at EOS, the last moved back to end at the last token"
-                + (f"; the text {self.detokenize}-detokenized, words and bytes counted on the original"
-                   if self.detokenize else ""))
+        return (
+            f"{count} scored once given the tokens before it in its window{context}: {windows} "
+            f"over {over}, the first window starting at EOS, the last moved back to end at the last token"
+            + (
+                f"; the text {self.detokenize}-detokenized, words and bytes counted on the original"
+                if self.detokenize
+                else ""
+            )
+        )
 
     def to_json(self, tokens: int | None = None) -> dict:
-        return {"kind": self.kind, "context": self.context, "stride": self.stride, "by_document": self.by_document,
-                "detokenize": self.detokenize, "examples": self.examples, "description": self.describe(tokens)}
+        return {
+            "kind": self.kind,
+            "context": self.context,
+            "stride": self.stride,
+            "by_document": self.by_document,
+            "detokenize": self.detokenize,
+            "examples": self.examples,
+            "description": self.describe(tokens),
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Protocol:
         data = _require_object(data, "a protocol")
-        return cls(int(data["context"]), int(data.get("stride", data["context"])), bool(data.get("by_document", False)),
-                   data.get("detokenize"), bool(data.get("examples", False)))
+        return cls(
+            int(data["context"]),
+            int(data.get("stride", data["context"])),
+            bool(data.get("by_document", False)),
+            data.get("detokenize"),
+            bool(data.get("examples", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -242,7 +272,9 @@ class TrainingMetrics:
                 train=TrainStats(**_fields(TrainStats, _require_object(data["train"], "its train record"), "train")),
                 data=data.get("data", {}),
                 versions=data.get("versions", {}),
-                kept=Kept(**_fields(Kept, _require_object(data["kept"], "its kept record"), "kept")) if "kept" in data else None,
+                kept=Kept(**_fields(Kept, _require_object(data["kept"], "its kept record"), "kept"))
+                if "kept" in data
+                else None,
                 quantization=str(data.get("quantization", "none")),
             )
         except KeyError as err:
@@ -308,10 +340,16 @@ class EvalResult:
         else:
             score = dataclasses.asdict(self.score)
         return {
-            "model": self.model, "adapter": self.adapter, "dataset": self.dataset,
-            "protocol": self.protocol.to_json(self.score.tokens) if self.protocol else None, **score,
-            "documents": self.documents, "precision": self.precision, "seconds": self.seconds,
-            "tokens_per_second": self.tokens_per_second, "task": self.task.to_json() if self.task else None,
+            "model": self.model,
+            "adapter": self.adapter,
+            "dataset": self.dataset,
+            "protocol": self.protocol.to_json(self.score.tokens) if self.protocol else None,
+            **score,
+            "documents": self.documents,
+            "precision": self.precision,
+            "seconds": self.seconds,
+            "tokens_per_second": self.tokens_per_second,
+            "task": self.task.to_json() if self.task else None,
         }
 
     @classmethod
@@ -320,8 +358,14 @@ class EvalResult:
         task = TaskScore.from_json(data["task"]) if data.get("task") else None
         score = None if task else Score(**{f.name: data.get(f.name) for f in dataclasses.fields(Score)})
         return cls(
-            model=data["model"], adapter=data.get("adapter"), dataset=data["dataset"],
-            protocol=Protocol.from_json(data["protocol"]) if data.get("protocol") else None, score=score,
-            documents=data.get("documents", 0), precision=data.get("precision", "fp32"),
-            seconds=data.get("seconds", 0.0), tokens_per_second=data.get("tokens_per_second"), task=task,
+            model=data["model"],
+            adapter=data.get("adapter"),
+            dataset=data["dataset"],
+            protocol=Protocol.from_json(data["protocol"]) if data.get("protocol") else None,
+            score=score,
+            documents=data.get("documents", 0),
+            precision=data.get("precision", "fp32"),
+            seconds=data.get("seconds", 0.0),
+            tokens_per_second=data.get("tokens_per_second"),
+            task=task,
         )

@@ -80,8 +80,9 @@ def choose(task: str, load: Load, requested: int = 0, omp_num_threads: str = "",
     if requested > 0:
         return ThreadChoice(task, requested, f"{cores}, {requested} asked for", from_load=False)
     if omp_num_threads.strip().isdigit() and int(omp_num_threads) > 0:
-        return ThreadChoice(task, int(omp_num_threads), f"{cores}, OMP_NUM_THREADS={omp_num_threads.strip()}",
-                            from_load=False)
+        return ThreadChoice(
+            task, int(omp_num_threads), f"{cores}, OMP_NUM_THREADS={omp_num_threads.strip()}", from_load=False
+        )
     busy = min(load.cores, int(load.busy + 0.5))
     described = f"{cores}, {busy or 'none'} busy"
     if sleeping:
@@ -137,7 +138,9 @@ class LoadMeter:
 
     def __init__(self, stat: Path = Path("/proc/stat")):
         self.stat = stat
-        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        self.cpus = (
+            sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        )
         self.last = self.sample()
 
     def sample(self) -> Sample:

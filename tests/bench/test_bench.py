@@ -14,8 +14,24 @@ pytestmark = pytest.mark.slow  # real processes
 
 
 def test_bench_measures_each_training_case_and_the_data_preparation(cli, tiny_model, corpus_dir):
-    result = cli("bench", "--model", tiny_model, "--text", corpus_dir / "train.txt", "--block-size", 16,
-                 "--steps", 2, "--repeats", 1, "--only", "training", "--only", "data", "--json")
+    result = cli(
+        "bench",
+        "--model",
+        tiny_model,
+        "--text",
+        corpus_dir / "train.txt",
+        "--block-size",
+        16,
+        "--steps",
+        2,
+        "--repeats",
+        1,
+        "--only",
+        "training",
+        "--only",
+        "data",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     results = json.loads(result.stdout)
     training = results["training"]
@@ -40,10 +56,17 @@ def test_bench_measures_each_training_case_and_the_data_preparation(cli, tiny_mo
     assert results["machine"]["gemm_peak_flops"]["bf16"] > 0
 
     report = table(results)
-    for line in ("seed pipeline: padded lines", "plain peft + Trainer", "default vs seed pipeline",
-                 "default vs fastest plain peft + Trainer", "share of the bf16 GEMM peak", "Data preparation",
-                 "gpt2-adapt default recipe, one core busy", "default, one core busy vs quiet",
-                 "one core busy: another program"):
+    for line in (
+        "seed pipeline: padded lines",
+        "plain peft + Trainer",
+        "default vs seed pipeline",
+        "default vs fastest plain peft + Trainer",
+        "share of the bf16 GEMM peak",
+        "Data preparation",
+        "gpt2-adapt default recipe, one core busy",
+        "default, one core busy vs quiet",
+        "one core busy: another program",
+    ):
         assert line in report
 
 
@@ -51,5 +74,7 @@ def test_bench_refuses_bad_options_before_measuring(cli, tmp_path):
     result = cli("bench", "--text", tmp_path / "missing.txt", "--steps", 0)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert lines == [f"error: --text: no such file {str(tmp_path / 'missing.txt')!r}; pass a text file, one "
-                     "document per line", "error: --steps: must be at least 1 (got 0)"]
+    assert lines == [
+        f"error: --text: no such file {str(tmp_path / 'missing.txt')!r}; pass a text file, one document per line",
+        "error: --steps: must be at least 1 (got 0)",
+    ]

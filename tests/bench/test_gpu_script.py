@@ -26,8 +26,20 @@ def figure(text: str) -> float:
 
 
 def test_gpu_script_runs_short_on_the_cpu_without_the_gpu_rows(tiny_model, corpus_dir, tmp_path):
-    done = run_script("--model", tiny_model, "--text", corpus_dir / "train.txt", "--out", "report.md",
-                      "--block-size", 16, "--batch-size", 2, "--steps", 2)
+    done = run_script(
+        "--model",
+        tiny_model,
+        "--text",
+        corpus_dir / "train.txt",
+        "--out",
+        "report.md",
+        "--block-size",
+        16,
+        "--batch-size",
+        2,
+        "--steps",
+        2,
+    )
     assert done.returncode == 0, done.stderr
     report = (tmp_path / "report.md").read_text()  # the test's working folder: --out is the caller's path
     assert done.stdout.strip() == report.strip()
@@ -36,8 +48,12 @@ def test_gpu_script_runs_short_on_the_cpu_without_the_gpu_rows(tiny_model, corpu
 
     assert "**no CUDA device: the GPU rows are absent; run benchmarks/gpu.sh on a GPU machine**" in report
     assert "batch 2 x 16 tokens; training timed over 2 steps" in report
-    rows = re.findall(r"^\| (default recipe|training\.base_dropout = false) \| (\w+) \| ([\d,]+) \| ([\d.e-]+)% \| "
-                      r"([\d.]+) GiB \|  \|$", report, re.MULTILINE)
+    rows = re.findall(
+        r"^\| (default recipe|training\.base_dropout = false) \| (\w+) \| ([\d,]+) \| ([\d.e-]+)% \| "
+        r"([\d.]+) GiB \|  \|$",
+        report,
+        re.MULTILINE,
+    )
     assert [row[0] for row in rows] == ["default recipe", "training.base_dropout = false"]
     for _, _, tokens_per_second, mfu, peak in rows:
         assert figure(tokens_per_second) > 0 and figure(mfu) > 0 and figure(peak) > 0
@@ -47,8 +63,11 @@ def test_gpu_script_runs_short_on_the_cpu_without_the_gpu_rows(tiny_model, corpu
     generation = re.search(r"base ([\d,.]+), unmerged adapter ([\d,.]+), merged ([\d,.]+) new tokens/s", report)
     assert generation and all(figure(g) > 0 for g in generation.groups())
 
-    epoch = re.search(r"Projected: 120,000,000 tokens at the default recipe's ([\d,]+) tokens/s: ([\d,.]+) "
-                      r"(seconds|minutes|hours)\. .*: a GPU target, not judged here\.", report)
+    epoch = re.search(
+        r"Projected: 120,000,000 tokens at the default recipe's ([\d,]+) tokens/s: ([\d,.]+) "
+        r"(seconds|minutes|hours)\. .*: a GPU target, not judged here\.",
+        report,
+    )
     assert epoch and figure(epoch[1]) == figure(rows[0][2])
 
     # The GPU rows: quantized bases, serving, the targets (judged only on a full GPU run).
@@ -62,8 +81,10 @@ def test_gpu_script_refuses_bad_input_before_measuring(tmp_path):
     done = run_script("--model", tmp_path / "missing", "--text", tmp_path / "missing.txt", "--steps", 0)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
-        f"error: --model: no model folder {str(tmp_path / 'missing')!r} (a folder with a GPT-2 config.json and "
-        "tokenizer); pass one",
+        (
+            f"error: --model: no model folder {str(tmp_path / 'missing')!r} (a folder with a GPT-2 config.json and "
+            "tokenizer); pass one"
+        ),
         f"error: --text: no such file {str(tmp_path / 'missing.txt')!r}; pass a text file, one document per line",
         "error: --steps: must be at least 1 (got 0)",
     ]

@@ -79,8 +79,14 @@ class World:
 
     def examples(self, rows: list[dict], **data) -> list:
         """`train` on these prompt/completion rows (a JSONL file), no eval files unless given."""
-        return self.train(data={"train_files": [self.jsonl("qa.jsonl", rows)], "eval_files": [],
-                                "format": "prompt_completion", **data})
+        return self.train(
+            data={
+                "train_files": [self.jsonl("qa.jsonl", rows)],
+                "eval_files": [],
+                "format": "prompt_completion",
+                **data,
+            }
+        )
 
     def valid(self) -> str:
         return str(self.corpus_dir / "valid.txt")
@@ -166,8 +172,13 @@ def llama_model(w: World) -> list:
     from transformers import LlamaConfig
 
     LlamaConfig(
-        vocab_size=300, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=300,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     ).save_pretrained(w.root / "llama")
     return w.train(model={"name": str(w.root / "llama")})
 
@@ -391,7 +402,9 @@ QA = [{"prompt": f"What is line {i}?", "completion": f" line {i}."} for i in ran
 
 CASES = [
     # recipes
-    case("recipe-malformed-toml", lambda w: ["train", w.file("recipe.toml", "[lora]\nr = \n")], "recipe.toml", "line 2"),
+    case(
+        "recipe-malformed-toml", lambda w: ["train", w.file("recipe.toml", "[lora]\nr = \n")], "recipe.toml", "line 2"
+    ),
     case("recipe-unknown-section", lambda w: w.train(lorra={"r": 4}), "lorra"),
     case("recipe-unknown-key", lambda w: w.train(lora={"rank": 8}), "lora.rank"),
     case("recipe-wrong-type", lambda w: w.train(lora={"r": "eight"}), "lora.r"),
@@ -404,7 +417,9 @@ CASES = [
     case(
         "recipe-two-problems",
         lambda w: w.train(lora={"r": 0}, training={"batch_size": 0}),
-        "lora.r", "training.batch_size", lines=2,
+        "lora.r",
+        "training.batch_size",
+        lines=2,
     ),
     case(
         "recipe-dataset-and-train-files",
@@ -459,17 +474,23 @@ CASES = [
     case(
         "data-missing-text-column",
         lambda w: w.files([w.jsonl("rows.jsonl", [{"body": t} for t in LINES])]),
-        "data.text_column", "'text'",
+        "data.text_column",
+        "'text'",
     ),
     case(
         "data-non-text-column",
         lambda w: w.files([w.jsonl("rows.jsonl", [{"text": i} for i in range(40)])]),
-        "data.text_column", "rows 1 (a number)",
+        "data.text_column",
+        "rows 1 (a number)",
     ),
     case(
         "data-stray-values-among-strings",
-        lambda w: w.files([w.jsonl("rows.jsonl", [{"text": [t] if i == 6 else 7 if i == 2 else t} for i, t in enumerate(LINES)])]),
-        "data.text_column", "rows 3 (a number) and 7 (a list)", "rows.jsonl",
+        lambda w: w.files(
+            [w.jsonl("rows.jsonl", [{"text": [t] if i == 6 else 7 if i == 2 else t} for i, t in enumerate(LINES)])]
+        ),
+        "data.text_column",
+        "rows 3 (a number) and 7 (a list)",
+        "rows.jsonl",
     ),
     case(
         "data-malformed-jsonl",
@@ -479,32 +500,38 @@ CASES = [
     case(
         "data-folder-not-saved-by-datasets",
         lambda w: w.dataset(str(Path(w.file("plain/a.txt", "x")).parent)),
-        "data.dataset", "save_to_disk",
+        "data.dataset",
+        "save_to_disk",
     ),
     case(
         "data-no-such-dataset-folder",
         lambda w: w.dataset("./no-such-dataset"),
-        "data.dataset", "./no-such-dataset",
+        "data.dataset",
+        "./no-such-dataset",
     ),
     case(
         "data-uncached-hub-dataset",
         lambda w: w.dataset("someone/not-cached-corpus"),
-        "data.dataset", "someone/not-cached-corpus",
+        "data.dataset",
+        "someone/not-cached-corpus",
     ),
     case(
         "data-unknown-builtin",
         lambda w: w.dataset("builtin:wikipedia"),
-        "data.dataset", "builtin:wikipedia",
+        "data.dataset",
+        "builtin:wikipedia",
     ),
     case(
         "data-missing-eval-split",
         lambda w: w.dataset(w.saved_dataset("saved", train=LINES), eval_split="test"),
-        "data.eval_split", "'test'",
+        "data.eval_split",
+        "'test'",
     ),
     case(
         "data-missing-train-split",
         lambda w: w.dataset(w.saved_dataset("saved", train=LINES), train_split="main"),
-        "data.train_split", "'main'",
+        "data.train_split",
+        "'main'",
     ),
     case("data-block-beyond-context", lambda w: w.train(data={"block_size": 128}), "data.block_size"),
     # models
@@ -512,7 +539,8 @@ CASES = [
     case(
         "model-folder-without-config",
         lambda w: w.train(model={"name": w.folder("empty-model")}),
-        "model.name", "config.json",
+        "model.name",
+        "config.json",
     ),
     case("model-not-gpt2", llama_model, "model.name", "'llama'"),
     case("model-uncached-hub-id", lambda w: w.train(model={"name": "someone/not-cached-model"}), "model.name"),
@@ -534,29 +562,34 @@ CASES = [
     case(
         "import-without-adapter-config",
         lambda w: w.import_("elsewhere", None),
-        "elsewhere", "adapter_config.json",
+        "elsewhere",
+        "adapter_config.json",
     ),
     case(
         "import-pickle-only",
         lambda w: w.import_("binonly", lora_config(), weights="adapter_model.bin"),
-        "binonly", "adapter_model.safetensors",
+        "binonly",
+        "adapter_model.safetensors",
     ),
     case(
         "import-not-lora",
         lambda w: w.import_("prefix", {"peft_type": "PREFIX_TUNING"}),
-        "prefix", "PREFIX_TUNING",
+        "prefix",
+        "PREFIX_TUNING",
     ),
     case(
         "import-without-base",
         lambda w: w.import_("nobase", lora_config()),
-        "nobase", "--base",
+        "nobase",
+        "--base",
     ),
     case("import-invalid-name", lambda w: w.import_("ok", lora_config(), "--name", ".x"), "'.x'"),
     case("import-over-existing", imported_copy_of_tiny, "'tiny'", "--overwrite"),
     case(
         "import-base-missing",
         lambda w: w.import_("lost", lora_config(base_model_name_or_path="./no-such-base")),
-        "--base", "./no-such-base",
+        "--base",
+        "./no-such-base",
     ),
     case("adapter-being-trained", being_trained, "'tiny'", "12345"),
     case("import-missing-folder", lambda w: ["adapters", "import", "no-such-folder"], "no-such-folder"),
@@ -565,24 +598,28 @@ CASES = [
     case(
         "adapter-truncated-weights",
         damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors")),
-        "'tiny'", "adapter_model.safetensors",
+        "'tiny'",
+        "adapter_model.safetensors",
     ),
     case(
         "adapter-edited-config",
         damaged_adapter(lambda a: edit_json(a / "adapter_config.json", r=8)),
-        "'tiny'", "adapter_config.json",
+        "'tiny'",
+        "adapter_config.json",
     ),
     case(
         "adapter-without-manifest",
         damaged_adapter(lambda a: (a / "manifest.json").unlink()),
-        "'tiny'", "manifest.json",
+        "'tiny'",
+        "manifest.json",
     ),
     case("adapter-on-another-base", another_base, "'tiny'", "other-base"),
     case("adapter-base-moved", base_moved, "'tiny'", "moved-away"),
     case(
         "adapter-truncated-weights-forced",
         damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors"), "--allow-unverified"),
-        "'tiny'", "store/tiny",
+        "'tiny'",
+        "store/tiny",
     ),
     case(
         "adapter-edited-config-forced",
@@ -592,23 +629,27 @@ CASES = [
     case(
         "generate-truncated-weights",
         damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors"), command="generate"),
-        "'tiny'", "adapter_model.safetensors",
+        "'tiny'",
+        "adapter_model.safetensors",
     ),
     case(
         "generate-truncated-weights-forced",
         damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors"), "--allow-unverified", command="generate"),
-        "'tiny'", "store/tiny",
+        "'tiny'",
+        "store/tiny",
     ),
     case(
         "generate-without-manifest",
         damaged_adapter(lambda a: (a / "manifest.json").unlink(), command="generate"),
-        "'tiny'", "manifest.json",
+        "'tiny'",
+        "manifest.json",
     ),
     case("generate-unknown-adapter", lambda w: w.stored("generate", "--adapter", "nope", "--prompt", "x"), "'nope'"),
     case(
         "merge-truncated-weights",
         damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors"), command="merge"),
-        "'tiny'", "adapter_model.safetensors",
+        "'tiny'",
+        "adapter_model.safetensors",
     ),
     case(
         "merge-edited-config-forced",
@@ -618,101 +659,277 @@ CASES = [
     case(
         "merge-without-manifest",
         damaged_adapter(lambda a: (a / "manifest.json").unlink(), command="merge"),
-        "'tiny'", "manifest.json",
+        "'tiny'",
+        "manifest.json",
     ),
     case("merge-unknown-adapter", lambda w: w.stored("merge", "nope", "--out", "merged"), "'nope'"),
     case(
         "merge-over-existing-folder",
         merge_over_a_folder,
-        "merged", "--overwrite",
+        "merged",
+        "--overwrite",
     ),
     # the hostile-input round (issue 12): each row names the fault it injects
     case("train-file-empty", lambda w: w.files([w.file("empty.txt", "")], [w.valid()]), "empty.txt", "empty"),
     case("eval-file-empty", lambda w: w.files([str(w.corpus_dir / "train.txt")], [w.file("e.txt", "")]), "e.txt"),
     case("train-file-blank-lines", lambda w: w.files([w.file("blank.txt", "\n  \n\t\n")]), "blank.txt"),
     case("train-jsonl-no-rows", lambda w: w.files([w.file("rows.jsonl", "\n\n")]), "rows.jsonl"),
-    case("resume-another-recipe-no-checkpoints", retrain_with_another_recipe_and_no_checkpoints, "'tiny'", "--overwrite"),
+    case(
+        "resume-another-recipe-no-checkpoints", retrain_with_another_recipe_and_no_checkpoints, "'tiny'", "--overwrite"
+    ),
     case("eval-csv-into-the-store", csv_into_the_store, "--csv", "adapter store"),
     case("eval-heatmap-into-the-store", heatmap_into_the_store, "--heatmap", "adapter store"),
     case("eval-csv-over-a-file-of-yours", csv_over_a_file_of_yours, "--csv", "--overwrite"),
     case("generate-pickle-weights-allowed-unverified", pickle_in_place_of_weights, "'tiny'", "safetensors"),
     case("show-symlinked-adapter", lambda w: ["adapters", "show", symlinked_adapter(w)], "'evil'", "symbolic link"),
     case("rm-symlinked-adapter", lambda w: ["adapters", "rm", symlinked_adapter(w), "--yes"], "'evil'"),
-    case("eval-symlinked-adapter", lambda w: ["eval", "--adapter", symlinked_adapter(w), "--files", w.valid()], "'evil'"),
-    case("eval-symlinked-weights-file", lambda w: ["eval", "--adapter", symlinked_weights(w), "--files", w.valid()], "'tiny'", "adapter_model.safetensors", "symbolic link"),
-    case("generate-symlinked-weights-file", lambda w: [*w.generate()[:1], "--adapter", symlinked_weights(w), *w.generate()[3:]], "'tiny'", "symbolic link"),
-    case("train-over-symlinked-adapter", lambda w: w.train("--overwrite", **RUN, output={"name": symlinked_adapter(w)}), "'evil'"),
-    case("show-adapter-copied-under-another-name", lambda w: ["adapters", "show", copied_under_another_name(w)], "'copy'", "'tiny'"),
+    case(
+        "eval-symlinked-adapter", lambda w: ["eval", "--adapter", symlinked_adapter(w), "--files", w.valid()], "'evil'"
+    ),
+    case(
+        "eval-symlinked-weights-file",
+        lambda w: ["eval", "--adapter", symlinked_weights(w), "--files", w.valid()],
+        "'tiny'",
+        "adapter_model.safetensors",
+        "symbolic link",
+    ),
+    case(
+        "generate-symlinked-weights-file",
+        lambda w: [*w.generate()[:1], "--adapter", symlinked_weights(w), *w.generate()[3:]],
+        "'tiny'",
+        "symbolic link",
+    ),
+    case(
+        "train-over-symlinked-adapter",
+        lambda w: w.train("--overwrite", **RUN, output={"name": symlinked_adapter(w)}),
+        "'evil'",
+    ),
+    case(
+        "show-adapter-copied-under-another-name",
+        lambda w: ["adapters", "show", copied_under_another_name(w)],
+        "'copy'",
+        "'tiny'",
+    ),
     case("show-damaged-metrics", lambda w: ["adapters", "show", damaged_records(w)], "'broken'", "metrics.json"),
-    case("rm-read-only-store", lambda w: ["adapters", "rm", "tiny", "--yes", "--store", read_only_store(w) / "store"], "read-only"),
-    case("train-read-only-store", lambda w: w.train("--store", read_only_store(w) / "store", output={"name": "new"}), "read-only"),
-    case("import-read-only-store", lambda w: [*imported_copy_of_tiny(w), "--name", "t2", "--store", read_only_store(w) / "store"], "read-only"),
+    case(
+        "rm-read-only-store",
+        lambda w: ["adapters", "rm", "tiny", "--yes", "--store", read_only_store(w) / "store"],
+        "read-only",
+    ),
+    case(
+        "train-read-only-store",
+        lambda w: w.train("--store", read_only_store(w) / "store", output={"name": "new"}),
+        "read-only",
+    ),
+    case(
+        "import-read-only-store",
+        lambda w: [*imported_copy_of_tiny(w), "--name", "t2", "--store", read_only_store(w) / "store"],
+        "read-only",
+    ),
     case("plan-cache-is-a-file", cache_is_a_file, "GPT2_ADAPT_CACHE", "cache-file"),
     case("plan-cache-read-only", cache_is_read_only, "GPT2_ADAPT_CACHE", "ro-cache"),
     case("store-under-a-file", lambda w: w.train("--store", f"{w.file('afile', 'x')}/sub"), "afile"),
-    case("import-config-is-an-array", lambda w: ["adapters", "import", w.folder("arr"), w.file("arr/adapter_config.json", "[1, 2]")][:3], "arr", "JSON object"),
+    case(
+        "import-config-is-an-array",
+        lambda w: ["adapters", "import", w.folder("arr"), w.file("arr/adapter_config.json", "[1, 2]")][:3],
+        "arr",
+        "JSON object",
+    ),
     case("import-sparse-2gib-weights", sparse_weights, "sparse", "adapter_model.safetensors"),
-    case("import-rank-of-a-trillion", lambda w: w.import_("huge", lora_config(r=10**12, base_model_name_or_path=str(w.tiny_model))), "huge", "rank"),
-    case("import-rank-zero", lambda w: w.import_("zero", lora_config(r=0, base_model_name_or_path=str(w.tiny_model))), "zero", "rank"),
-    case("import-dropout-five", lambda w: w.import_("drop", lora_config(lora_dropout=5, base_model_name_or_path=str(w.tiny_model))), "drop", "lora_dropout"),
-    case("import-targets-the-base-lacks", lambda w: w.import_("llama", lora_config(target_modules=["q_proj"], base_model_name_or_path=str(w.tiny_model))), "q_proj", "c_attn"),
+    case(
+        "import-rank-of-a-trillion",
+        lambda w: w.import_("huge", lora_config(r=10**12, base_model_name_or_path=str(w.tiny_model))),
+        "huge",
+        "rank",
+    ),
+    case(
+        "import-rank-zero",
+        lambda w: w.import_("zero", lora_config(r=0, base_model_name_or_path=str(w.tiny_model))),
+        "zero",
+        "rank",
+    ),
+    case(
+        "import-dropout-five",
+        lambda w: w.import_("drop", lora_config(lora_dropout=5, base_model_name_or_path=str(w.tiny_model))),
+        "drop",
+        "lora_dropout",
+    ),
+    case(
+        "import-targets-the-base-lacks",
+        lambda w: w.import_("llama", lora_config(target_modules=["q_proj"], base_model_name_or_path=str(w.tiny_model))),
+        "q_proj",
+        "c_attn",
+    ),
     case("train-rank-of-a-billion", lambda w: w.train("--set", "lora.r=1000000000"), "lora.r"),
-    case("recipe-show-rank-of-a-billion", lambda w: ["recipe", "show", w.write_recipe(), "--set", "lora.r=1000000000"], "lora.r"),
-    case("train-report-to-bogus", lambda w: w.train("--set", 'training.report_to=["bogus"]'), "training.report_to", "bogus"),
-    case("recipe-show-report-to-bogus", lambda w: ["recipe", "show", w.write_recipe(), "--set", 'training.report_to=["bogus"]'], "bogus"),
-    case("generate-prompt-file-is-a-binary", lambda w: w.stored("generate", "--adapter", "tiny", "--prompt-file", "/bin/ls"), "/bin/ls", "UTF-8"),
+    case(
+        "recipe-show-rank-of-a-billion",
+        lambda w: ["recipe", "show", w.write_recipe(), "--set", "lora.r=1000000000"],
+        "lora.r",
+    ),
+    case(
+        "train-report-to-bogus",
+        lambda w: w.train("--set", 'training.report_to=["bogus"]'),
+        "training.report_to",
+        "bogus",
+    ),
+    case(
+        "recipe-show-report-to-bogus",
+        lambda w: ["recipe", "show", w.write_recipe(), "--set", 'training.report_to=["bogus"]'],
+        "bogus",
+    ),
+    case(
+        "generate-prompt-file-is-a-binary",
+        lambda w: w.stored("generate", "--adapter", "tiny", "--prompt-file", "/bin/ls"),
+        "/bin/ls",
+        "UTF-8",
+    ),
     case("generate-binary-standard-input", binary_standard_input, "standard input", "UTF-8"),
     case("bench-text-is-a-binary", lambda w: ["bench", "--text", "/bin/ls", "--only", "eval"], "/bin/ls", "UTF-8"),
-    case("eval-files-empty-file", lambda w: w.stored("eval", "--adapter", "tiny", "--files", w.file("none.txt", "")), "none.txt"),
-    case("eval-files-a-folder", lambda w: w.stored("eval", "--adapter", "tiny", "--files", w.folder("texts")), "texts", "folder"),
+    case(
+        "eval-files-empty-file",
+        lambda w: w.stored("eval", "--adapter", "tiny", "--files", w.file("none.txt", "")),
+        "none.txt",
+    ),
+    case(
+        "eval-files-a-folder",
+        lambda w: w.stored("eval", "--adapter", "tiny", "--files", w.folder("texts")),
+        "texts",
+        "folder",
+    ),
     case("store-set-through-the-environment", store_through_the_environment, "'nope'", "GPT2_ADAPT_STORE"),
     case("lora-targets-empty-list", lambda w: w.train(lora={"targets": []}), "lora.targets", "c_attn"),
     case("grad-accum-of-a-billion", lambda w: w.train(training={"grad_accum": 10**9}), "training.grad_accum"),
-    case("plan-measure-steps-negative", lambda w: ["plan", w.write_recipe(), "--measure-steps", "-1"], "--measure-steps"),
-    case("generate-temperature-inf", lambda w: w.stored("generate", "--adapter", "tiny", "--prompt", "x", "--temperature", "inf"), "--temperature"),
-    case("merge-out-inside-the-store", lambda w: w.stored("merge", "tiny", "--out", "store/merged"), "--out", "adapter store"),
+    case(
+        "plan-measure-steps-negative", lambda w: ["plan", w.write_recipe(), "--measure-steps", "-1"], "--measure-steps"
+    ),
+    case(
+        "generate-temperature-inf",
+        lambda w: w.stored("generate", "--adapter", "tiny", "--prompt", "x", "--temperature", "inf"),
+        "--temperature",
+    ),
+    case(
+        "merge-out-inside-the-store",
+        lambda w: w.stored("merge", "tiny", "--out", "store/merged"),
+        "--out",
+        "adapter store",
+    ),
     # prompt/completion data, early stopping, adapter variants, 4-bit (issue 16)
-    case("examples-missing-prompt-column", lambda w: w.examples([{"question": t, "completion": " x."} for t in LINES]), "data.prompt_column", "'prompt'"),
-    case("examples-missing-completion-column", lambda w: w.examples([{"prompt": t, "answer": " x."} for t in LINES]), "data.completion_column", "'completion'"),
-    case("examples-empty-completion", lambda w: w.examples([{"prompt": t, "completion": "" if i == 4 else " x."} for i, t in enumerate(LINES)]), "data.completion_column", "row 5"),
-    case("examples-template-without-prompt", lambda w: w.examples(QA, template="Question: ?\nAnswer:"), "data.template", "{prompt}"),
-    case("examples-template-with-other-braces", lambda w: w.examples(QA, template="{question}: {prompt}"), "data.template", "{question}"),
-    case("examples-longer-than-a-block", lambda w: w.examples([*QA[:3], {"prompt": " ".join(LINES), "completion": " x."}, *QA[3:]]), "data.block_size", "row 4"),
-    case("examples-completion-longer-than-a-block", lambda w: w.examples([{"prompt": "x", "completion": " ".join(LINES)}, *QA], truncate="prompt_left"), "data.block_size", "row 1"),
-    case("examples-stray-number-among-completions", lambda w: w.examples([{**qa, "completion": 4 if i == 1 else qa["completion"]} for i, qa in enumerate(QA)]), "data.completion_column", "row 2 (a number)"),
+    case(
+        "examples-missing-prompt-column",
+        lambda w: w.examples([{"question": t, "completion": " x."} for t in LINES]),
+        "data.prompt_column",
+        "'prompt'",
+    ),
+    case(
+        "examples-missing-completion-column",
+        lambda w: w.examples([{"prompt": t, "answer": " x."} for t in LINES]),
+        "data.completion_column",
+        "'completion'",
+    ),
+    case(
+        "examples-empty-completion",
+        lambda w: w.examples([{"prompt": t, "completion": "" if i == 4 else " x."} for i, t in enumerate(LINES)]),
+        "data.completion_column",
+        "row 5",
+    ),
+    case(
+        "examples-template-without-prompt",
+        lambda w: w.examples(QA, template="Question: ?\nAnswer:"),
+        "data.template",
+        "{prompt}",
+    ),
+    case(
+        "examples-template-with-other-braces",
+        lambda w: w.examples(QA, template="{question}: {prompt}"),
+        "data.template",
+        "{question}",
+    ),
+    case(
+        "examples-longer-than-a-block",
+        lambda w: w.examples([*QA[:3], {"prompt": " ".join(LINES), "completion": " x."}, *QA[3:]]),
+        "data.block_size",
+        "row 4",
+    ),
+    case(
+        "examples-completion-longer-than-a-block",
+        lambda w: w.examples([{"prompt": "x", "completion": " ".join(LINES)}, *QA], truncate="prompt_left"),
+        "data.block_size",
+        "row 1",
+    ),
+    case(
+        "examples-stray-number-among-completions",
+        lambda w: w.examples([{**qa, "completion": 4 if i == 1 else qa["completion"]} for i, qa in enumerate(QA)]),
+        "data.completion_column",
+        "row 2 (a number)",
+    ),
     case("examples-unknown-format", lambda w: w.train(data={"format": "chat"}), "data.format", "'chat'"),
-    case("examples-key-with-text-format", lambda w: w.train(data={"template": "Q: {prompt}"}), "data.template", "data.format"),
+    case(
+        "examples-key-with-text-format",
+        lambda w: w.train(data={"template": "Q: {prompt}"}),
+        "data.template",
+        "data.format",
+    ),
     case("examples-unknown-truncation", lambda w: w.examples(QA, truncate="right"), "data.truncate", "'right'"),
     case("examples-builtin-read-as-text", lambda w: w.dataset("builtin:python-qa"), "data.dataset", "data.format"),
     case("keep-unknown", lambda w: w.train(training={"keep": "first"}), "training.keep", "'first'"),
-    case("keep-best-without-evaluations", lambda w: w.train(training={"keep": "best", "eval_every": 0}), "training.keep", "training.eval_every"),
-    case("patience-without-evaluations", lambda w: w.train(training={"early_stopping_patience": 2, "eval_every": 0}), "training.early_stopping_patience"),
-    case("patience-negative", lambda w: w.train(training={"early_stopping_patience": -1}), "training.early_stopping_patience"),
-    case("threshold-negative", lambda w: w.train(training={"early_stopping_threshold": -0.5}), "training.early_stopping_threshold"),
+    case(
+        "keep-best-without-evaluations",
+        lambda w: w.train(training={"keep": "best", "eval_every": 0}),
+        "training.keep",
+        "training.eval_every",
+    ),
+    case(
+        "patience-without-evaluations",
+        lambda w: w.train(training={"early_stopping_patience": 2, "eval_every": 0}),
+        "training.early_stopping_patience",
+    ),
+    case(
+        "patience-negative",
+        lambda w: w.train(training={"early_stopping_patience": -1}),
+        "training.early_stopping_patience",
+    ),
+    case(
+        "threshold-negative",
+        lambda w: w.train(training={"early_stopping_threshold": -0.5}),
+        "training.early_stopping_threshold",
+    ),
     case("quantization-unknown-mode", lambda w: w.train(quantization={"mode": "nf3"}), "quantization.mode", "'nf3'"),
-    case("double-quant-without-4bit", lambda w: w.train(quantization={"double_quant": False}), "quantization.double_quant"),
-    case("dora-on-a-quantized-base-on-a-cpu", lambda w: w.train(lora={"use_dora": True}, quantization={"mode": "int8"}), "lora.use_dora", marks=NO_CUDA),
+    case(
+        "double-quant-without-4bit",
+        lambda w: w.train(quantization={"double_quant": False}),
+        "quantization.double_quant",
+    ),
+    case(
+        "dora-on-a-quantized-base-on-a-cpu",
+        lambda w: w.train(lora={"use_dora": True}, quantization={"mode": "int8"}),
+        "lora.use_dora",
+        marks=NO_CUDA,
+    ),
     case("generate-int8-and-nf4", lambda w: w.stored(*w.generate("--int8", "--nf4")), "--int8 and --nf4"),
     # damaged checkpoints, resumed
     case(
         "checkpoint-garbage-trainer-state",
         damaged_checkpoint("trainer_state.json", garbage),
-        "checkpoint-10", "trainer_state.json",
+        "checkpoint-10",
+        "trainer_state.json",
     ),
     case(
         "checkpoint-truncated-weights",
         damaged_checkpoint("adapter_model.safetensors", truncate),
-        "checkpoint-10", "adapter_model.safetensors",
+        "checkpoint-10",
+        "adapter_model.safetensors",
     ),
     case(
         "checkpoint-truncated-optimizer",
         damaged_checkpoint("optimizer.pt", truncate),
-        "checkpoint-10", "optimizer.pt",
+        "checkpoint-10",
+        "optimizer.pt",
     ),
     case(
         "last-checkpoint-garbage-trainer-state",
         damaged_checkpoint("trainer_state.json", garbage, step=20),
-        "checkpoint-20", "trainer_state.json",
+        "checkpoint-20",
+        "trainer_state.json",
     ),
 ]
 

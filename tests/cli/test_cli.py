@@ -17,7 +17,9 @@ def all_commands(group=main, prefix=()):
             yield from all_commands(command, (*prefix, name))
 
 
-@pytest.mark.parametrize("path, command", list(all_commands()), ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+@pytest.mark.parametrize(
+    "path, command", list(all_commands()), ids=lambda v: " ".join(v) if isinstance(v, tuple) else ""
+)
 def test_every_command_has_a_summary_and_an_example(path, command):
     result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0
@@ -60,9 +62,11 @@ def test_plan_counts_match_the_trained_adapter_and_write_nothing(write_recipe, c
     assert plan["seconds_per_step"] > 0 and plan["estimated_seconds"] == pytest.approx(30 * plan["seconds_per_step"])
     memory, weights = plan["memory_bytes"], plan["parameters"]["total"] * 4
     assert all(memory[p] > weights for p in ("fp32", "bf16", "int8"))  # weights, adapter state and a step
-    (measured_precision, measured), = plan["measured_memory_bytes"].items()  # at the recipe's own precision
+    ((measured_precision, measured),) = plan["measured_memory_bytes"].items()  # at the recipe's own precision
     assert measured_precision in ("fp32", "bf16") and measured > 0
-    bigger = json.loads(cli("plan", write_recipe("big.toml", training={"batch_size": 16}), "--json", "--measure-steps", "0").stdout)
+    bigger = json.loads(
+        cli("plan", write_recipe("big.toml", training={"batch_size": 16}), "--json", "--measure-steps", "0").stdout
+    )
     assert all(bigger["memory_bytes"][p] > memory[p] for p in memory)  # activations grow with the batch
 
     assert cli("train", recipe).exit_code == 0
@@ -71,7 +75,10 @@ def test_plan_counts_match_the_trained_adapter_and_write_nothing(write_recipe, c
     weights = load_file("store/tiny/adapter_model.safetensors")
     assert plan["parameters"]["trainable"] == sum(w.numel() for w in weights.values())
     assert plan["adapter_bytes"] == sum(w.numel() * 4 for w in weights.values())
-    assert plan["tokens_per_epoch"] == json.loads(Path("store/tiny/metrics.json").read_text())["data"]["train"]["blocks"] * 32
+    assert (
+        plan["tokens_per_epoch"]
+        == json.loads(Path("store/tiny/metrics.json").read_text())["data"]["train"]["blocks"] * 32
+    )
 
 
 def test_train_dry_run_is_plan(write_recipe, cli):

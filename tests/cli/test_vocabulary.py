@@ -44,15 +44,26 @@ def test_base_is_the_adapters_base_and_model_beside_adapter_still_works(store, c
     old = cli(*common, "--model", tiny_model)
     assert new.exit_code == old.exit_code == 0, new.output + old.output
     assert re.sub(r'"(seconds|tokens_per_second)": [\d.e-]+', "", new.stdout) == re.sub(
-        r'"(seconds|tokens_per_second)": [\d.e-]+', "", old.stdout)
+        r'"(seconds|tokens_per_second)": [\d.e-]+', "", old.stdout
+    )
     assert warned(old, "--model with --adapter", "--base")
     both = cli("eval", "--model", tiny_model, "--base", tiny_model, "--files", corpus_dir / "valid.txt")
     assert both.exit_code == 2 and "give one" in both.stderr
 
 
 def test_one_precision_vocabulary_on_eval_generate_and_merge(store, cli, tmp_path, corpus_dir):
-    evaluated = cli("eval", "--adapter", "quickstart", "--files", corpus_dir / "valid.txt", "--max-tokens", 60,
-                    "--precision", "bf16", "--json")
+    evaluated = cli(
+        "eval",
+        "--adapter",
+        "quickstart",
+        "--files",
+        corpus_dir / "valid.txt",
+        "--max-tokens",
+        60,
+        "--precision",
+        "bf16",
+        "--json",
+    )
     assert evaluated.exit_code == 0, evaluated.output
     assert '"precision": "bf16"' in evaluated.stdout
     args = ["generate", "--adapter", "quickstart", "--prompt", "The", "--greedy", "--max-new-tokens", "3"]
@@ -63,7 +74,9 @@ def test_one_precision_vocabulary_on_eval_generate_and_merge(store, cli, tmp_pat
     legacy = cli("merge", "quickstart", "--out", tmp_path / "old", "--dtype", "bfloat16")
     assert merged.exit_code == legacy.exit_code == 0, merged.output + legacy.output
     assert '"precision": "bf16"' in merged.stdout and warned(legacy, "--dtype bfloat16", "--precision bf16")
-    assert (tmp_path / "new" / "model.safetensors").read_bytes() == (tmp_path / "old" / "model.safetensors").read_bytes()
+    assert (tmp_path / "new" / "model.safetensors").read_bytes() == (
+        tmp_path / "old" / "model.safetensors"
+    ).read_bytes()
 
 
 def test_allow_changed_and_the_old_force_resume_a_changed_run(cli, write_recipe):
@@ -93,7 +106,10 @@ def test_every_command_that_reports_a_result_has_json(cli):
         else:
             yield path, command
 
-    without = [" ".join(path) for path, command in walk(main)
-               if path not in (("adapters", "path"), ("adapters", "rm"), ("serve",))  # serve runs until stopped
-               and "--json" not in {opt for p in command.params for opt in getattr(p, "opts", [])}]
+    without = [
+        " ".join(path)
+        for path, command in walk(main)
+        if path not in (("adapters", "path"), ("adapters", "rm"), ("serve",))  # serve runs until stopped
+        and "--json" not in {opt for p in command.params for opt in getattr(p, "opts", [])}
+    ]
     assert without == []

@@ -59,7 +59,12 @@ def test_missing_keys_take_their_defaults():
     recipe = load_recipe(write_toml(MINIMAL))
     assert recipe == Recipe(data=DataSpec(dataset="builtin:python-docs"))
     assert recipe.output.name == "" and recipe.adapter_name == "python-docs"
-    assert (recipe.model.name, recipe.lora.r, recipe.lora.alpha, recipe.training.learning_rate) == ("gpt2", 16, 32.0, 2e-4)
+    assert (recipe.model.name, recipe.lora.r, recipe.lora.alpha, recipe.training.learning_rate) == (
+        "gpt2",
+        16,
+        32.0,
+        2e-4,
+    )
     for cls in section_classes().values():
         for f in dataclasses.fields(cls):
             if typing.get_type_hints(cls)[f.name] is float:
@@ -264,7 +269,9 @@ def test_validation_reports_every_problem_at_once(write_recipe):
     assert sorted(p.split(": ")[1] for p in problems) == sorted(keys)
     assert all(p.startswith(f"{path}: ") and "\n" not in p for p in problems)
 
-    path = write_recipe(lora={"r": 0, "dropout": 1.0}, training={"batch_size": 0, "scheduler": "step"}, data={"config": "c"})
+    path = write_recipe(
+        lora={"r": 0, "dropout": 1.0}, training={"batch_size": 0, "scheduler": "step"}, data={"config": "c"}
+    )
     keys = ["data.config", "lora.r", "lora.dropout", "training.batch_size", "training.scheduler"]
     assert sorted(p.split(": ")[1] for p in problems_of(path)) == sorted(keys)
 
@@ -291,7 +298,9 @@ def test_malformed_toml_names_the_file_and_line():
 
 
 def test_a_missing_recipe_file_is_a_clear_error():
-    assert problems_of("nope.toml") == ["nope.toml: no such recipe file; pass the path of a .toml recipe (see recipes/)"]
+    assert problems_of("nope.toml") == [
+        "nope.toml: no such recipe file; pass the path of a .toml recipe (see recipes/)"
+    ]
 
 
 def test_a_non_utf8_file_is_a_clear_error():

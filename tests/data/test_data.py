@@ -152,12 +152,16 @@ def test_pack_blocks_cross_tokenizer_batches_without_losing_a_token(tokenizer, m
     stream, _ = expected_stream(docs, tokenizer)
     np.testing.assert_array_equal(blocks.reshape(-1), stream[: stats["blocks"] * block_size])
     np.testing.assert_array_equal(blocks, one_batch)
-    assert stats == one_stats == {
-        "documents": 5,
-        "tokens": len(stream),
-        "blocks": len(stream) // block_size,
-        "dropped": len(stream) % block_size,
-    }
+    assert (
+        stats
+        == one_stats
+        == {
+            "documents": 5,
+            "tokens": len(stream),
+            "blocks": len(stream) // block_size,
+            "dropped": len(stream) % block_size,
+        }
+    )
     # Where each batch of 2 rows ends in the stream; some of those ends fall inside a block.
     batch_ends = [len(expected_stream(docs[: i + 2], tokenizer)[0]) for i in range(0, len(docs) - 2, 2)]
     assert any(end % block_size and end < stats["blocks"] * block_size for end in batch_ends)
@@ -187,7 +191,10 @@ def test_prepare_data_gives_block_datasets_of_the_packed_files(corpus_dir, token
     assert isinstance(data.eval, TokenStream)
     np.testing.assert_array_equal(data.eval.ids, stream.ids)
     np.testing.assert_array_equal(data.eval.nbytes, stream.nbytes)
-    assert data.stats["eval"] == {"documents": stream.documents, "tokens": len(stream.ids) - 1}  # all but the leading EOS
+    assert data.stats["eval"] == {
+        "documents": stream.documents,
+        "tokens": len(stream.ids) - 1,
+    }  # all but the leading EOS
     _, eval_stats = pack(documents, "text", tokenizer, 32)
     assert data.stats["eval"]["tokens"] == eval_stats["tokens"]  # every token that packing the text would give
 
@@ -480,7 +487,10 @@ def empty_validation(name: str) -> str:
         (lambda: DataSpec(dataset=empty_validation("saved")), ["'validation' split has no rows"]),
         (lambda: DataSpec(train_files=[empty_file("empty.txt")]), ["data.train_files"]),
         (lambda: DataSpec(train_files=[txt("t.txt", 20)], block_size=4096), ["data.block_size=4096"]),
-        (lambda: DataSpec(train_files=[write_lines("blank.txt", ["", "  ", "\t"] * 5).name]), ["blank.txt holds only blank lines"]),
+        (
+            lambda: DataSpec(train_files=[write_lines("blank.txt", ["", "  ", "\t"] * 5).name]),
+            ["blank.txt holds only blank lines"],
+        ),
         (lambda: DataSpec(dataset="builtin:wikipedia"), ["data.dataset", "builtin:wikipedia", "builtin:python-docs"]),
         (lambda: DataSpec(dataset="./no-such-folder"), ["data.dataset", "no such folder"]),
         (lambda: DataSpec(dataset=plain_folder("plain")), ["data.dataset", "save_to_disk"]),

@@ -13,8 +13,7 @@ from transformers import AutoTokenizer
 
 from toolkit.config.recipe import DataSpec
 from toolkit.data.documents import ROW, check_rows, read_files
-from toolkit.data.examples import apply_template, encode_examples, prompt_ids
-from toolkit.data.examples import example_stream
+from toolkit.data.examples import apply_template, encode_examples, example_stream, prompt_ids
 from toolkit.data.packing import ExampleBlocks, example_arrays, fit_blocks, prepare_data
 from toolkit.errors import ToolkitError
 from toolkit.modeling.head_loss import IGNORE_INDEX
@@ -66,7 +65,7 @@ def test_bytes_and_words_are_the_scored_texts(tokenizer):
     [first] = encode(tokenizer, ROWS[:1])
     scored = first.scored()
     # " the river." is 11 bytes and 2 words; its EOS one more of each.
-    assert first.nbytes[scored].sum() == len(" the river.".encode()) + 1
+    assert first.nbytes[scored].sum() == len(b" the river.") + 1
     assert first.words[scored].sum() == 2 + 1
 
 
@@ -167,7 +166,9 @@ def test_the_evaluation_stream_holds_each_example_with_only_completions_counted(
     assert len(stream.ids) == 1 + sum(len(e) - 1 for e in examples) and stream.documents == 3  # EOS shared
     for example, start, end in zip(examples, stream.starts, stream.ends()):
         assert stream.ids[start - 1 : end + 1].tolist() == example.ids.tolist()  # EOS, prompt, completion, EOS
-        assert stream.scored[start : end + 1].tolist() == example.scored()[1:].tolist()  # its EOS in front: the one before's
+        assert (
+            stream.scored[start : end + 1].tolist() == example.scored()[1:].tolist()
+        )  # its EOS in front: the one before's
     assert stream.tokens == stream.scored.sum() == sum(e.scored().sum() for e in examples)
     assert stream.nbytes[~stream.scored].sum() == 0 and stream.words[~stream.scored].sum() == 0
 
@@ -175,8 +176,10 @@ def test_the_evaluation_stream_holds_each_example_with_only_completions_counted(
 def test_a_recipe_of_examples_is_packed_and_cached(tmp_path, tokenizer):
     rng = random.Random(1)
     subjects = ["the cat", "a dog", "my sister", "the bird"]
-    rows = [{"prompt": f"Who is {rng.choice(subjects)}?" * rng.randint(1, 3), "completion": f" {rng.choice(subjects)}."}
-            for _ in range(300)]
+    rows = [
+        {"prompt": f"Who is {rng.choice(subjects)}?" * rng.randint(1, 3), "completion": f" {rng.choice(subjects)}."}
+        for _ in range(300)
+    ]
     path = tmp_path / "qa.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = DataSpec(train_files=[str(path)], format="prompt_completion", block_size=64, template="Q: {prompt}\nA:")
@@ -209,7 +212,11 @@ def test_a_recipe_of_examples_is_packed_and_cached(tmp_path, tokenizer):
         ([{"prompt": "a", "answer": "b"}], {}, "data.completion_column: test rows has no column 'completion'"),
         ([{"q": "a", "a": "b"}], {"prompt_column": "q", "completion_column": "x"}, "no column 'x'"),
         ([{"prompt": "a", "completion": 3}], {}, "row 1 (a number) of test rows holds no text in column 'completion'"),
-        ([ROWS[0], {"prompt": "b", "completion": "  "}, {"prompt": "c", "completion": ""}], {}, "rows 2 and 3 of test rows have an empty completion"),
+        (
+            [ROWS[0], {"prompt": "b", "completion": "  "}, {"prompt": "c", "completion": ""}],
+            {},
+            "rows 2 and 3 of test rows have an empty completion",
+        ),
         ([ROWS[0], {"completion": "b"}], {}, "row 2 of test rows has no 'prompt'"),
     ],
 )
@@ -236,8 +243,10 @@ def test_json_rows_of_another_kind_are_named_with_what_they_hold(tmp_path):
     path.write_text("".join(json.dumps({"prompt": "p", "completion": v}) + "\n" for v in values))
     with pytest.raises(ToolkitError) as info:
         read_files(str(path), examples=spec())
-    assert str(info.value).startswith("data.completion_column (of the adapter's recipe): rows 2 (a number), 3 (a list), "
-                                      "4 (an object) and 5 (true/false) of ")
+    assert str(info.value).startswith(
+        "data.completion_column (of the adapter's recipe): rows 2 (a number), 3 (a list), "
+        "4 (an object) and 5 (true/false) of "
+    )
 
 
 def test_rows_are_numbered_from_one():
@@ -272,7 +281,9 @@ Its first paragraph of prose.
     rows = {split: [json.loads(line) for line in path.read_text().splitlines()] for split, path in files.items()}
     assert len(rows["train"]) > 150 and len(rows["validation"]) > 10
     assert all(row["prompt"] and row["completion"] for split in rows.values() for row in split)
-    assert all(len(row["completion"]) <= builtin.COMPLETION_CHARACTERS or "." not in row["completion"][:-1]
-               for row in rows["train"])
+    assert all(
+        len(row["completion"]) <= builtin.COMPLETION_CHARACTERS or "." not in row["completion"][:-1]
+        for row in rows["train"]
+    )
     with pytest.raises(ToolkitError, match='set data.format = "prompt_completion"'):
         prepare_data(DataSpec(dataset="builtin:python-qa", block_size=64), tokenizer)

@@ -122,14 +122,19 @@ def test_disjoint_scores_every_token_of_the_stream_once_by_plain_torch(model, to
     assert result["tokens"] == len(ids) - 1 == stats["tokens"]
     assert abs(result["mean_nll"] - nll / len(expected)) / (nll / len(expected)) <= REL
     assert {k: result["protocol"][k] for k in ("kind", "context", "stride", "by_document")} == {
-        "kind": "disjoint", "context": CONTEXT, "stride": CONTEXT, "by_document": False}
+        "kind": "disjoint",
+        "context": CONTEXT,
+        "stride": CONTEXT,
+        "by_document": False,
+    }
     assert result["protocol"]["description"].startswith(f"{len(ids) - 1:,} tokens, each scored once")
 
 
 def test_a_text_shorter_than_a_window_is_scored_whole(model, tokenizer):
     """Nine words at a context of 64: every token, the first given EOS, in one window shorter than the context."""
-    stream = token_stream(datasets.Dataset.from_dict({"text": ["The cat sees the river. A dog likes the moon."]}),
-                          "text", tokenizer)
+    stream = token_stream(
+        datasets.Dataset.from_dict({"text": ["The cat sees the river. A dog likes the moon."]}), "text", tokenizer
+    )
     ids = torch.from_numpy(stream.ids)
     result = score_dict(model, stream, Protocol(CONTEXT, CONTEXT))
     assert result["tokens"] == len(ids) - 1 < CONTEXT
@@ -210,8 +215,17 @@ def test_windows_score_every_token_once_within_the_context():
     most C tokens and predicts from them, and matches the definition token by token."""
     from toolkit.data.streams import TokenStream
 
-    for n, c, s in [(200, 64, 64), (200, 64, 1), (200, 64, 17), (65, 64, 64), (66, 64, 64), (63, 64, 8),
-                    (1000, 10, 3), (2, 64, 64), (130, 1, 1)]:
+    for n, c, s in [
+        (200, 64, 64),
+        (200, 64, 1),
+        (200, 64, 17),
+        (65, 64, 64),
+        (66, 64, 64),
+        (63, 64, 8),
+        (1000, 10, 3),
+        (2, 64, 64),
+        (130, 1, 1),
+    ]:
         stream = TokenStream(np.zeros(n, dtype=np.int64), np.ones(n), np.ones(n), np.array([1]))
         found = windows(stream, Protocol(c, s))
         scored = [(p, w.start) for w in found for p in range(w.lo, w.hi)]
@@ -237,7 +251,9 @@ def test_bytes_and_words_of_hand_made_text(model, tokenizer):
     kept = [d for d in docs if d.strip()]
     documents = datasets.Dataset.from_dict({"text": docs})
     stream = token_stream(documents, "text", tokenizer)
-    assert stream.documents == 4 and stream.ids[0] == tokenizer.eos_token_id and stream.nbytes[0] == stream.words[0] == 0
+    assert (
+        stream.documents == 4 and stream.ids[0] == tokenizer.eos_token_id and stream.nbytes[0] == stream.words[0] == 0
+    )
     assert stream.nbytes.sum() == sum(len(d.encode()) + 1 for d in kept) == 28 + 44 + 37 + 31 + 4
     assert stream.words.sum() == sum(len(d.split()) + 1 for d in kept) == (5 + 4 + 6 + 4) + 4
     assert stream.words[1] == 1 and docs[0].startswith(tokenizer.decode(stream.ids[1:2].tolist()))
@@ -286,9 +302,13 @@ def test_the_metric_sums_bytes_and_words_across_batches():
     tokens, nbytes, words = [10, 3, 31, 1, 8], [41, 9, 120, 2, 30], [9, 2, 25, 0, 6]
     batched = evaluate.load(str(METRIC_PATH), "text", keep_in_memory=True)
     for at in range(0, 5, 2):
-        batched.add_batch(nll=nll[at : at + 2], tokens=tokens[at : at + 2], bytes=nbytes[at : at + 2], words=words[at : at + 2])
+        batched.add_batch(
+            nll=nll[at : at + 2], tokens=tokens[at : at + 2], bytes=nbytes[at : at + 2], words=words[at : at + 2]
+        )
     batched = batched.compute()
-    at_once = evaluate.load(str(METRIC_PATH), "text", keep_in_memory=True).compute(nll=nll, tokens=tokens, bytes=nbytes, words=words)
+    at_once = evaluate.load(str(METRIC_PATH), "text", keep_in_memory=True).compute(
+        nll=nll, tokens=tokens, bytes=nbytes, words=words
+    )
     assert batched == at_once
     total = sum(nll)
     assert batched["perplexity"] == pytest.approx(math.exp(total / sum(tokens)), rel=1e-12)
@@ -339,8 +359,12 @@ def trained(tmp_path_factory, tiny_model, corpus_dir):
         mp.chdir(root)
         for name, learning_rate, steps in (("alpha", 1e-2, 10), ("beta", 3e-2, 5)):
             # fp32: `eval` scores in fp32 by default, and reproduces an fp32 training's figures exactly
-            recipe = tiny_recipe(tiny_model, corpus_dir, name,
-                                 training={"max_steps": steps, "learning_rate": learning_rate, "precision": "fp32"})
+            recipe = tiny_recipe(
+                tiny_model,
+                corpus_dir,
+                name,
+                training={"max_steps": steps, "learning_rate": learning_rate, "precision": "fp32"},
+            )
             (root / f"{name}.toml").write_text(tomli_w.dumps(recipe))
             result = run_cli("train", root / f"{name}.toml", "--store", root / "store")
             assert result.exit_code == 0, result.output
@@ -354,15 +378,21 @@ def test_eval_of_a_recipe_reproduces_trainings_figures(trained, corpus_dir):
     nothing, and a smaller stride does change the figure."""
     metrics = json.loads((trained.store / "alpha" / "metrics.json").read_text())
     base, alpha = results_of("eval", "--recipe", trained.recipe, "--adapter", "alpha", "--store", trained.store)
-    files = results_of("eval", "--files", corpus_dir / "valid.txt", "--adapter", "alpha", "--context", 32,
-                       "--store", trained.store)
+    files = results_of(
+        "eval", "--files", corpus_dir / "valid.txt", "--adapter", "alpha", "--context", 32, "--store", trained.store
+    )
 
     assert (base["adapter"], alpha["adapter"]) == (None, "alpha")
     assert base["protocol"] == alpha["protocol"] == files[1]["protocol"] == metrics["protocol"]
     assert metrics["protocol"]["context"] == metrics["protocol"]["stride"] == 32
-    stream = token_stream(datasets.Dataset.from_dict({"text": (corpus_dir / "valid.txt").read_text().splitlines()}),
-                          "text", AutoTokenizer.from_pretrained(alpha["model"]))
-    assert base["tokens"] == alpha["tokens"] == metrics["adapted"]["tokens"] == files[1]["tokens"] == len(stream.ids) - 1
+    stream = token_stream(
+        datasets.Dataset.from_dict({"text": (corpus_dir / "valid.txt").read_text().splitlines()}),
+        "text",
+        AutoTokenizer.from_pretrained(alpha["model"]),
+    )
+    assert (
+        base["tokens"] == alpha["tokens"] == metrics["adapted"]["tokens"] == files[1]["tokens"] == len(stream.ids) - 1
+    )
     assert (len(stream.ids) - 1) % 32  # a partial last window, scored
     for row, run_ in ((base, "base"), (alpha, "adapted")):
         assert row["perplexity"] == pytest.approx(metrics[run_]["perplexity"], rel=REL)
@@ -373,10 +403,18 @@ def test_eval_of_a_recipe_reproduces_trainings_figures(trained, corpus_dir):
         assert key in alpha
     assert alpha["bytes"] > alpha["tokens"] and alpha["words"] > 0
 
-    same = results_of("eval", "--recipe", trained.recipe, "--adapter", "alpha", "--stride", 32, "--store", trained.store)
+    same = results_of(
+        "eval", "--recipe", trained.recipe, "--adapter", "alpha", "--stride", 32, "--store", trained.store
+    )
     assert [r["perplexity"] for r in same] == pytest.approx([base["perplexity"], alpha["perplexity"]], rel=1e-12)
-    sliding = results_of("eval", "--recipe", trained.recipe, "--adapter", "alpha", "--stride", 8, "--store", trained.store)
-    assert {k: sliding[1]["protocol"][k] for k in ("kind", "context", "stride")} == {"kind": "sliding", "context": 32, "stride": 8}
+    sliding = results_of(
+        "eval", "--recipe", trained.recipe, "--adapter", "alpha", "--stride", 8, "--store", trained.store
+    )
+    assert {k: sliding[1]["protocol"][k] for k in ("kind", "context", "stride")} == {
+        "kind": "sliding",
+        "context": 32,
+        "stride": 8,
+    }
     assert sliding[1]["tokens"] == alpha["tokens"]  # the same tokens, each with more context
     assert sliding[1]["perplexity"] != pytest.approx(alpha["perplexity"], rel=1e-4)
 
@@ -386,13 +424,30 @@ def test_matrix_of_two_adapters_on_two_texts(trained, tiny_model, corpus_dir, tm
     order, as JSON, CSV and a heatmap; each cell equals the same pair scored alone, and the base row equals
     the plain model scored without peft."""
     lines = (corpus_dir / "train.txt").read_text().splitlines()
-    datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"text": lines[:50]}),
-        "test": datasets.Dataset.from_dict({"text": lines[-120:]}),
-    }).save_to_disk(tmp_path / "saved")
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": lines[:50]}),
+            "test": datasets.Dataset.from_dict({"text": lines[-120:]}),
+        }
+    ).save_to_disk(tmp_path / "saved")
     valid = str(corpus_dir / "valid.txt")
-    args = ["eval", "--adapter", "alpha", "--adapter", "beta", "--files", valid, "--dataset", tmp_path / "saved",
-            "--store", trained.store, "--context", 48, "--stride", 24]
+    args = [
+        "eval",
+        "--adapter",
+        "alpha",
+        "--adapter",
+        "beta",
+        "--files",
+        valid,
+        "--dataset",
+        tmp_path / "saved",
+        "--store",
+        trained.store,
+        "--context",
+        48,
+        "--stride",
+        24,
+    ]
 
     results = results_of(*args, "--csv", tmp_path / "out" / "matrix.csv")
 
@@ -402,14 +457,18 @@ def test_matrix_of_two_adapters_on_two_texts(trained, tiny_model, corpus_dir, tm
     for text in texts:
         values = [by_cell[a, text]["perplexity"] for a in (None, "alpha", "beta")]
         assert len({round(v, 6) for v in values}) == 3  # the adapters really were switched
-    alone = results_of("eval", "--adapter", "beta", "--files", valid, "--store", trained.store, "--context", 48, "--stride", 24)
+    alone = results_of(
+        "eval", "--adapter", "beta", "--files", valid, "--store", trained.store, "--context", 48, "--stride", 24
+    )
     assert alone[1]["perplexity"] == pytest.approx(by_cell["beta", valid]["perplexity"], rel=1e-9)
     plain = results_of("eval", "--model", tiny_model, "--dataset", tmp_path / "saved", "--context", 48, "--stride", 24)
     assert plain[0]["adapter"] is None and plain[0]["tokens"] == by_cell[None, texts[0]]["tokens"]
     assert plain[0]["perplexity"] == pytest.approx(by_cell[None, texts[0]]["perplexity"], rel=1e-9)
 
     rows = (tmp_path / "out" / "matrix.csv").read_text().splitlines()
-    assert len(rows) == 7 and rows[0].startswith("model,adapter,dataset,kind,context,stride,by_document,detokenize,perplexity")
+    assert len(rows) == 7 and rows[0].startswith(
+        "model,adapter,dataset,kind,context,stride,by_document,detokenize,perplexity"
+    )
     assert rows[4].split(",")[1] == "alpha" and f"{by_cell['alpha', valid]['perplexity']}" in rows[4]
 
     png = (tmp_path / "out" / "matrix.png").read_bytes()
@@ -455,8 +514,15 @@ def test_int8_and_bf16_bases_run_on_cpu(tiny_model, corpus_dir):
 def not_gpt2(tmp_path, tokenizer) -> Path:
     """A complete causal-LM folder (a tiny Llama with the same tokenizer) that is not GPT-2."""
     folder = tmp_path / "llama"
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -464,10 +530,12 @@ def not_gpt2(tmp_path, tokenizer) -> Path:
 
 @pytest.fixture
 def empty_test_split(tmp_path) -> Path:
-    datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"text": ["some text"]}),
-        "test": datasets.Dataset.from_dict({"text": ["gone"]}).filter(lambda row: False),  # saved and loaded empty
-    }).save_to_disk(tmp_path / "empty")
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": ["some text"]}),
+            "test": datasets.Dataset.from_dict({"text": ["gone"]}).filter(lambda row: False),  # saved and loaded empty
+        }
+    ).save_to_disk(tmp_path / "empty")
     return tmp_path / "empty"
 
 
@@ -475,9 +543,15 @@ def empty_test_split(tmp_path) -> Path:
     "args, expected",
     [
         (lambda c, m, s: ["--adapter", "nope", "--files", c / "valid.txt", "--store", s], ["no adapter named 'nope'"]),
-        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--text-column", "body"], ["--text-column", "'body'"]),
+        (
+            lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--text-column", "body"],
+            ["--text-column", "'body'"],
+        ),
         (lambda c, m, s: ["--model", m, "--dataset", "EMPTY"], ["'test' split", "has no rows"]),
-        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--context", 32, "--stride", 40], ["--stride", "40"]),
+        (
+            lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--context", 32, "--stride", 40],
+            ["--stride", "40"],
+        ),
         (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--stride", 65], ["--stride", "65"]),
         (lambda c, m, s: ["--model", "LLAMA", "--files", c / "valid.txt"], ["'llama' model", "GPT-2"]),
         (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--context", 128], ["--context", "64 tokens"]),
@@ -488,24 +562,69 @@ def empty_test_split(tmp_path) -> Path:
         (lambda c, m, s: ["--model", m, "--dataset", "EMPTY", "--split", "dev"], ["--split", "'dev'", "train, test"]),
         (lambda c, m, s: ["--model", "./no-such-model", "--files", c / "valid.txt"], ["--model", "no such folder"]),
         (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--limit", 0], ["--limit", "at least 1"]),
-        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--detokenize", "moses"], ["--detokenize", "'moses'", "wikitext"]),
-        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--detokenize", "wikitext", "--max-tokens", 50],
-         ["--max-tokens", "--detokenize", "--limit"]),
-        (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--by-document", "--context", 32, "--stride", 33],
-         ["--stride", "33", "32 tokens"]),
-        (lambda c, m, s: ["--model", m, "--task", "t", "--include-path", c / "no-such-folder"], ["--include-path", "not a folder"]),
+        (
+            lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--detokenize", "moses"],
+            ["--detokenize", "'moses'", "wikitext"],
+        ),
+        (
+            lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--detokenize", "wikitext", "--max-tokens", 50],
+            ["--max-tokens", "--detokenize", "--limit"],
+        ),
+        (
+            lambda c, m, s: [
+                "--model",
+                m,
+                "--files",
+                c / "valid.txt",
+                "--by-document",
+                "--context",
+                32,
+                "--stride",
+                33,
+            ],
+            ["--stride", "33", "32 tokens"],
+        ),
+        (
+            lambda c, m, s: ["--model", m, "--task", "t", "--include-path", c / "no-such-folder"],
+            ["--include-path", "not a folder"],
+        ),
         (lambda c, m, s: ["--model", m, "--files", c / "valid.txt", "--include-path", c], ["--include-path", "--task"]),
-        (lambda c, m, s: ["--mix", "alpha=1,nope=2", "--files", c / "valid.txt", "--store", s], ["'nope'", "alpha, beta"]),
-        (lambda c, m, s: ["--mix", "alpha=1,beta=x", "--files", c / "valid.txt", "--store", s], ["--mix", "'beta'", "not a finite number"]),
+        (
+            lambda c, m, s: ["--mix", "alpha=1,nope=2", "--files", c / "valid.txt", "--store", s],
+            ["'nope'", "alpha, beta"],
+        ),
+        (
+            lambda c, m, s: ["--mix", "alpha=1,beta=x", "--files", c / "valid.txt", "--store", s],
+            ["--mix", "'beta'", "not a finite number"],
+        ),
     ],
-    ids=["unknown-adapter", "no-text-column", "empty-split", "stride-over-context", "stride-over-model-context",
-         "not-gpt2", "context-over-model", "no-files", "max-tokens-0", "no-model", "no-text", "unknown-split",
-         "missing-model-folder", "limit-0", "unknown-detokenizer", "max-tokens-with-detokenize",
-         "by-document-stride-over-context", "include-path-not-a-folder", "include-path-without-task",
-         "mix-of-an-unknown-adapter", "mix-weight-not-a-number"],
+    ids=[
+        "unknown-adapter",
+        "no-text-column",
+        "empty-split",
+        "stride-over-context",
+        "stride-over-model-context",
+        "not-gpt2",
+        "context-over-model",
+        "no-files",
+        "max-tokens-0",
+        "no-model",
+        "no-text",
+        "unknown-split",
+        "missing-model-folder",
+        "limit-0",
+        "unknown-detokenizer",
+        "max-tokens-with-detokenize",
+        "by-document-stride-over-context",
+        "include-path-not-a-folder",
+        "include-path-without-task",
+        "mix-of-an-unknown-adapter",
+        "mix-weight-not-a-number",
+    ],
 )
-def test_bad_input_is_one_error_line_and_exit_code_2(args, expected, corpus_dir, tiny_model, trained, not_gpt2,
-                                                     empty_test_split, tmp_path):
+def test_bad_input_is_one_error_line_and_exit_code_2(
+    args, expected, corpus_dir, tiny_model, trained, not_gpt2, empty_test_split, tmp_path
+):
     named = {"LLAMA": not_gpt2, "EMPTY": empty_test_split}
     argv = [named.get(a, a) if isinstance(a, str) else a for a in args(corpus_dir, tiny_model, trained.store)]
     result = run_cli("eval", *argv)
@@ -523,7 +642,9 @@ def test_an_evaluation_text_shorter_than_a_block_is_kept_whole(tiny_model, corpu
     from toolkit.data.packing import prepare_data
 
     (tmp_path / "short.txt").write_text("The cat sees the river.\n")
-    spec = DataSpec(train_files=[str(corpus_dir / "train.txt")], eval_files=[str(tmp_path / "short.txt")], block_size=32)
+    spec = DataSpec(
+        train_files=[str(corpus_dir / "train.txt")], eval_files=[str(tmp_path / "short.txt")], block_size=32
+    )
     data = prepare_data(spec, tokenizer, cache=tmp_path / "cache")
     assert data.stats["eval"] == {"documents": 1, "tokens": len(tokenizer("The cat sees the river.")["input_ids"]) + 1}
     assert data.eval.tokens == data.stats["eval"]["tokens"] < 32
@@ -535,7 +656,9 @@ def _torchrun(*args: str):
     import sys
 
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "toolkit.cli", "-q", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 @pytest.mark.slow
@@ -543,8 +666,16 @@ def _torchrun(*args: str):
 def test_eval_under_torchrun_shares_the_windows_and_reports_once(tiny_model, corpus_dir, by_document):
     """Two processes score half of the windows each: the same figures as one process (float rounding), one
     JSON document printed (by the first process)."""
-    args = ["eval", "--model", str(tiny_model), "--files", str(corpus_dir / "valid.txt"), "--context", "32",
-            *(["--by-document"] if by_document else [])]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--files",
+        str(corpus_dir / "valid.txt"),
+        "--context",
+        "32",
+        *(["--by-document"] if by_document else []),
+    ]
     [alone] = results_of(*args)
     done = _torchrun(*args, "--json")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -21,8 +21,8 @@ from toolkit.data.detokenize import wikitext
 from toolkit.evaluation.protocol import text_windows
 
 lm_eval = pytest.importorskip("lm_eval", reason="the test extra installs lm-evaluation-harness")
-from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer  # noqa: E402
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # noqa: E402
+from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 PARITY = 1e-6  # relative: the harness sums log-probabilities in fp32, the toolkit in float64
 SHARED = REPO.parent / "shared" / "data" / "wikitext-2" / "test.txt"
@@ -35,8 +35,10 @@ def wiki_pages(corpus_dir: Path, count: int = 5) -> list[str]:
     pages = []
     for n in range(count):
         body = " ".join(lines[n * 9 : n * 9 + 2 * n + 1]).replace(".", " .")
-        pages.append(f" = {SUBJECTS[n].title()} = \n \n {body} The 2 @,@ 000 red @-@ balls ( {n} ) , \" said \" "
-                     f"the bird 's sister . \n")
+        pages.append(
+            f' = {SUBJECTS[n].title()} = \n \n {body} The 2 @,@ 000 red @-@ balls ( {n} ) , " said " '
+            f"the bird 's sister . \n"
+        )
     pages.append(" = Short = \n")
     return pages
 
@@ -46,9 +48,20 @@ def write_task(folder: Path, name: str, documents: list[dict], yaml_lines: list[
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in documents))
     (folder / "utils.py").write_text(utils)
-    (folder / f"{name}.yaml").write_text("\n".join([
-        f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:", f"    test: {folder / name}.jsonl",
-        "test_split: test", *yaml_lines, ""]))
+    (folder / f"{name}.yaml").write_text(
+        "\n".join(
+            [
+                f"task: {name}",
+                "dataset_path: json",
+                "dataset_kwargs:",
+                "  data_files:",
+                f"    test: {folder / name}.jsonl",
+                "test_split: test",
+                *yaml_lines,
+                "",
+            ]
+        )
+    )
     return folder
 
 
@@ -63,11 +76,22 @@ def page(doc):
 
 def wikitext_task(folder: Path, pages: list[str], name: str, detokenize: bool) -> Path:
     target = "utils.wikitext_detokenizer" if detokenize else "utils.page"
-    return write_task(folder, name, [{"page": p} for p in pages], [
-        "output_type: loglikelihood_rolling", 'doc_to_text: ""', f"doc_to_target: !function {target}",
-        "process_results: !function utils.process_results",
-        "metric_list:", "  - metric: word_perplexity", "  - metric: byte_perplexity", "  - metric: bits_per_byte",
-    ], WIKITEXT_UTILS)
+    return write_task(
+        folder,
+        name,
+        [{"page": p} for p in pages],
+        [
+            "output_type: loglikelihood_rolling",
+            'doc_to_text: ""',
+            f"doc_to_target: !function {target}",
+            "process_results: !function utils.process_results",
+            "metric_list:",
+            "  - metric: word_perplexity",
+            "  - metric: byte_perplexity",
+            "  - metric: bits_per_byte",
+        ],
+        WIKITEXT_UTILS,
+    )
 
 
 def harness_figures(model, task_dir: Path, name: str, **model_args) -> dict:
@@ -76,8 +100,12 @@ def harness_figures(model, task_dir: Path, name: str, **model_args) -> dict:
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=str(model), device="cpu", batch_size=4, **model_args)
-    out = lm_eval.simple_evaluate(model=lm, tasks=[name], log_samples=False,
-                                  task_manager=TaskManager(include_path=str(task_dir), include_defaults=False))
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[name],
+        log_samples=False,
+        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+    )
     return {key.split(",")[0]: value for key, value in out["results"][name].items() if key.endswith(",none")}
 
 
@@ -88,16 +116,24 @@ def test_the_rolling_windows_are_the_harness_own():
         for context in [1, 8, 32]:
             tokens = list(range(1, length + 1))
             sequence = [0] + tokens  # EOS (0) in front, context only
-            theirs = [((ctx + pred)[-(context + 1):][:-1], pred)  # what HFLM feeds the model, and scores
-                      for ctx, pred in map(make_disjoint_window, get_rolling_token_windows(tokens, 0, context, 1))]
-            ours = [(sequence[w.start : w.hi - 1], sequence[w.lo : w.hi]) for w in text_windows(0, length + 1, context, context)]
+            theirs = [
+                ((ctx + pred)[-(context + 1) :][:-1], pred)  # what HFLM feeds the model, and scores
+                for ctx, pred in map(make_disjoint_window, get_rolling_token_windows(tokens, 0, context, 1))
+            ]
+            ours = [
+                (sequence[w.start : w.hi - 1], sequence[w.lo : w.hi])
+                for w in text_windows(0, length + 1, context, context)
+            ]
             assert ours == theirs, (length, context)
 
 
 def test_the_wikitext_detokenizer_is_the_harness_own(corpus_dir):
     """The same rewriting as the harness's wikitext_detokenizer, on pages that use every rule and, when the
     shared data is here, on the whole WikiText-2 test split."""
-    texts = [*wiki_pages(corpus_dir), "a ( b ) [ c ] { d } \" e \" ' f ' = = = = g = = = = 5 \u00b0 C N 's \n x s ' /' 1/"]
+    texts = [
+        *wiki_pages(corpus_dir),
+        "a ( b ) [ c ] { d } \" e \" ' f ' = = = = g = = = = 5 \u00b0 C N 's \n x s ' /' 1/",
+    ]
     if SHARED.exists():
         texts.append(SHARED.read_text())
     for text in texts:
@@ -106,7 +142,9 @@ def test_the_wikitext_detokenizer_is_the_harness_own(corpus_dir):
 
 
 @pytest.mark.parametrize("detokenize, context", [(False, 64), (True, 32)], ids=["plain-64", "wikitext-detokenized-32"])
-def test_eval_by_document_reproduces_the_harness_wikitext_figures(tiny_model, corpus_dir, tmp_path, detokenize, context):
+def test_eval_by_document_reproduces_the_harness_wikitext_figures(
+    tiny_model, corpus_dir, tmp_path, detokenize, context
+):
     """The harness's wikitext task (its functions, local pages) and `eval --by-document` on the same pages,
     at the model's context and at a shorter one (documents over several windows): word perplexity, byte
     perplexity and bits per byte agree to 1e-6, counting words and bytes of the original pages."""
@@ -115,8 +153,19 @@ def test_eval_by_document_reproduces_the_harness_wikitext_figures(tiny_model, co
     theirs = harness_figures(tiny_model, task, "localwiki", max_length=context)
 
     args = ["--detokenize", "wikitext"] if detokenize else []
-    [ours] = results_of("eval", "--model", tiny_model, "--files", task / "localwiki.jsonl", "--text-column", "page",
-                        "--by-document", "--context", context, *args)
+    [ours] = results_of(
+        "eval",
+        "--model",
+        tiny_model,
+        "--files",
+        task / "localwiki.jsonl",
+        "--text-column",
+        "page",
+        "--by-document",
+        "--context",
+        context,
+        *args,
+    )
 
     assert ours["words"] == sum(len(re.split(r"\s+", p)) for p in pages)
     assert ours["bytes"] == sum(len(p.encode()) for p in pages)
@@ -127,8 +176,18 @@ def test_eval_by_document_reproduces_the_harness_wikitext_figures(tiny_model, co
     for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
         assert abs(ours[metric] / theirs[metric] - 1) <= PARITY, (metric, ours[metric], theirs[metric])
     if detokenize:  # the rewriting is scored: the figure moves
-        [plain] = results_of("eval", "--model", tiny_model, "--files", task / "localwiki.jsonl", "--text-column", "page",
-                             "--by-document", "--context", context)
+        [plain] = results_of(
+            "eval",
+            "--model",
+            tiny_model,
+            "--files",
+            task / "localwiki.jsonl",
+            "--text-column",
+            "page",
+            "--by-document",
+            "--context",
+            context,
+        )
         assert plain["bits_per_byte"] != pytest.approx(ours["bits_per_byte"], rel=1e-3)
 
 
@@ -140,15 +199,34 @@ def test_harness_tasks_score_adapters_in_memory_beside_perplexity(store, tiny_mo
     pages = wiki_pages(corpus_dir)
     task = wikitext_task(tmp_path / "tasks", pages, "localwiki", detokenize=False)
     before = tree(store)
-    args = ["eval", "--adapter", "quickstart", "--adapter", "poems", "--mix", "quickstart=0.5,poems=0.5",
-            "--files", task / "localwiki.jsonl", "--text-column", "page", "--by-document",
-            "--task", "localwiki", "--include-path", task, "--csv", tmp_path / "out" / "m.csv"]
+    args = [
+        "eval",
+        "--adapter",
+        "quickstart",
+        "--adapter",
+        "poems",
+        "--mix",
+        "quickstart=0.5,poems=0.5",
+        "--files",
+        task / "localwiki.jsonl",
+        "--text-column",
+        "page",
+        "--by-document",
+        "--task",
+        "localwiki",
+        "--include-path",
+        task,
+        "--csv",
+        tmp_path / "out" / "m.csv",
+    ]
 
     rows = results_of(*args)
 
     assert tree(store) == before
     labels = [None, "quickstart", "poems", "mix quickstart=0.5,poems=0.5"]
-    assert [(r["adapter"], r["dataset"]) for r in rows] == [(a, d) for a in labels for d in (f"{task / 'localwiki.jsonl'}", "localwiki")]
+    assert [(r["adapter"], r["dataset"]) for r in rows] == [
+        (a, d) for a in labels for d in (f"{task / 'localwiki.jsonl'}", "localwiki")
+    ]
     texts, tasks = rows[0::2], rows[1::2]
     for text, found in zip(texts, tasks):
         assert found["task"]["metrics"]["bits_per_byte"] == found["bits_per_byte"]
@@ -180,13 +258,29 @@ def test_a_multiple_choice_task_reports_the_harness_accuracy(tiny_model, corpus_
     errors; acc is the share of documents whose right ending the model finds likeliest (checked by hand),
     over the first --limit documents."""
     lines = (corpus_dir / "valid.txt").read_text().splitlines()
-    docs = [{"query": line.split(" ", 2)[0] + " " + line.split(" ", 2)[1],
-             "choices": [" " + line.split(" ", 2)[2], " the moon.", " a green door."], "gold": n % 3}
-            for n, line in enumerate(lines[:8])]
-    task = write_task(tmp_path / "mc", "localchoice", docs, [
-        "output_type: multiple_choice", "doc_to_text: '{{query}}'", "doc_to_target: '{{gold}}'",
-        "doc_to_choice: !function utils.choices", "metric_list:", "  - metric: acc", "  - metric: acc_norm",
-    ], MULTIPLE_CHOICE_UTILS)
+    docs = [
+        {
+            "query": line.split(" ", 2)[0] + " " + line.split(" ", 2)[1],
+            "choices": [" " + line.split(" ", 2)[2], " the moon.", " a green door."],
+            "gold": n % 3,
+        }
+        for n, line in enumerate(lines[:8])
+    ]
+    task = write_task(
+        tmp_path / "mc",
+        "localchoice",
+        docs,
+        [
+            "output_type: multiple_choice",
+            "doc_to_text: '{{query}}'",
+            "doc_to_target: '{{gold}}'",
+            "doc_to_choice: !function utils.choices",
+            "metric_list:",
+            "  - metric: acc",
+            "  - metric: acc_norm",
+        ],
+        MULTIPLE_CHOICE_UTILS,
+    )
 
     [row] = results_of("eval", "--model", tiny_model, "--task", "localchoice", "--include-path", task, "--limit", 6)
 
@@ -207,8 +301,10 @@ def test_a_multiple_choice_task_reports_the_harness_accuracy(tiny_model, corpus_
             scores.append(logp[len(context) - 1 :].gather(-1, ids[0, len(context) :, None]).sum().item())
         right += max(range(3), key=scores.__getitem__) == doc["gold"]
     assert metrics["acc"] == pytest.approx(right / 6)
-    assert "acc " in run_cli("eval", "--model", tiny_model, "--task", "localchoice", "--include-path", task,
-                             "--limit", 6).stdout
+    assert (
+        "acc "
+        in run_cli("eval", "--model", tiny_model, "--task", "localchoice", "--include-path", task, "--limit", 6).stdout
+    )
 
 
 def test_python_evaluate_takes_a_model_in_memory_and_tasks(store, corpus_dir, tmp_path):
@@ -217,16 +313,26 @@ def test_python_evaluate_takes_a_model_in_memory_and_tasks(store, corpus_dir, tm
 
     task = wikitext_task(tmp_path / "tasks", wiki_pages(corpus_dir), "localwiki", detokenize=False)
     model, tokenizer = toolkit.load("poems")
-    rows = toolkit.evaluate(model, tokenizer=tokenizer, files=[str(task / "localwiki.jsonl")], text_column="page",
-                            by_document=True, tasks=["localwiki"], include_paths=[str(task)])
+    rows = toolkit.evaluate(
+        model,
+        tokenizer=tokenizer,
+        files=[str(task / "localwiki.jsonl")],
+        text_column="page",
+        by_document=True,
+        tasks=["localwiki"],
+        include_paths=[str(task)],
+    )
     assert [(r.adapter, r.task is None) for r in rows] == [("poems", True), ("poems", False)]
     assert rows[1].task.metrics["bits_per_byte"] == pytest.approx(rows[0].score.bits_per_byte, rel=PARITY)
 
 
-@pytest.mark.parametrize("task, expected", [
-    ("wikitext", ["'wikitext'", "not in the local Hugging Face cache", "--include-path"]),
-    ("wikitextt", ["no task named 'wikitextt'", "did you mean", "wikitext"]),
-])
+@pytest.mark.parametrize(
+    "task, expected",
+    [
+        ("wikitext", ["'wikitext'", "not in the local Hugging Face cache", "--include-path"]),
+        ("wikitextt", ["no task named 'wikitextt'", "did you mean", "wikitext"]),
+    ],
+)
 def test_a_task_that_cannot_run_fails_in_seconds_with_one_line(tiny_model, task, expected):
     """Offline, the harness's wikitext has no cached data: one line naming the task and the fixes, exit 2,
     nothing printed, in seconds (most of them the harness indexing its own tasks); an unknown name likewise."""

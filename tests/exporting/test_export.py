@@ -20,8 +20,10 @@ import toolkit
 from toolkit.exporting import runtimes
 from toolkit.exporting.run import TOLERANCES
 
-pytestmark = pytest.mark.skipif(not (runtimes.installed(runtimes.LLAMA) and runtimes.installed(runtimes.ONNX)),
-                                reason="llama-cpp-python and onnxruntime are not installed (the test extra has them)")
+pytestmark = pytest.mark.skipif(
+    not (runtimes.installed(runtimes.LLAMA) and runtimes.installed(runtimes.ONNX)),
+    reason="llama-cpp-python and onnxruntime are not installed (the test extra has them)",
+)
 
 GGUF_FILES = {"adapter.gguf", "base.gguf", "merged.gguf", "export.json"}
 PROMPTS = ["The cat sees", "A dog likes the", "my sister paints a red"]
@@ -52,7 +54,11 @@ def random_store(store, tiny_model) -> Path:
 def test_llama_cpp_runs_the_base_the_lora_and_the_merged_model_as_the_toolkit_does(random_store, tmp_path, tensor_type):
     out = tmp_path / "export"
     result = toolkit.export("random", out, tensor_type=tensor_type, merged=True)
-    assert {p.name for p in out.iterdir()} == GGUF_FILES and result.files == ["adapter.gguf", "base.gguf", "merged.gguf"]
+    assert {p.name for p in out.iterdir()} == GGUF_FILES and result.files == [
+        "adapter.gguf",
+        "base.gguf",
+        "merged.gguf",
+    ]
     with_adapter, _ = toolkit.load("random")
     expected = toolkit_logits(with_adapter)
     with with_adapter.disable_adapter():
@@ -90,8 +96,16 @@ def test_per_module_alphas_are_folded_into_the_lora_file(store, tmp_path, tiny_m
     """No single alpha / rank gives peft's scaling for both modules: each B carries its own, the file's alpha is 0."""
     import gguf
 
-    import_peft_adapter(store, tiny_model, "patterned", r=4, lora_alpha=8, alpha_pattern={"c_fc": 2},
-                        target_modules=["c_attn", "c_fc"], init_lora_weights=False)
+    import_peft_adapter(
+        store,
+        tiny_model,
+        "patterned",
+        r=4,
+        lora_alpha=8,
+        alpha_pattern={"c_fc": 2},
+        target_modules=["c_attn", "c_fc"],
+        init_lora_weights=False,
+    )
     toolkit.export("patterned", tmp_path / "export")
     alpha = gguf.GGUFReader(tmp_path / "export" / "adapter.gguf").fields["adapter.lora.alpha"].parts[-1][0]
     assert alpha == 0
@@ -105,7 +119,9 @@ def test_greedy_text_from_llama_cpp_equals_generate_greedy(random_store, tmp_pat
     toolkit.export("random", tmp_path / "export", merged=True)
     expected = []
     for prompt in PROMPTS:
-        result = cli("generate", "--adapter", "random", "--prompt", prompt, "--greedy", "--max-new-tokens", 12, "--json")
+        result = cli(
+            "generate", "--adapter", "random", "--prompt", prompt, "--greedy", "--max-new-tokens", 12, "--json"
+        )
         assert result.exit_code == 0, result.output
         expected.append(json.loads(result.stdout)["texts"][0])
     folder = tmp_path / "export"
@@ -174,7 +190,9 @@ def test_bad_requests_are_refused_with_one_line_and_nothing_written(random_store
         assert len(error_lines(result.output)) == 1 and message in result.output, (args, result.output)
     taken = cli("export", "random", "--out", tmp_path / "taken", "--overwrite")
     assert taken.exit_code == 2 and "does not look like an export folder (no export.json)" in taken.output
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("store", "cache")) == ["taken"]  # no out, no temp folder
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("store", "cache")) == [
+        "taken"
+    ]  # no out, no temp folder
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
 
 

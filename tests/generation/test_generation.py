@@ -81,13 +81,13 @@ def test_an_adapter_loads_onto_the_base_in_memory_verified(store, tiny_model):
 def test_mixes_whose_weights_differ_in_the_seventh_digit_are_two_mixes(loaded):
     """Fault: weights equal to 6 significant digits (0.1234567 vs 0.1234568) once shared a name, and the
     second mix silently reused the first's weights."""
-    model, tokenizer = loaded
+    model, _tokenizer = loaded
     first = toolkit.mix(model, {"quickstart": 0.1234567, "poems": 0.8})
     second = toolkit.mix(model, {"quickstart": 0.1234568, "poems": 0.8})
     assert first != second
-    lora = [n for n in model.peft_config[first].target_modules][0]
-    a = [p for n, p in model.named_parameters() if f"lora_A.{first}" in n and lora in n][0]
-    b = [p for n, p in model.named_parameters() if f"lora_A.{second}" in n and lora in n][0]
+    lora = next(iter(model.peft_config[first].target_modules))
+    a = next(p for n, p in model.named_parameters() if f"lora_A.{first}" in n and lora in n)
+    b = next(p for n, p in model.named_parameters() if f"lora_A.{second}" in n and lora in n)
     assert not torch.equal(a, b)  # the weights are folded into A: different weights, different factors
     assert toolkit.mix(model, {"quickstart": 0.1234567, "poems": 0.8}) == first  # the same weights: built once
 
@@ -127,7 +127,7 @@ def test_the_mix_is_the_weighted_sum_of_the_updates_for_different_ranks(loaded, 
 
 
 def test_one_adapter_mixed_scales_its_update(loaded):
-    model, tokenizer = loaded
+    model, _tokenizer = loaded
     layer = model.get_submodule("base_model.model.transformer.h.0.attn.c_attn")
     name = toolkit.mix(model, "poems=0.5")
     assert torch.allclose(layer.get_delta_weight(name), 0.5 * layer.get_delta_weight("poems"), atol=1e-7)
@@ -173,7 +173,9 @@ def test_mixed_batch_rows_equal_single_adapter_runs(loaded):
 def test_a_mixed_batch_runs_while_the_base_alone_is_active(loaded):
     model, tokenizer = loaded
     toolkit.use(model, None)
-    batch = toolkit.generate_batch(model, tokenizer, [("The cat", "poems"), ("The cat", None)], max_new_tokens=8, greedy=True)
+    batch = toolkit.generate_batch(
+        model, tokenizer, [("The cat", "poems"), ("The cat", None)], max_new_tokens=8, greedy=True
+    )
     assert active_adapter(model) is None
     toolkit.use(model, "poems")
     assert batch[0] == greedy(model, tokenizer, "The cat")
@@ -187,8 +189,9 @@ def test_a_fixed_seed_reproduces_samples(loaded):
     again = toolkit.generate(model, tokenizer, "The cat", max_new_tokens=20, num_sequences=2, seed=3)
     other = toolkit.generate(model, tokenizer, "The cat", max_new_tokens=20, num_sequences=2, seed=4)
     assert first == again and first != other and len(first) == 2
-    assert toolkit.generate_batch(model, tokenizer, [("The cat", "poems")], max_new_tokens=20, seed=3) == \
-        toolkit.generate_batch(model, tokenizer, [("The cat", "poems")], max_new_tokens=20, seed=3)
+    assert toolkit.generate_batch(
+        model, tokenizer, [("The cat", "poems")], max_new_tokens=20, seed=3
+    ) == toolkit.generate_batch(model, tokenizer, [("The cat", "poems")], max_new_tokens=20, seed=3)
 
 
 def test_a_prompt_longer_than_the_context_keeps_its_last_tokens(loaded, warnings_seen):
@@ -197,7 +200,7 @@ def test_a_prompt_longer_than_the_context_keeps_its_last_tokens(loaded, warnings
     ids = tokenizer(long_prompt)["input_ids"]
     assert len(ids) > 64  # the tiny model's context
     text = greedy(model, tokenizer, long_prompt, tokens=8)
-    assert text == greedy(model, tokenizer, tokenizer.decode(ids[-(64 - 8):]), tokens=8)
+    assert text == greedy(model, tokenizer, tokenizer.decode(ids[-(64 - 8) :]), tokens=8)
     assert any(f"keeping its last {64 - 8}" in r.getMessage() for r in warnings_seen.records)
     with pytest.raises(toolkit.ToolkitError, match="use at most 63"):
         greedy(model, tokenizer, "The", tokens=64)
@@ -245,8 +248,19 @@ def test_compare_generates_with_the_base_and_each_adapter(loaded, cli):
     for name in (None, "quickstart", "poems"):
         toolkit.use(model, name)
         expected[name or "base"] = greedy(model, tokenizer, "The cat")
-    result = cli("generate", "--adapter", "quickstart", "--adapter", "poems", "--compare", "--prompt", "The cat",
-                 "--max-new-tokens", "8", "--greedy")
+    result = cli(
+        "generate",
+        "--adapter",
+        "quickstart",
+        "--adapter",
+        "poems",
+        "--compare",
+        "--prompt",
+        "The cat",
+        "--max-new-tokens",
+        "8",
+        "--greedy",
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == "\n\n".join(f"== {name} ==\n{text}" for name, text in expected.items()) + "\n"
 
@@ -255,10 +269,23 @@ def test_mix_from_the_command_line_matches_python(loaded, cli):
     model, tokenizer = loaded
     toolkit.mix(model, {"quickstart": 0.7, "poems": 0.3})
     expected = greedy(model, tokenizer, "The cat")
-    result = cli("generate", "--mix", "quickstart=0.7,poems=0.3", "--prompt", "The cat", "--max-new-tokens", "8",
-                 "--greedy", "--json")
+    result = cli(
+        "generate",
+        "--mix",
+        "quickstart=0.7,poems=0.3",
+        "--prompt",
+        "The cat",
+        "--max-new-tokens",
+        "8",
+        "--greedy",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"adapter": "mix quickstart=0.7,poems=0.3", "prompt": "The cat", "texts": [expected]}
+    assert json.loads(result.stdout) == {
+        "adapter": "mix quickstart=0.7,poems=0.3",
+        "prompt": "The cat",
+        "texts": [expected],
+    }
 
 
 def test_batch_file_generates_each_request_with_its_adapter(loaded, cli, tmp_path):
@@ -270,7 +297,9 @@ def test_batch_file_generates_each_request_with_its_adapter(loaded, cli, tmp_pat
     result = cli("generate", "--batch", path, "--max-new-tokens", "8", "--greedy")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(r["prompt"], r["adapter"], r["text"]) for r in rows] == [(p, a, t) for (p, a), t in zip(requests, expected)]
+    assert [(r["prompt"], r["adapter"], r["text"]) for r in rows] == [
+        (p, a, t) for (p, a), t in zip(requests, expected)
+    ]
     assert [r["request"] for r in rows] == [1, 2, 3]
 
 
@@ -286,14 +315,32 @@ def test_interactive_mode_switches_without_reloading(loaded, cli):
     toolkit.use(model, "quickstart")
     expected.append(greedy(model, tokenizer, "The cat"))
 
-    lines = ["The cat", "/adapter poems", "The cat", "/base", "The cat", "/mix quickstart=0.5,poems=0.5", "The cat",
-             "/nonsense", "/adapter nope", "/adapter elsewhere", "/adapter quickstart", "The cat", "/quit", "The dog"]
+    lines = [
+        "The cat",
+        "/adapter poems",
+        "The cat",
+        "/base",
+        "The cat",
+        "/mix quickstart=0.5,poems=0.5",
+        "The cat",
+        "/nonsense",
+        "/adapter nope",
+        "/adapter elsewhere",
+        "/adapter quickstart",
+        "The cat",
+        "/quit",
+        "The dog",
+    ]
     from click.testing import CliRunner
 
     from toolkit.cli import main
 
-    result = CliRunner().invoke(main, ["generate", "--adapter", "quickstart", "--interactive", "--max-new-tokens", "8",
-                                       "--greedy"], input="\n".join(lines) + "\n", catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["generate", "--adapter", "quickstart", "--interactive", "--max-new-tokens", "8", "--greedy"],
+        input="\n".join(lines) + "\n",
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == expected  # nothing after /quit
     assert "adapter poems" in result.stderr and "mix quickstart=0.5,poems=0.5" in result.stderr
@@ -325,6 +372,8 @@ def test_bad_input_gives_one_error_line_and_exit_code_2(store, cli, tmp_path, ar
 
 
 def test_a_long_prompt_on_the_command_line_is_cut_with_a_warning(store, cli):
-    result = cli("generate", "--adapter", "quickstart", "--prompt", " ".join(PROMPTS * 6), "--max-new-tokens", "8", "--greedy")
+    result = cli(
+        "generate", "--adapter", "quickstart", "--prompt", " ".join(PROMPTS * 6), "--max-new-tokens", "8", "--greedy"
+    )
     assert result.exit_code == 0, result.output
     assert re.search(r"the prompt has \d+ tokens.*keeping its last 56", result.stderr)

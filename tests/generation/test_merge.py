@@ -20,7 +20,14 @@ from transformers import AutoModelForCausalLM
 
 import toolkit
 
-FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"}
+FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "README.md",
+}
 
 
 def batches(vocab: int = 300) -> list[torch.Tensor]:
@@ -66,7 +73,9 @@ def test_an_int8_trained_adapter_is_merged_at_full_precision(store, cli, tmp_pat
 def test_a_weighted_merge_equals_the_mix(store, cli, tmp_path):
     result = cli("merge", "quickstart=0.7", "poems=0.3", "--out", tmp_path / "merged", "--verify")
     assert result.exit_code == 0, result.output
-    figure = float(re.search(r"largest logit difference, saved model vs unmerged adapters: (\S+)", result.stdout).group(1))
+    figure = float(
+        re.search(r"largest logit difference, saved model vs unmerged adapters: (\S+)", result.stdout).group(1)
+    )
     assert figure <= 1e-5
     model, _ = toolkit.load(["quickstart", "poems"])
     toolkit.mix(model, {"quickstart": 0.7, "poems": 0.3})
@@ -100,12 +109,18 @@ def test_the_merged_folder_loads_and_generates_without_peft(store, tmp_path):
         "tokenizer = AutoTokenizer.from_pretrained(folder)\n"
         "ids = model.generate(**tokenizer('The cat', return_tensors='pt'), max_new_tokens=5, do_sample=False)\n"
         "print(repr(tokenizer.decode(ids[0, 2:])))\n"
-        "text = pipeline('text-generation', model=folder)('The cat', max_new_tokens=5, do_sample=False)[0]['generated_text']\n"
+        "text = pipeline('text-generation', model=folder)('The cat', max_new_tokens=5, "
+        "do_sample=False)[0]['generated_text']\n"
         "print(repr(text))\n"
         "try:\n    import peft\nexcept ImportError:\n    print('no peft')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr
     model, tokenizer = toolkit.load("quickstart")
     expected = toolkit.generate(model, tokenizer, "The cat", max_new_tokens=5, greedy=True)[0]

@@ -10,10 +10,10 @@ from transformers import AutoModelForCausalLM, TrainingArguments, default_data_c
 from toolkit.config.recipe import load_recipe
 from toolkit.data.streams import TokenStream
 from toolkit.evaluation.scoring import score
+from toolkit.hardware import cpu_has_native_bf16
 from toolkit.modeling import head_loss
 from toolkit.modeling.base import load_base, scoring_attention, training_attention
 from toolkit.modeling.dropout import ATTENTION
-from toolkit.hardware import cpu_has_native_bf16
 from toolkit.modeling.precision import resolve_precision
 from toolkit.records import Protocol
 from toolkit.training.checkpoints import CheckpointKeeper
@@ -91,8 +91,14 @@ def test_the_scorer_scores_each_window_like_cross_entropy(lora_model):
 def test_the_trainers_loss_is_the_models_own(lora_model, tmp_path):
     """AdapterTrainer.compute_loss (chunked head) gives the loss and gradients of the model's own loss."""
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=4)
-    trainer = AdapterTrainer(keeper=CheckpointKeeper(1, 0.0), protocol=Protocol(48, 48), eval_dataset=None,
-                             model=lora_model, args=args, data_collator=default_data_collator)
+    trainer = AdapterTrainer(
+        keeper=CheckpointKeeper(1, 0.0),
+        protocol=Protocol(48, 48),
+        eval_dataset=None,
+        model=lora_model,
+        args=args,
+        data_collator=default_data_collator,
+    )
     assert trainer.fused_head
     ids = torch.randint(0, lora_model.config.vocab_size, (4, 48))
     batch = {"input_ids": ids, "labels": ids}
@@ -109,7 +115,7 @@ def test_base_dropout_false_switches_the_bases_dropout_off(tiny_model, corpus_di
     assert AutoConfig.from_pretrained(tiny_model).attn_pdrop > 0  # the checkpoint has dropout to switch off
     kept = load_base(load_recipe(write_recipe()))
     off = load_base(load_recipe(write_recipe(), ["training.base_dropout=false"]))
-    rates = lambda model: {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}  # noqa: E731
+    rates = lambda model: {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
     assert rates(kept) == {kept.config.attn_pdrop} and kept.config.attn_pdrop > 0
     assert rates(off) == {0.0}
     assert (off.config.attn_pdrop, off.config.resid_pdrop, off.config.embd_pdrop) == (0.0, 0.0, 0.0)
@@ -130,7 +136,11 @@ def test_training_attention_and_scoring_attention_agree(tiny_model, write_recipe
     """Training uses the attention fastest for forward + backward on this device, evaluation switches to
     the fused one and back; both give the same scores."""
     model = load_base(load_recipe(write_recipe(), ["training.base_dropout=false"])).eval()
-    assert model.config._attn_implementation == training_attention() == ("sdpa" if torch.cuda.is_available() else ATTENTION)
+    assert (
+        model.config._attn_implementation
+        == training_attention()
+        == ("sdpa" if torch.cuda.is_available() else ATTENTION)
+    )
     ids = torch.randint(0, model.config.vocab_size, (2, 40))
     plain = score_blocks(model, ids)
     with scoring_attention(model):

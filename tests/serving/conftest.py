@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import tomli_w
 from click.testing import CliRunner
-from .servers import QA_TEMPLATE, add_adapter, qa_rows
-
 from conftest import tiny_recipe
+
 from toolkit.cli import main
 from toolkit.sources import builtin
+
+from .servers import QA_TEMPLATE, add_adapter, qa_rows
 
 MANY = 16  # adapters in the `many_adapters` store
 
@@ -32,8 +33,9 @@ def many_adapters(tmp_path_factory, tiny_model) -> Path:
 def long_model(tmp_path_factory, corpus_dir) -> Path:
     """The tiny model with a context of 1,024 positions: generations long enough to interrupt."""
     folder = tmp_path_factory.mktemp("long-gpt2")
-    builtin.write_gpt2(folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=1024, n_embd=32, n_layer=2,
-                       n_head=2)
+    builtin.write_gpt2(
+        folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=1024, n_embd=32, n_layer=2, n_head=2
+    )
     return folder
 
 
@@ -45,8 +47,6 @@ def long_store(tmp_path_factory, long_model) -> Path:
     return root
 
 
-
-
 @pytest.fixture(scope="session")
 def qa_store(tmp_path_factory, tiny_model, corpus_dir) -> Path:
     """A store with `qa`, a prompt/completion adapter (template QA_TEMPLATE) trained by `gpt2-adapt train`,
@@ -56,15 +56,26 @@ def qa_store(tmp_path_factory, tiny_model, corpus_dir) -> Path:
     for split, (n, seed) in {"train": (300, 1), "valid": (30, 2)}.items():
         files[split] = root / f"qa-{split}.jsonl"
         files[split].write_text("".join(json.dumps(row) + "\n" for row in qa_rows(n, seed)))
-    recipe = tiny_recipe(tiny_model, corpus_dir, "qa", data={
-        "train_files": [str(files["train"])], "eval_files": [str(files["valid"])], "block_size": 64,
-        "format": "prompt_completion", "template": QA_TEMPLATE}, training={"max_steps": 40, "precision": "fp32", "base_dropout": False})
+    recipe = tiny_recipe(
+        tiny_model,
+        corpus_dir,
+        "qa",
+        data={
+            "train_files": [str(files["train"])],
+            "eval_files": [str(files["valid"])],
+            "block_size": 64,
+            "format": "prompt_completion",
+            "template": QA_TEMPLATE,
+        },
+        training={"max_steps": 40, "precision": "fp32", "base_dropout": False},
+    )
     (root / "qa.toml").write_text(tomli_w.dumps(recipe))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPT2_ADAPT_CACHE", str(root / "cache"))
         mp.chdir(root)
-        result = CliRunner().invoke(main, ["train", str(root / "qa.toml"), "--store", str(root / "store")],
-                                    catch_exceptions=False)
+        result = CliRunner().invoke(
+            main, ["train", str(root / "qa.toml"), "--store", str(root / "store")], catch_exceptions=False
+        )
     assert result.exit_code == 0, result.output
     add_adapter(root / "store", tiny_model, "text", seed=3)
     return root / "store"

@@ -30,8 +30,14 @@ def random_adapter(base: Path, folder: Path, seed: int, r: int = 4) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True,
-                        init_lora_weights=False, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=r,
+        lora_alpha=2 * r,
+        target_modules=["c_attn", "c_fc"],
+        fan_in_fan_out=True,
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
     get_peft_model(model, config).save_pretrained(folder)
     return folder
 
@@ -76,12 +82,21 @@ class Running:
 
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.api_key or "unused", max_retries=0, timeout=60)
 
-    def call(self, method: str, path: str, body=None, *, raw: bytes | None = None, key: str | None = "default",
-             timeout: float = 60) -> Reply:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        *,
+        raw: bytes | None = None,
+        key: str | None = "default",
+        timeout: float = 60,
+    ) -> Reply:
         """One plain HTTP request (the openai client refuses to send malformed ones)."""
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         key = self.api_key if key == "default" else key
         if key:
             request.add_header("Authorization", f"Bearer {key}")
@@ -170,8 +185,12 @@ def serve_process(store: Path, *options: str):
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--store", str(store), "--port", str(port),
-                               *options], stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    server = subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli", "serve", "--store", str(store), "--port", str(port), *options],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
     running = Running(f"http://127.0.0.1:{port}")
 
     def up():

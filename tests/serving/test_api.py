@@ -5,9 +5,10 @@ import math
 import shutil
 
 import pytest
-from .servers import Alone, served
 
 import toolkit
+
+from .servers import Alone, served
 
 PROMPTS = ["The cat", "my sister likes", ""]
 
@@ -52,7 +53,10 @@ def test_greedy_completions_equal_each_model_alone(api, alone, tiny_model):
     for model in ("a00", "a01", str(tiny_model), "quickstart"):
         for prompt in PROMPTS:
             got = api.client.completions.create(model=model, prompt=prompt, max_tokens=20, temperature=0)
-            assert got.choices[0].text == alone(None if model == str(tiny_model) else model, prompt, 20), (model, prompt)
+            assert got.choices[0].text == alone(None if model == str(tiny_model) else model, prompt, 20), (
+                model,
+                prompt,
+            )
             texts[model, prompt] = got.choices[0].text
     # The comparison can tell the models apart: their texts differ.
     assert len({texts[m, "The cat"] for m in ("a00", "a01", str(tiny_model))}) == 3
@@ -61,7 +65,9 @@ def test_greedy_completions_equal_each_model_alone(api, alone, tiny_model):
 def test_a_stream_joins_into_the_text_that_is_not_streamed(api):
     for prompt in PROMPTS:
         whole = api.client.completions.create(model="a01", prompt=prompt, max_tokens=30, temperature=0)
-        chunks = list(api.client.completions.create(model="a01", prompt=prompt, max_tokens=30, temperature=0, stream=True))
+        chunks = list(
+            api.client.completions.create(model="a01", prompt=prompt, max_tokens=30, temperature=0, stream=True)
+        )
         assert len(chunks) > 1
         assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
         assert [c.choices[0].finish_reason for c in chunks][-1] == whole.choices[0].finish_reason
@@ -70,7 +76,9 @@ def test_a_stream_joins_into_the_text_that_is_not_streamed(api):
 
 def test_n_samples_with_a_seed_are_reproducible(api):
     def sample(seed):
-        got = api.client.completions.create(model="a00", prompt="The cat", max_tokens=12, n=3, seed=seed, temperature=1.0)
+        got = api.client.completions.create(
+            model="a00", prompt="The cat", max_tokens=12, n=3, seed=seed, temperature=1.0
+        )
         assert [c.index for c in got.choices] == [0, 1, 2]
         return [c.text for c in got.choices]
 
@@ -106,7 +114,9 @@ def test_usage_counts_prompts_once_and_every_generated_token(api, alone):
 def test_echo_and_logprobs_are_the_models_own(api, api_store):
     import torch
 
-    got = api.client.completions.create(model="a00", prompt="The cat", max_tokens=5, temperature=0, echo=True, logprobs=3)
+    got = api.client.completions.create(
+        model="a00", prompt="The cat", max_tokens=5, temperature=0, echo=True, logprobs=3
+    )
     choice = got.choices[0]
     logprobs = choice.logprobs
     assert choice.text.startswith("The cat")
@@ -122,23 +132,29 @@ def test_echo_and_logprobs_are_the_models_own(api, api_store):
     assert all(len(top) in (3, 4) for top in logprobs.top_logprobs[1:])
     assert max(logprobs.top_logprobs[len(ids)].values()) == pytest.approx(logprobs.token_logprobs[len(ids)])
     assert logprobs.text_offset[:2] == [0, len(tokenizer.decode(ids[:1]))]
-    assert generated[:len(ids)] == ids
+    assert generated[: len(ids)] == ids
     scored = api.client.completions.create(model="a00", prompt="The cat", max_tokens=0, echo=True, logprobs=0)
     assert scored.choices[0].text == "The cat" and scored.usage.completion_tokens == 0
-    assert math.isclose(sum(scored.choices[0].logprobs.token_logprobs[1:]), sum(logprobs.token_logprobs[1:len(ids)]),
-                        abs_tol=1e-4)
+    assert math.isclose(
+        sum(scored.choices[0].logprobs.token_logprobs[1:]), sum(logprobs.token_logprobs[1 : len(ids)]), abs_tol=1e-4
+    )
 
 
 def test_a_stop_sequence_ends_the_text_before_it(api, alone):
     text = alone("a01", "The cat", 30)
-    stop = text[len(text) // 2:len(text) // 2 + 2]
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
     assert stop and stop in text
-    got = api.client.completions.create(model="a01", prompt="The cat", max_tokens=30, temperature=0, stop=[stop, "never here"])
-    assert got.choices[0].text == text[:text.index(stop)]
+    got = api.client.completions.create(
+        model="a01", prompt="The cat", max_tokens=30, temperature=0, stop=[stop, "never here"]
+    )
+    assert got.choices[0].text == text[: text.index(stop)]
     assert got.choices[0].finish_reason == "stop"
-    chunks = list(api.client.completions.create(model="a01", prompt="The cat", max_tokens=30, temperature=0, stop=stop,
-                                                stream=True))
-    assert "".join(c.choices[0].text for c in chunks) == text[:text.index(stop)]
+    chunks = list(
+        api.client.completions.create(
+            model="a01", prompt="The cat", max_tokens=30, temperature=0, stop=stop, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks) == text[: text.index(stop)]
 
 
 def test_the_health_route_and_the_page_are_served(api):

@@ -3,9 +3,9 @@ model gives alone, nothing is lost, and the server generated them in batches of 
 
 import threading
 
-from .servers import Alone, served
-
 from toolkit import AdapterStore
+
+from .servers import Alone, served
 
 PROMPTS = ["The cat", "a dog sees the", "my sister"]
 
@@ -24,7 +24,7 @@ def test_sixteen_clients_on_sixteen_adapters_and_some_on_the_base(many_adapters,
             for prompt in PROMPTS:
                 got = openai.completions.create(model=model, prompt=prompt, max_tokens=12, temperature=0)
                 results[number, prompt] = (model, got.choices[0].text, got.usage.completion_tokens)
-        except Exception as err:  # reported below, with the others
+        except Exception as err:  # noqa: BLE001 - reported below, with the others
             failures.append((model, repr(err)))
 
     with served(store=str(many_adapters), max_batch=32, max_loaded=16) as running:

@@ -12,17 +12,20 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from .servers import Alone, add_adapter, log_lines, served, wait_for
-
 from toolkit import AdapterStore
 from toolkit.store.manifest import MANIFEST
+
+from .servers import Alone, add_adapter, log_lines, served, wait_for
 
 pytestmark = pytest.mark.slow  # real servers
 
 
 def ask(running, model, prompt="The cat", max_tokens=8, **extra):
-    return running.call("POST", "/v1/completions", {"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                                                    "temperature": 0, **extra})
+    return running.call(
+        "POST",
+        "/v1/completions",
+        {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, **extra},
+    )
 
 
 def text(reply) -> str:
@@ -123,7 +126,9 @@ def test_a_dead_worker_answers_every_request_with_503_and_health_says_so(long_st
     monkeypatch.setattr(engine.KVBatch, "step", dies_at_the_tenth_step)
     with served(store=str(long_store), max_batch=1) as running:
         replies = []
-        threads = [threading.Thread(target=lambda m=m: replies.append(ask(running, m, "The", 200))) for m in ("l0", "l1")]
+        threads = [
+            threading.Thread(target=lambda m=m: replies.append(ask(running, m, "The", 200))) for m in ("l0", "l1")
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -148,8 +153,10 @@ def test_slow_clients_are_cut_off(many_adapters):
             sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
             trickling.append(sock)
         body = socket.create_connection((host, int(port)))  # a body that never comes whole
-        body.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100\r\n\r\n{\"model\"")
+        body.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"model"'
+        )
         started = time.monotonic()
         for sock in trickling:
             sock.settimeout(10)
@@ -282,8 +289,11 @@ def test_the_base_is_served_at_the_revision_its_adapters_record(tmp_path, tiny_m
 
     repo = "tiny-org/tiny-gpt2"
     older, _ = hub_cache_with_two_revisions(Path(os.environ["HF_HOME"]), tiny_model, repo)
-    source = random_adapter(Path(os.environ["HF_HOME"]) / "hub" / f"models--tiny-org--tiny-gpt2/snapshots/{older}",
-                            tmp_path / "pinned", seed=3)
+    source = random_adapter(
+        Path(os.environ["HF_HOME"]) / "hub" / f"models--tiny-org--tiny-gpt2/snapshots/{older}",
+        tmp_path / "pinned",
+        seed=3,
+    )
     config = json.loads((source / "adapter_config.json").read_text())
     config.update(base_model_name_or_path=repo, revision=older)  # trained on the older commit, pinned
     (source / "adapter_config.json").write_text(json.dumps(config))

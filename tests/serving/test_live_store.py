@@ -3,17 +3,20 @@ at its new version from the next request on, one removed answers 404; no restart
 
 import shutil
 
-from .servers import Alone, add_adapter, log_lines, served, wait_for
-
 from toolkit import AdapterStore
+
+from .servers import Alone, add_adapter, log_lines, served, wait_for
 
 
 def test_adapters_added_retrained_and_removed_while_the_server_runs(tmp_path, many_adapters, tiny_model):
     root = tmp_path / "live"
     shutil.copytree(many_adapters / "a00", root / "a00")
     with served(store=str(root)) as running:
-        ask = lambda model: running.call("POST", "/v1/completions",  # noqa: E731
-                                         {"model": model, "prompt": "The cat", "max_tokens": 12, "temperature": 0})
+        ask = lambda model: running.call(
+            "POST",
+            "/v1/completions",
+            {"model": model, "prompt": "The cat", "max_tokens": 12, "temperature": 0},
+        )
         first = ask("a00")
         assert first.status == 200
         assert first.body["choices"][0]["text"] == Alone(root, tiny_model)("a00", "The cat", 12)
@@ -43,8 +46,9 @@ def test_at_most_max_loaded_adapters_stay_loaded_least_recently_used_first(many_
     alone = Alone(many_adapters, tiny_model)
     with log_lines("toolkit.serving.registry") as messages, served(store=str(many_adapters), max_loaded=2) as running:
         for name in ("a00", "a01", "a00", "a02", "a03", "a00"):
-            reply = running.call("POST", "/v1/completions",
-                                 {"model": name, "prompt": "The", "max_tokens": 5, "temperature": 0})
+            reply = running.call(
+                "POST", "/v1/completions", {"model": name, "prompt": "The", "max_tokens": 5, "temperature": 0}
+            )
             assert reply.body["choices"][0]["text"] == alone(name, "The", 5)
             assert running.metrics()["gpt2_adapt_loaded_adapters"] <= 2
     unloaded = [m.split()[1].split("@")[0] for m in messages if m.startswith("unloaded")]

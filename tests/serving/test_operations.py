@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 from .servers import serve_process, served, wait_for
 
 pytestmark = pytest.mark.slow  # real processes, and generations long enough to interrupt
@@ -68,16 +69,19 @@ def test_a_killed_client_stops_its_own_generation_only(long_store, long_model):
         client = subprocess.Popen([sys.executable, "-c", CLIENT, running.url], stdout=subprocess.PIPE, text=True)
         try:
             assert client.stdout.readline()  # its stream has started
-            worker = threading.Thread(target=lambda: other.update(
-                reply=running.call("POST", "/v1/completions", long_request("l1", 100))))
+            worker = threading.Thread(
+                target=lambda: other.update(reply=running.call("POST", "/v1/completions", long_request("l1", 100)))
+            )
             worker.start()
             client.kill()
             client.wait(10)
         finally:
             if client.poll() is None:
                 client.kill()
-        metrics = wait_for(lambda: (m := running.metrics()).get('gpt2_adapt_stopped_rows_total{reason="cancelled"}') == 1 and m,
-                           what="the killed client's generation stopped")
+        metrics = wait_for(
+            lambda: (m := running.metrics()).get('gpt2_adapt_stopped_rows_total{reason="cancelled"}') == 1 and m,
+            what="the killed client's generation stopped",
+        )
         assert metrics['gpt2_adapt_generated_tokens_total{model="l0"}'] < 1000
         worker.join(60)
         assert other["reply"].status == 200 and other["reply"].body["usage"]["completion_tokens"] == 100
@@ -90,8 +94,9 @@ def test_sigterm_finishes_the_requests_in_flight_then_exits_0(long_store, long_m
         finished = {}
 
         def client(i: int, model: str):
-            chunks = running.client.completions.create(**long_request(model, 200), stream=True,
-                                                       stream_options={"include_usage": True})
+            chunks = running.client.completions.create(
+                **long_request(model, 200), stream=True, stream_options={"include_usage": True}
+            )
             pieces = []
             for chunk in chunks:
                 started[i].set()
@@ -145,9 +150,12 @@ def test_sigterm_with_a_short_grace_answers_every_request_in_the_documented_shap
         first = threading.Event()
 
         def stream():
-            request = urllib.request.Request(running.url + "/v1/completions", method="POST",
-                                             data=json.dumps(long_request("l0", 1000, stream=True)).encode(),
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                running.url + "/v1/completions",
+                method="POST",
+                data=json.dumps(long_request("l0", 1000, stream=True)).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=60) as response:
                 for line in response:
                     if line.strip():
@@ -157,8 +165,13 @@ def test_sigterm_with_a_short_grace_answers_every_request_in_the_documented_shap
         streamer = threading.Thread(target=stream)
         streamer.start()
         assert first.wait(60)
-        waiter = threading.Thread(target=lambda: queued.update(reply=running.call(  # no room in the batch: it waits
-            "POST", "/v1/completions", long_request("l1", 1000))))
+        waiter = threading.Thread(
+            target=lambda: queued.update(
+                reply=running.call(  # no room in the batch: it waits
+                    "POST", "/v1/completions", long_request("l1", 1000)
+                )
+            )
+        )
         waiter.start()
         wait_for(lambda: running.metrics()["gpt2_adapt_queue_rows"] == 1, what="the second request queued")
         server.send_signal(signal.SIGTERM)

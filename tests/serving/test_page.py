@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from .servers import Alone, served
 
 pytestmark = pytest.mark.slow  # a browser
@@ -21,8 +22,14 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
-                     "--disable-component-update", "--no-first-run"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)  # told where: it downloads nothing
     driver.set_page_load_timeout(30)
@@ -52,7 +59,7 @@ def test_the_page_lists_the_adapters_and_generates_with_two_side_by_side(browser
             element.send_keys(value)
         browser.find_element(By.ID, "generate").click()
         for side in ("left", "right"):
-            wait.until(lambda d: d.find_element(By.ID, f"out-{side}").get_attribute("data-done") == "true")
+            wait.until(lambda d, side=side: d.find_element(By.ID, f"out-{side}").get_attribute("data-done") == "true")
         left = browser.find_element(By.ID, "out-left").get_attribute("textContent")
         right = browser.find_element(By.ID, "out-right").get_attribute("textContent")
     alone = Alone(root, tiny_model)
@@ -62,8 +69,9 @@ def test_the_page_lists_the_adapters_and_generates_with_two_side_by_side(browser
     assert browser.find_element(By.ID, "label-left").text == "a01"
 
 
-def test_the_page_lists_every_adapter_when_figures_are_missing_or_a_manifest_is_damaged(browser, tmp_path,
-                                                                                        trained_adapters, tiny_model):
+def test_the_page_lists_every_adapter_when_figures_are_missing_or_a_manifest_is_damaged(
+    browser, tmp_path, trained_adapters, tiny_model
+):
     """A null perplexity and a damaged manifest used to stop the table at that row and leave both selects
     empty (the script threw on `toFixed` of null)."""
     import json

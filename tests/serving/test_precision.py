@@ -24,9 +24,20 @@ def test_bf16_serving_equals_generate_at_bf16(many_adapters, tiny_model):
     assert len(set(expected.values())) == len(models)  # four different models
     with served(store=str(many_adapters), precision="bf16") as running:
         replies = {}
-        threads = [threading.Thread(target=lambda m=m: replies.update({m: running.call(
-            "POST", "/v1/completions", {"model": m, "prompt": "The cat", "max_tokens": 10, "temperature": 0})}))
-            for m in models]
+        threads = [
+            threading.Thread(
+                target=lambda m=m: replies.update(
+                    {
+                        m: running.call(
+                            "POST",
+                            "/v1/completions",
+                            {"model": m, "prompt": "The cat", "max_tokens": 10, "temperature": 0},
+                        )
+                    }
+                )
+            )
+            for m in models
+        ]
         for t in threads:
             t.start()
         for t in threads:

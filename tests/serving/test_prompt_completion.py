@@ -6,10 +6,11 @@ import json
 
 import openai
 import pytest
-from .servers import QA_TEMPLATE, Alone, served
 
 import toolkit
 from toolkit.generation.generate import prompt_tokens
+
+from .servers import QA_TEMPLATE, Alone, served
 
 PROMPTS = ["the cat finds the moon. What does the cat find?", "a dog finds an apple. What does a dog find?"]
 USER = [{"role": "user", "content": PROMPTS[0]}]
@@ -41,7 +42,10 @@ def test_a_string_prompt_is_wrapped_in_the_template_as_generate_wraps_it(qa, alo
         as_ids = qa.client.completions.create(model="qa", prompt=ids, max_tokens=12, temperature=0)
         assert as_ids.choices[0].text == expected
         bare = alone.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        assert qa.client.completions.create(model="qa", prompt=bare, max_tokens=12, temperature=0).choices[0].text != expected
+        assert (
+            qa.client.completions.create(model="qa", prompt=bare, max_tokens=12, temperature=0).choices[0].text
+            != expected
+        )
     assert alone("qa", PROMPTS[0], 12).endswith(".")  # it answers in the completions' form, then EOS
 
 
@@ -87,8 +91,11 @@ def test_chat_answers_one_user_message_as_the_adapter_answers_its_prompt(qa, alo
 
 def test_a_chat_stream_joins_into_the_answer_and_ends_with_usage(qa):
     whole = qa.client.chat.completions.create(model="qa", messages=USER, max_tokens=12, temperature=0)
-    chunks = list(qa.client.chat.completions.create(model="qa", messages=USER, max_tokens=12, temperature=0, stream=True,
-                                                    stream_options={"include_usage": True}))
+    chunks = list(
+        qa.client.chat.completions.create(
+            model="qa", messages=USER, max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True}
+        )
+    )
     *pieces, last = chunks
     assert all(c.object == "chat.completion.chunk" and c.id == pieces[0].id for c in chunks)
     assert pieces[0].choices[0].delta.role == "assistant"
@@ -106,15 +113,35 @@ def test_a_chat_stream_joins_into_the_answer_and_ends_with_usage(qa):
 CHAT_REFUSED = [
     ("the base", {"model": "BASE"}, 400, "messages", "the base was trained on plain text"),
     ("a text adapter", {"model": "text"}, 400, "messages", "adapter 'text' was trained on plain text"),
-    ("a system message", {"messages": [{"role": "system", "content": "Be brief."}, *USER]}, 400, "messages",
-     "send one user message, the prompt, and nothing else (got: system, user)"),
-    ("a second turn", {"messages": [*USER, {"role": "assistant", "content": " the moon."}, *USER]}, 400, "messages",
-     "single prompts"),
+    (
+        "a system message",
+        {"messages": [{"role": "system", "content": "Be brief."}, *USER]},
+        400,
+        "messages",
+        "send one user message, the prompt, and nothing else (got: system, user)",
+    ),
+    (
+        "a second turn",
+        {"messages": [*USER, {"role": "assistant", "content": " the moon."}, *USER]},
+        400,
+        "messages",
+        "single prompts",
+    ),
     ("a mix of a template and text", {"model": "qa=0.5,text=0.5"}, 400, "model", "prompted differently"),
-    ("max_tokens and max_completion_tokens", {"max_tokens": 3, "max_completion_tokens": 3}, 400,
-     "max_completion_tokens", "not both"),
-    ("a message beyond the context", {"messages": [{"role": "user", "content": "the cat " * 40}]}, 400, "messages",
-     "no room to generate"),
+    (
+        "max_tokens and max_completion_tokens",
+        {"max_tokens": 3, "max_completion_tokens": 3},
+        400,
+        "max_completion_tokens",
+        "not both",
+    ),
+    (
+        "a message beyond the context",
+        {"messages": [{"role": "user", "content": "the cat " * 40}]},
+        400,
+        "messages",
+        "no room to generate",
+    ),
     ("a prompt and max_tokens beyond the context", {"max_tokens": 60}, 400, "max_tokens", "context of 64"),
     ("an unknown model", {"model": "ghost"}, 404, "model", "no model named 'ghost'"),
     ("logprobs", {"logprobs": True}, 400, "logprobs", "not a field"),
@@ -169,5 +196,7 @@ def test_a_template_changed_while_a_request_waited_answers_409(qa_store):
     finally:
         service.close()
     assert isinstance(event, Failure) and event.error.status == 409 and event.error.code == "adapter_changed"
-    assert "adapter 'qa' was retrained with another prompt template ('Q: {prompt}\\nA:', not 'Question: {prompt}\\n')" in (
-        event.error.message)
+    assert (
+        "adapter 'qa' was retrained with another prompt template ('Q: {prompt}\\nA:', not 'Question: {prompt}\\n')"
+        in (event.error.message)
+    )

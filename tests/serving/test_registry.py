@@ -7,8 +7,6 @@ import random
 import pytest
 import torch
 
-from .servers import add_adapter
-
 from toolkit import AdapterStore
 from toolkit.generation.switching import BASE
 from toolkit.serving.catalog import Catalog
@@ -16,6 +14,8 @@ from toolkit.serving.engine import forward
 from toolkit.serving.registry import NoRoom, Registry
 from toolkit.sources.models import model_source
 from toolkit.store.loading import load
+
+from .servers import add_adapter
 
 IDS = torch.tensor([[5, 17, 42, 8]])
 

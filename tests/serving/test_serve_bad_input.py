@@ -4,19 +4,45 @@ the server goes on serving."""
 import shutil
 
 import pytest
+
 from .servers import served
 
 GOOD = {"model": "a00", "prompt": "The cat", "max_tokens": 3, "temperature": 0}
 
-# (name, body (a dict merged into GOOD; None values removed) or raw bytes, status, type, param, code, words in the message)
+# (name, body (a dict merged into GOOD; None values removed) or raw bytes, status, type, param, code,
+#  words in the message)
 CASES = [
     ("malformed JSON", b'{"model": "a00", "prompt": ', 400, "invalid_request_error", None, None, "not valid JSON"),
-    ("max_tokens of the wrong type", {"max_tokens": "many"}, 400, "invalid_request_error", "max_tokens", None, "integer"),
+    (
+        "max_tokens of the wrong type",
+        {"max_tokens": "many"},
+        400,
+        "invalid_request_error",
+        "max_tokens",
+        None,
+        "integer",
+    ),
     ("a number as a string", {"max_tokens": "5"}, 400, "invalid_request_error", "max_tokens", None, "integer"),
-    ("temperature out of range", {"temperature": 3}, 400, "invalid_request_error", "temperature", None, "less than or equal to 2"),
+    (
+        "temperature out of range",
+        {"temperature": 3},
+        400,
+        "invalid_request_error",
+        "temperature",
+        None,
+        "less than or equal to 2",
+    ),
     ("n of zero", {"n": 0}, 400, "invalid_request_error", "n", None, "greater than or equal to 1"),
     ("n too large", {"n": 100}, 400, "invalid_request_error", "n", None, "less than or equal to 16"),
-    ("max_tokens negative", {"max_tokens": -1}, 400, "invalid_request_error", "max_tokens", None, "greater than or equal to 0"),
+    (
+        "max_tokens negative",
+        {"max_tokens": -1},
+        400,
+        "invalid_request_error",
+        "max_tokens",
+        None,
+        "greater than or equal to 0",
+    ),
     ("max_tokens 0 without echo", {"max_tokens": 0}, 400, "invalid_request_error", "max_tokens", None, "with echo"),
     ("a misspelt field", {"max_token": 5}, 400, "invalid_request_error", "max_token", None, "not a field"),
     ("no model", {"model": None}, 400, "invalid_request_error", "model", None, "required"),
@@ -24,39 +50,179 @@ CASES = [
     ("a number as the prompt", {"prompt": 5}, 400, "invalid_request_error", "prompt", None, "list of token ids"),
     ("token ids outside the vocabulary", {"prompt": [1, 99999]}, 400, "invalid_request_error", "prompt", None, "99999"),
     ("an unknown model", {"model": "ghost"}, 404, "invalid_request_error", "model", "model_not_found", "a00, a01"),
-    ("a path as the model", {"model": "../a00"}, 404, "invalid_request_error", "model", "model_not_found", "no model named"),
-    ("prompt and max_tokens beyond the context", {"prompt": "the cat " * 20, "max_tokens": 40}, 400,
-     "invalid_request_error", "max_tokens", None, "context of 64"),
-    ("a mix weight that is not a number", {"model": "a00=lots,a01=0.5"}, 400, "invalid_request_error", "model", None,
-     "not a finite number"),
-    ("a mix of weights summing to zero", {"model": "a00=1,a01=-1"}, 400, "invalid_request_error", "model", None, "sum to zero"),
-    ("a mix naming a missing adapter", {"model": "a00=0.5,ghost=0.5"}, 404, "invalid_request_error", "model",
-     "model_not_found", "ghost"),
-    ("an unsupported OpenAI field", {"presence_penalty": 1.0}, 400, "invalid_request_error", "presence_penalty", None,
-     "not supported"),
-    ("too many top logprobs", {"logprobs": 50}, 400, "invalid_request_error", "logprobs", None, "less than or equal to 20"),
-    ("five stop sequences", {"stop": ["a", "b", "c", "d", "e"]}, 400, "invalid_request_error", "stop", None, "at most 4"),
-    ("more rows than the queue holds", {"prompt": ["a"] * 5, "n": 4}, 400, "invalid_request_error", "n", None, "20 rows"),
+    (
+        "a path as the model",
+        {"model": "../a00"},
+        404,
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+        "no model named",
+    ),
+    (
+        "prompt and max_tokens beyond the context",
+        {"prompt": "the cat " * 20, "max_tokens": 40},
+        400,
+        "invalid_request_error",
+        "max_tokens",
+        None,
+        "context of 64",
+    ),
+    (
+        "a mix weight that is not a number",
+        {"model": "a00=lots,a01=0.5"},
+        400,
+        "invalid_request_error",
+        "model",
+        None,
+        "not a finite number",
+    ),
+    (
+        "a mix of weights summing to zero",
+        {"model": "a00=1,a01=-1"},
+        400,
+        "invalid_request_error",
+        "model",
+        None,
+        "sum to zero",
+    ),
+    (
+        "a mix naming a missing adapter",
+        {"model": "a00=0.5,ghost=0.5"},
+        404,
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+        "ghost",
+    ),
+    (
+        "an unsupported OpenAI field",
+        {"presence_penalty": 1.0},
+        400,
+        "invalid_request_error",
+        "presence_penalty",
+        None,
+        "not supported",
+    ),
+    (
+        "too many top logprobs",
+        {"logprobs": 50},
+        400,
+        "invalid_request_error",
+        "logprobs",
+        None,
+        "less than or equal to 20",
+    ),
+    (
+        "five stop sequences",
+        {"stop": ["a", "b", "c", "d", "e"]},
+        400,
+        "invalid_request_error",
+        "stop",
+        None,
+        "at most 4",
+    ),
+    (
+        "more rows than the queue holds",
+        {"prompt": ["a"] * 5, "n": 4},
+        400,
+        "invalid_request_error",
+        "n",
+        None,
+        "20 rows",
+    ),
     ("a seed beyond 2**64 - 1", {"seed": 2**64}, 400, "invalid_request_error", "seed", None, "less than or equal to"),
-    ("a seed below -2**63", {"seed": -(2**63) - 1}, 400, "invalid_request_error", "seed", None, "greater than or equal to"),
-    ("a lone surrogate in the prompt", b'{"model": "a00", "prompt": "The \\ud800 cat", "max_tokens": 3}', 400,
-     "invalid_request_error", "prompt", None, "lone surrogate"),
-    ("a lone surrogate in a stop sequence", {"stop": "\ud800"}, 400, "invalid_request_error", "stop", None, "lone surrogate"),
-    ("a mix weight of 1e30", {"model": "a00=1e30,a01=1e30", "temperature": 1.0}, 400, "invalid_request_error", "model",
-     None, "beyond +-100"),
-    ("a mix of 17 adapters", {"model": ",".join(["a00"] * 17)}, 400, "invalid_request_error", "model", None,
-     "at most 16"),
-    ("a model name of 3,000 characters", {"model": "m" * 3000}, 400, "invalid_request_error", "model", None,
-     "at most 2048 characters"),
-    ("an unknown long model name, echoed cut short", {"model": "m" * 2000}, 404, "invalid_request_error", "model",
-     "model_not_found", "(2000 characters)"),
-    ("a body over --max-body", b'{"model": "a00", "prompt": "' + b"x" * (1 << 20) + b'"}', 413, "invalid_request_error",
-     None, "body_too_large", "at most 1048576"),
+    (
+        "a seed below -2**63",
+        {"seed": -(2**63) - 1},
+        400,
+        "invalid_request_error",
+        "seed",
+        None,
+        "greater than or equal to",
+    ),
+    (
+        "a lone surrogate in the prompt",
+        b'{"model": "a00", "prompt": "The \\ud800 cat", "max_tokens": 3}',
+        400,
+        "invalid_request_error",
+        "prompt",
+        None,
+        "lone surrogate",
+    ),
+    (
+        "a lone surrogate in a stop sequence",
+        {"stop": "\ud800"},
+        400,
+        "invalid_request_error",
+        "stop",
+        None,
+        "lone surrogate",
+    ),
+    (
+        "a mix weight of 1e30",
+        {"model": "a00=1e30,a01=1e30", "temperature": 1.0},
+        400,
+        "invalid_request_error",
+        "model",
+        None,
+        "beyond +-100",
+    ),
+    (
+        "a mix of 17 adapters",
+        {"model": ",".join(["a00"] * 17)},
+        400,
+        "invalid_request_error",
+        "model",
+        None,
+        "at most 16",
+    ),
+    (
+        "a model name of 3,000 characters",
+        {"model": "m" * 3000},
+        400,
+        "invalid_request_error",
+        "model",
+        None,
+        "at most 2048 characters",
+    ),
+    (
+        "an unknown long model name, echoed cut short",
+        {"model": "m" * 2000},
+        404,
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+        "(2000 characters)",
+    ),
+    (
+        "a body over --max-body",
+        b'{"model": "a00", "prompt": "' + b"x" * (1 << 20) + b'"}',
+        413,
+        "invalid_request_error",
+        None,
+        "body_too_large",
+        "at most 1048576",
+    ),
     ("100,000 prompts", {"prompt": ["a"] * 100_000}, 400, "invalid_request_error", "n", None, "100000 prompts"),
-    ("a prompt of more characters than the context can hold", {"prompt": "x" * 100_000}, 400, "invalid_request_error",
-     "max_tokens", None, "100000 characters"),
-    ("an adapter trained on another base", {"model": "other"}, 422, "invalid_request_error", "model", "adapter_refused",
-     "other weights"),
+    (
+        "a prompt of more characters than the context can hold",
+        {"prompt": "x" * 100_000},
+        400,
+        "invalid_request_error",
+        "max_tokens",
+        None,
+        "100000 characters",
+    ),
+    (
+        "an adapter trained on another base",
+        {"model": "other"},
+        422,
+        "invalid_request_error",
+        "model",
+        "adapter_refused",
+        "other weights",
+    ),
     ("a damaged adapter", {"model": "damaged"}, 422, "invalid_request_error", "model", "adapter_refused", "modified"),
 ]
 
@@ -67,8 +233,9 @@ def bad(tmp_path_factory, many_adapters, trained_adapters):
     for name in ("a00", "a01", "a02"):
         shutil.copytree(many_adapters / name, root / name)
     shutil.copytree(trained_adapters / "elsewhere", root / "other")
-    (root / "other" / "manifest.json").write_text((root / "other" / "manifest.json").read_text().replace(
-        '"name": "elsewhere"', '"name": "other"'))
+    (root / "other" / "manifest.json").write_text(
+        (root / "other" / "manifest.json").read_text().replace('"name": "elsewhere"', '"name": "other"')
+    )
     shutil.copytree(many_adapters / "a02", root / "damaged")
     manifest = root / "damaged" / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"name": "a02"', '"name": "damaged"'))
@@ -111,8 +278,15 @@ def test_chat_says_the_adapter_was_trained_on_plain_text(bad):
     assert reply.status == 400
     assert reply.body["error"]["param"] == "messages"
     assert "adapter 'a00' was trained on plain text" in reply.body["error"]["message"]
-    assert bad.call("POST", "/v1/chat/completions", {"model": "a00", "messages": []}).body["error"]["param"] == "messages"
-    assert bad.call("POST", "/v1/chat/completions", {"model": "ghost", "messages": [{"role": "user", "content": "hi"}]}).status == 404
+    assert (
+        bad.call("POST", "/v1/chat/completions", {"model": "a00", "messages": []}).body["error"]["param"] == "messages"
+    )
+    assert (
+        bad.call(
+            "POST", "/v1/chat/completions", {"model": "ghost", "messages": [{"role": "user", "content": "hi"}]}
+        ).status
+        == 404
+    )
 
 
 def test_an_api_key_is_required_on_every_route_but_health(many_adapters):

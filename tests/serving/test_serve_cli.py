@@ -2,17 +2,23 @@
 
 import pytest
 from helpers import error_lines
+
 from .servers import free_socket
 
 
-@pytest.mark.parametrize("args, line", [
-    (["--max-batch", "0"], "error: --max-batch: must be at least 1 (got 0)"),
-    (["--max-queue", "0", "--timeout", "0"], "error: --max-queue: must be at least 1 (got 0)"),
-    (["--port", "70000"], "error: --port: must be between 1 and 65535 (got 70000)"),
-    (["--api-key", " "], "error: --api-key: is empty; give a key, or none to leave the server open"),
-    (["--preload", "a00", "--preload", "a01", "--max-loaded", "1"],
-     "error: --preload: 2 adapters, more than --max-loaded (1) can keep; preload fewer or raise the limit"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["--max-batch", "0"], "error: --max-batch: must be at least 1 (got 0)"),
+        (["--max-queue", "0", "--timeout", "0"], "error: --max-queue: must be at least 1 (got 0)"),
+        (["--port", "70000"], "error: --port: must be between 1 and 65535 (got 70000)"),
+        (["--api-key", " "], "error: --api-key: is empty; give a key, or none to leave the server open"),
+        (
+            ["--preload", "a00", "--preload", "a01", "--max-loaded", "1"],
+            "error: --preload: 2 adapters, more than --max-loaded (1) can keep; preload fewer or raise the limit",
+        ),
+    ],
+)
 def test_bad_settings_are_refused(cli, args, line):
     result = cli("serve", *args)
     assert result.exit_code == 2
@@ -23,8 +29,11 @@ def test_what_cannot_be_served_is_refused_before_listening(cli, tmp_path, many_a
     empty = cli("serve", "--store", tmp_path / "empty")
     assert empty.exit_code == 2
     assert error_lines(empty.stderr) == [
-        f"error: nothing to serve: the store {tmp_path / 'empty'} holds no adapter that records its base; train one "
-        "into it, point --store at another store, or name the model with --base"]
+        (
+            f"error: nothing to serve: the store {tmp_path / 'empty'} holds no adapter that records its base; "
+            "train one into it, point --store at another store, or name the model with --base"
+        )
+    ]
     ghost = cli("serve", "--store", many_adapters, "--preload", "ghost")
     assert ghost.exit_code == 2
     assert error_lines(ghost.stderr)[0].startswith("error: --preload: no adapter named 'ghost' in")
@@ -54,17 +63,27 @@ def test_every_server_setting_is_an_option_declared_once():
             assert options[f.name].help == f.metadata["help"]
             if f.default not in (None, ()):
                 assert options[f.name].default == f.default
-    context = serve.make_context("serve", ["--max-body", "2048", "--read-timeout", "2.5", "--preload", "a",
-                                           "--preload", "b", "--max-loaded", "3"])
+    context = serve.make_context(
+        "serve",
+        ["--max-body", "2048", "--read-timeout", "2.5", "--preload", "a", "--preload", "b", "--max-loaded", "3"],
+    )
     settings = settings_from(ServerSettings, context.params)
-    assert (settings.max_body, settings.read_timeout, settings.preload, settings.max_loaded) == (2048, 2.5, ("a", "b"), 3)
+    assert (settings.max_body, settings.read_timeout, settings.preload, settings.max_loaded) == (
+        2048,
+        2.5,
+        ("a", "b"),
+        3,
+    )
     assert isinstance(settings.max_body, int) and isinstance(settings.read_timeout, float)
 
 
-@pytest.mark.parametrize("args, line", [
-    (["--max-body", "0"], "error: --max-body: must be at least 1 (got 0)"),
-    (["--read-timeout", "0"], "error: --read-timeout: must be a number of seconds > 0 (got 0.0)"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["--max-body", "0"], "error: --max-body: must be at least 1 (got 0)"),
+        (["--read-timeout", "0"], "error: --read-timeout: must be a number of seconds > 0 (got 0.0)"),
+    ],
+)
 def test_bad_limits_are_refused(cli, args, line):
     result = cli("serve", *args)
     assert result.exit_code == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -25,11 +26,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pytest
-from .servers import Alone, Running, add_adapter, free_socket, wait_for
 
 import toolkit
 from toolkit.serving.settings import ServerSettings
 from toolkit.store.store import AdapterStore
+
+from .servers import Alone, Running, add_adapter, free_socket, wait_for
 
 pytestmark = pytest.mark.slow  # a real server process, for about a minute
 
@@ -132,8 +134,10 @@ def trickle_body(port: int, limit: float) -> tuple:
     (issue 23.10). Returns (status, body, None)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=limit)
     try:
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 200\r\n\r\n{")
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 200\r\n\r\n{"
+        )
         sock.settimeout(0.5)
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
@@ -157,8 +161,10 @@ def chunked_too_large(port: int) -> tuple:
     """A body over --max-body without a Content-Length (chunked): the server finds out while reading it."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     try:
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = b"x" * 65536
         try:
             for _ in range(MAX_BODY // len(chunk) + 2):
@@ -176,8 +182,12 @@ def chunked_too_large(port: int) -> tuple:
 def open_stream(port: int, body: dict) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, bytes]:
     """A streamed request, up to its first event: (connection, response, that event's line)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request("POST", "/v1/completions", body=json.dumps({**body, "stream": True}),
-                       headers={"Content-Type": "application/json"})
+    connection.request(
+        "POST",
+        "/v1/completions",
+        body=json.dumps({**body, "stream": True}),
+        headers={"Content-Type": "application/json"},
+    )
     response = connection.getresponse()
     first = response.readline()
     while first == b"\n":
@@ -199,8 +209,10 @@ def leave_waiting(port: int) -> tuple:
     Returns (None, None, the client's port, by which the access log names the request)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         body = json.dumps({"model": "a01", "prompt": "The", "max_tokens": 60, "temperature": 0}).encode()
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         time.sleep(0.3)
         return None, None, sock.getsockname()[1]
 
@@ -209,7 +221,7 @@ def leave_waiting(port: int) -> tuple:
 
 
 def rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for process {pid}")
@@ -232,8 +244,11 @@ class ServerLog:
         self.thread.join(10)
         if since is None:
             return "\n".join(line for _, line in self.lines)
-        return "\n".join(f"{at - since:+7.2f} s {line}" for at, line in self.lines
-                         if at >= since - 1 and not line.startswith((" ", "Traceback")))
+        return "\n".join(
+            f"{at - since:+7.2f} s {line}"
+            for at, line in self.lines
+            if at >= since - 1 and not line.startswith((" ", "Traceback"))
+        )
 
 
 def start_server(store) -> tuple[subprocess.Popen, int, ServerLog]:
@@ -241,9 +256,27 @@ def start_server(store) -> tuple[subprocess.Popen, int, ServerLog]:
     port = sock.getsockname()[1]
     sock.close()
     server = subprocess.Popen(
-        [sys.executable, "-m", "toolkit.cli", "serve", "--store", str(store), "--port", str(port),
-         "--grace", str(GRACE), "--max-body", str(MAX_BODY), "--read-timeout", str(READ_TIMEOUT)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "toolkit.cli",
+            "serve",
+            "--store",
+            str(store),
+            "--port",
+            str(port),
+            "--grace",
+            str(GRACE),
+            "--max-body",
+            str(MAX_BODY),
+            "--read-timeout",
+            str(READ_TIMEOUT),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
     log = ServerLog(server.stdout)
     running = Running(f"http://127.0.0.1:{port}")
 
@@ -290,19 +323,49 @@ def references(root, tiny_model, scratch) -> References:
 SURROGATE = b'{"model": "a01", "prompt": "The \\ud800 cat", "max_tokens": 3}'
 HOSTILE = [  # (name, raw body, status, code or None, param or None, words in the message)
     ("seed 2**64", {"model": "a01", "prompt": "The", "seed": 2**64}, 400, None, "seed", "less than or equal to"),
-    ("mix weights of 1e30", {"model": "a01=1e30,a02=1e30", "prompt": "The", "temperature": 1.0}, 400, None, "model",
-     "beyond +-100"),
-    ("prompts x n beyond the queue", {"model": "a01", "prompt": ["a"] * 5, "n": 16}, 400, None, "n",
-     f"more than this server queues at once ({MAX_QUEUE})"),
-    ("a body over --max-body", b'{"model": "a01", "prompt": "' + b"x" * MAX_BODY + b'"}', 413, "body_too_large", None,
-     f"at most {MAX_BODY}"),
+    (
+        "mix weights of 1e30",
+        {"model": "a01=1e30,a02=1e30", "prompt": "The", "temperature": 1.0},
+        400,
+        None,
+        "model",
+        "beyond +-100",
+    ),
+    (
+        "prompts x n beyond the queue",
+        {"model": "a01", "prompt": ["a"] * 5, "n": 16},
+        400,
+        None,
+        "n",
+        f"more than this server queues at once ({MAX_QUEUE})",
+    ),
+    (
+        "a body over --max-body",
+        b'{"model": "a01", "prompt": "' + b"x" * MAX_BODY + b'"}',
+        413,
+        "body_too_large",
+        None,
+        f"at most {MAX_BODY}",
+    ),
     ("a lone surrogate", SURROGATE, 400, None, "prompt", "lone surrogate"),
-    ("a model name of 2,000 characters", {"model": "m" * 2000, "prompt": "The"}, 404, "model_not_found", "model",
-     "(2000 characters)"),
+    (
+        "a model name of 2,000 characters",
+        {"model": "m" * 2000, "prompt": "The"},
+        404,
+        "model_not_found",
+        "model",
+        "(2000 characters)",
+    ),
     ("a mix of 17 adapters", {"model": ",".join(["a01"] * 17), "prompt": "The"}, 400, None, "model", "at most 16"),
     ("malformed JSON", b'{"model": "a01", "prompt": ', 400, None, None, "not valid JSON"),
-    ("chat with a lone surrogate", b'{"model": "qa", "messages": [{"role": "user", "content": "\\udfff"}]}', 400, None,
-     "messages", "lone surrogate"),
+    (
+        "chat with a lone surrogate",
+        b'{"model": "qa", "messages": [{"role": "user", "content": "\\udfff"}]}',
+        400,
+        None,
+        "messages",
+        "lone surrogate",
+    ),
 ]
 
 
@@ -351,10 +414,15 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
     try:
         # Warm-up: every model once, then the memory the server starts the load with.
         for model in ("a00", "a01", "a02", "a03", base, MIX):
-            assert running.call("POST", "/v1/completions", {"model": model, "prompt": "The", "max_tokens": 4,
-                                                            "temperature": 0}).status == 200
-        assert client.chat.completions.create(model="qa", messages=[{"role": "user", "content": QUESTION}],
-                                              max_tokens=4, temperature=0).choices
+            assert (
+                running.call(
+                    "POST", "/v1/completions", {"model": model, "prompt": "The", "max_tokens": 4, "temperature": 0}
+                ).status
+                == 200
+            )
+        assert client.chat.completions.create(
+            model="qa", messages=[{"role": "user", "content": QUESTION}], max_tokens=4, temperature=0
+        ).choices
         rss_start = rss_mib(server.pid)
 
         load_ends = time.monotonic() + LOAD_SECONDS
@@ -366,14 +434,17 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
                         return
                     body(i)
                     time.sleep(pause)
+
             return run
 
         def completion(model, prompt, **fields):
             def send():
-                reply = running.call("POST", "/v1/completions",
-                                     {"model": model, "prompt": prompt, "max_tokens": TOKENS, **fields})
+                reply = running.call(
+                    "POST", "/v1/completions", {"model": model, "prompt": prompt, "max_tokens": TOKENS, **fields}
+                )
                 text = reply.body["choices"][0]["text"] if reply.status == 200 else None
                 return reply.status, reply.body, text
+
             return send
 
         # -- good clients
@@ -388,38 +459,46 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
             def send():
                 got = client.completions.create(model=model, prompt=prompt, max_tokens=TOKENS, temperature=0)
                 return 200, None, got.choices[0].text
+
             ledger.record("greedy", send, expected=refs.greedy[name, prompt])
             # Below 1e-3 a temperature samples greedily (issue 23.2): 1e-38 must give the greedy text, not a 500.
-            ledger.record("temperature 1e-38", completion(model, prompt, temperature=1e-38),
-                          expected=refs.greedy[name, prompt])
+            ledger.record(
+                "temperature 1e-38", completion(model, prompt, temperature=1e-38), expected=refs.greedy[name, prompt]
+            )
 
         def sampled(i):
             seed = i // 2 if i % 2 == 0 else max(i // 2 - 2, 0)  # every seed is asked twice, apart in time
 
             def send():
-                got = client.completions.create(model="a01", prompt="The cat", max_tokens=TOKENS, n=2, seed=seed,
-                                                temperature=0.9)
+                got = client.completions.create(
+                    model="a01", prompt="The cat", max_tokens=TOKENS, n=2, seed=seed, temperature=0.9
+                )
                 return 200, None, json.dumps([c.text for c in got.choices])
+
             ledger.record("sampled", send, seed=seed)
 
         def streamed(i):
             prompt = PROMPTS[i % len(PROMPTS)]
 
             def send():
-                chunks = list(client.completions.create(model="a02", prompt=prompt, max_tokens=TOKENS, temperature=0,
-                                                        stream=True))
+                chunks = list(
+                    client.completions.create(model="a02", prompt=prompt, max_tokens=TOKENS, temperature=0, stream=True)
+                )
                 return 200, None, "".join(c.choices[0].text for c in chunks if c.choices)
+
             ledger.record("stream", send, expected=refs.greedy["a02", prompt])
 
         def chat(i):
             def send():
                 messages = [{"role": "user", "content": QUESTION}]
                 if i % 2:
-                    chunks = client.chat.completions.create(model="qa", messages=messages, max_tokens=12, temperature=0,
-                                                            stream=True)
+                    chunks = client.chat.completions.create(
+                        model="qa", messages=messages, max_tokens=12, temperature=0, stream=True
+                    )
                     return 200, None, "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
                 got = client.chat.completions.create(model="qa", messages=messages, max_tokens=12, temperature=0)
                 return 200, None, got.choices[0].message.content
+
             ledger.record("chat", send, expected=refs.chat)
 
         def mixed(i):
@@ -428,6 +507,7 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
             def send():
                 got = client.completions.create(model=MIX, prompt=prompt, max_tokens=TOKENS, temperature=0)
                 return 200, None, got.choices[0].text
+
             ledger.record("mix", send, expected=refs.mix[prompt])
 
         def removed(i):
@@ -438,6 +518,7 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
             def send():
                 reply = running.call("GET", "/v1/models")
                 return reply.status, reply.body, None
+
             ledger.record("models", send)
 
         # -- hostile clients
@@ -462,13 +543,24 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
         def slow_body(i):
             ledger.record("slow body", lambda: trickle_body(port, slow_limit))
 
-        clients = [loop(greedy_retrained), loop(greedy_static), loop(sampled), loop(streamed), loop(chat),
-                   loop(mixed), loop(removed, 0.1), loop(models, 0.5), loop(hostile, 0.05), loop(leaving, 1.0)]
+        clients = [
+            loop(greedy_retrained),
+            loop(greedy_static),
+            loop(sampled),
+            loop(streamed),
+            loop(chat),
+            loop(mixed),
+            loop(removed, 0.1),
+            loop(models, 0.5),
+            loop(hostile, 0.05),
+            loop(leaving, 1.0),
+        ]
         clients += [loop(slow_headers, cap=1)] * 2 + [loop(slow_body, cap=1)] * 2
         threads = [threading.Thread(target=c, daemon=True) for c in clients]
         load_starts = time.monotonic()
-        poller = subprocess.Popen([sys.executable, "-c", POLLER, str(port), str(LOAD_SECONDS)], stdout=subprocess.PIPE,
-                                  text=True)
+        poller = subprocess.Popen(
+            [sys.executable, "-c", POLLER, str(port), str(LOAD_SECONDS)], stdout=subprocess.PIPE, text=True
+        )
         for t in threads:
             t.start()
 
@@ -493,8 +585,9 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
 
         # After the load: no row left generating, a00 at its last version, memory within its bound.
         wait_for(lambda: running.metrics()["gpt2_adapt_running_rows"] == 0, what="no row left running")
-        last = running.call("POST", "/v1/completions", {"model": "a00", "prompt": "The cat", "max_tokens": TOKENS,
-                                                        "temperature": 0})
+        last = running.call(
+            "POST", "/v1/completions", {"model": "a00", "prompt": "The cat", "max_tokens": TOKENS, "temperature": 0}
+        )
         assert last.status == 200 and last.body["choices"][0]["text"] == refs.versions[-1]["The cat"]
         rss_end = rss_mib(server.pid)
 
@@ -516,13 +609,15 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
 
         def last_stream(started: threading.Event):
             def send():
-                connection, response, first = open_stream(port, {"model": "a01", "prompt": "The", "max_tokens": 30,
-                                                                 "temperature": 0})
+                connection, response, first = open_stream(
+                    port, {"model": "a01", "prompt": "The", "max_tokens": 30, "temperature": 0}
+                )
                 started.set()
                 try:
                     return response.status, None, (first + response.read()).decode()
                 finally:
                     connection.close()
+
             ledger.record("stream at SIGTERM", send)
             started.set()
 
@@ -549,16 +644,22 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
     summary = {kind: len(ledger.of(kind)) for kind in sorted({o.kind for o in ledger.outcomes})}
     print("requests per kind:", summary)
     latencies = sorted(took for took, *_ in health)
-    slow = ["%.0f ms at %.1f s" % (1000 * took, at) for took, _, at in health if took > HEALTH_LIMIT]
-    spread = "%d polls, median %.1f ms, p99 %.1f ms, max %.1f ms; over %d ms: %s" % (
-        len(latencies), 1000 * latencies[len(latencies) // 2], 1000 * latencies[int(len(latencies) * 0.99)],
-        1000 * latencies[-1], 1000 * HEALTH_LIMIT, ", ".join(slow) or "none") if latencies else "no polls"
+    slow = [f"{1000 * took:.0f} ms at {at:.1f} s" for took, _, at in health if took > HEALTH_LIMIT]
+    spread = (
+        f"{len(latencies)} polls, median {1000 * latencies[len(latencies) // 2]:.1f} ms, "
+        f"p99 {1000 * latencies[int(len(latencies) * 0.99)]:.1f} ms, max {1000 * latencies[-1]:.1f} ms; "
+        f"over {1000 * HEALTH_LIMIT:.0f} ms: {', '.join(slow) or 'none'}"
+        if latencies
+        else "no polls"
+    )
     print("/health:", spread)
     print(f"RSS: {rss_start:.0f} MiB after warm-up, {rss_end:.0f} MiB after the load")
     print(f"SIGTERM to exit: {stopped_after:.1f} s")
     print("the load started at", time.strftime("%H:%M:%S", time.gmtime(time.time() - time.monotonic() + load_starts)))
-    print("store changes (s into the load):",
-          {k: (round(a - load_starts, 1), round(b - load_starts, 1)) for k, (a, b) in changes.items()})
+    print(
+        "store changes (s into the load):",
+        {k: (round(a - load_starts, 1), round(b - load_starts, 1)) for k, (a, b) in changes.items()},
+    )
 
     # Each check below adds what did not hold to `problems`: one run reports all of them.
     problems: list[str] = []
@@ -573,21 +674,29 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
 
     # Every good request got the right answer.
     for kind in ("greedy", "temperature 1e-38", "stream", "chat", "mix"):
-        expect(kind, [o for o in ledger.of(kind) if o.error is None and (
-            o.status != 200 or o.text != o.extra["expected"])], "answers differ from toolkit.generate's")
+        expect(
+            kind,
+            [o for o in ledger.of(kind) if o.error is None and (o.status != 200 or o.text != o.extra["expected"])],
+            "answers differ from toolkit.generate's",
+        )
         expect(kind, [summary] if not ledger.of(kind) else [], "requests were sent")
     samples = defaultdict(set)
     for o in ledger.of("sampled"):
         if o.error is None:
             samples[o.extra["seed"]].add(o.text if o.status == 200 else f"status {o.status}")
     expect("sampled", [(s, t) for s, t in samples.items() if len(t) > 1], "seeds gave different texts")
-    expect("sampled", [] if any(len(set(json.loads(min(t)))) == 2 for t in samples.values() if min(t)[0] == "[") else
-           [samples], "seeds gave n=2 different texts (none did)")
+    expect(
+        "sampled",
+        [] if any(len(set(json.loads(min(t)))) == 2 for t in samples.values() if min(t)[0] == "[") else [samples],
+        "seeds gave n=2 different texts (none did)",
+    )
 
     # Greedy on the retrained adapter: the text of a version that was in the store while the request ran.
     edges = [changes[f"a00 seed {seed}"] for seed in RETRAINS.values()]
-    windows = [(-float("inf") if k == 0 else edges[k - 1][0], float("inf") if k == len(edges) else edges[k][1])
-               for k in range(len(refs.versions))]
+    windows = [
+        (-float("inf") if k == 0 else edges[k - 1][0], float("inf") if k == len(edges) else edges[k][1])
+        for k in range(len(refs.versions))
+    ]
     served = defaultdict(int)
     wrong = []
     for o in ledger.of("greedy a00"):
@@ -600,42 +709,102 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
         for k in matches:
             served[k] += 1
     expect("greedy a00", wrong, "answers are no version's that was in the store during the request")
-    expect("greedy a00", [dict(served)] if set(served) != set(range(len(refs.versions))) else [],
-           "versions were never served")
+    expect(
+        "greedy a00",
+        [dict(served)] if set(served) != set(range(len(refs.versions))) else [],
+        "versions were never served",
+    )
 
     # The removed adapter: its text before, 404 after.
     removal = changes["a03 removed"]
-    expect("a03", [o for o in ledger.of("a03") if o.error is None and not (
-        (o.status == 200 and o.sent <= removal[1] and o.text == o.extra["expected"])
-        or (o.status == 404 and o.answered >= removal[0] and o.body["error"]["code"] == "model_not_found"))],
-           "answers were neither its text before the removal nor 404 after")
-    expect("models", [o for o in ledger.of("models") if o.error is None and not (
-        o.status == 200 and base in {m["id"] for m in o.body["data"]})], "listings failed")
+    expect(
+        "a03",
+        [
+            o
+            for o in ledger.of("a03")
+            if o.error is None
+            and not (
+                (o.status == 200 and o.sent <= removal[1] and o.text == o.extra["expected"])
+                or (o.status == 404 and o.answered >= removal[0] and o.body["error"]["code"] == "model_not_found")
+            )
+        ],
+        "answers were neither its text before the removal nor 404 after",
+    )
+    expect(
+        "models",
+        [
+            o
+            for o in ledger.of("models")
+            if o.error is None and not (o.status == 200 and base in {m["id"] for m in o.body["data"]})
+        ],
+        "listings failed",
+    )
 
     # Each hostile request got its status and an OpenAI-style error body saying what was wrong.
     def refused_as_expected(o: Outcome, status: int, code: str | None, param: str | None, words: str) -> bool:
         error = o.body.get("error") if isinstance(o.body, dict) else None
-        return (o.status == status and isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
-                and error["type"] == "invalid_request_error" and error["code"] == code and error["param"] == param
-                and words in error["message"] and len(error["message"]) < 1000)
+        return (
+            o.status == status
+            and isinstance(error, dict)
+            and set(error) == {"message", "type", "param", "code"}
+            and error["type"] == "invalid_request_error"
+            and error["code"] == code
+            and error["param"] == param
+            and words in error["message"]
+            and len(error["message"]) < 1000
+        )
 
     for number, (name, _, status, code, param, words) in enumerate(HOSTILE):
         cases = [o for o in ledger.of("hostile") if o.extra["case"] == number and o.error is None]
-        expect(name, [o for o in cases if not refused_as_expected(o, status, code, param, words)],
-               f"answers were not {status} with an OpenAI error body")
+        expect(
+            name,
+            [o for o in cases if not refused_as_expected(o, status, code, param, words)],
+            f"answers were not {status} with an OpenAI error body",
+        )
     chunked = "chunked body over --max-body"
-    expect(chunked, [o for o in ledger.of(chunked) if o.error is None and not (
-        o.status == 413 and o.body["error"]["code"] == "body_too_large")], "answers were not 413")
-    expect("slow headers", [o for o in ledger.of("slow headers") if o.error is None and o.text > READ_TIMEOUT + 10],
-           "connections were closed long after the read timeout")
-    expect("slow body", [o for o in ledger.of("slow body") if o.error is None and not (
-        o.status == 408 and o.body["error"]["type"] == "timeout_error")], "answers were not 408")
-    expect("left mid-stream", [o for o in ledger.of("left mid-stream") if o.error is None and not (
-        o.status == 200 and o.text.startswith("data: "))], "streams did not start")
-    expect("left waiting", still_open, "requests whose client left were still open 10 s after the load (no access-log "
-           "line: the server was not done with them)")
-    expect("left mid-stream", [metrics] if not metrics.get('gpt2_adapt_stopped_rows_total{reason="cancelled"}') else [],
-           "generations were stopped when their client left (none was)")
+    expect(
+        chunked,
+        [
+            o
+            for o in ledger.of(chunked)
+            if o.error is None and not (o.status == 413 and o.body["error"]["code"] == "body_too_large")
+        ],
+        "answers were not 413",
+    )
+    expect(
+        "slow headers",
+        [o for o in ledger.of("slow headers") if o.error is None and o.text > READ_TIMEOUT + 10],
+        "connections were closed long after the read timeout",
+    )
+    expect(
+        "slow body",
+        [
+            o
+            for o in ledger.of("slow body")
+            if o.error is None and not (o.status == 408 and o.body["error"]["type"] == "timeout_error")
+        ],
+        "answers were not 408",
+    )
+    expect(
+        "left mid-stream",
+        [
+            o
+            for o in ledger.of("left mid-stream")
+            if o.error is None and not (o.status == 200 and o.text.startswith("data: "))
+        ],
+        "streams did not start",
+    )
+    expect(
+        "left waiting",
+        still_open,
+        "requests whose client left were still open 10 s after the load (no access-log "
+        "line: the server was not done with them)",
+    )
+    expect(
+        "left mid-stream",
+        [metrics] if not metrics.get('gpt2_adapt_stopped_rows_total{reason="cancelled"}') else [],
+        "generations were stopped when their client left (none was)",
+    )
 
     # /health answered every poll, each within 100 ms.
     expect("/health", [] if len(health) > LOAD_SECONDS * 5 else [len(health)], "polls, too few")
@@ -644,20 +813,36 @@ def test_a_minute_of_good_and_hostile_clients_while_the_store_changes(tmp_path, 
 
     # Memory: within the bound of where it started; SIGTERM: exit 0 within the grace period, streams ended whole
     # or (drained) with an error event, then [DONE]; and no bug in the log.
-    expect("RSS", [(rss_start, rss_end)] if rss_end - rss_start > RSS_BOUND_MIB else [],
-           f"MiB grew by more than {RSS_BOUND_MIB}")
-    expect("SIGTERM", [f"exit {exit_code} {stopped_after:.1f} s after SIGTERM; the log since:\n"
-                       + server_log.text(since=signalled)[-2000:]] if exit_code != 0 or stopped_after > GRACE else [],
-           f"stops were not status 0 within the grace period ({GRACE} s)", shown=3000)
+    expect(
+        "RSS",
+        [(rss_start, rss_end)] if rss_end - rss_start > RSS_BOUND_MIB else [],
+        f"MiB grew by more than {RSS_BOUND_MIB}",
+    )
+    expect(
+        "SIGTERM",
+        [
+            f"exit {exit_code} {stopped_after:.1f} s after SIGTERM; the log since:\n"
+            + server_log.text(since=signalled)[-2000:]
+        ]
+        if exit_code != 0 or stopped_after > GRACE
+        else [],
+        f"stops were not status 0 within the grace period ({GRACE} s)",
+        shown=3000,
+    )
 
     def ended(o) -> bool:
         events = [e.removeprefix("data: ") for e in (o.text or "").split("\n\n") if e]
         if o.status != 200 or len(events) < 2 or events[-1] != "[DONE]":
             return False
         last = json.loads(events[-2])
-        return (last.get("choices") or [{}])[0].get("finish_reason") in ("stop", "length") or \
-            last.get("error", {}).get("code") == "shutting_down"
-    expect("stream at SIGTERM", [o for o in ledger.of("stream at SIGTERM") if o.error is None and not ended(o)],
-           "streams were cut short")
+        return (last.get("choices") or [{}])[0].get("finish_reason") in ("stop", "length") or last.get("error", {}).get(
+            "code"
+        ) == "shutting_down"
+
+    expect(
+        "stream at SIGTERM",
+        [o for o in ledger.of("stream at SIGTERM") if o.error is None and not ended(o)],
+        "streams were cut short",
+    )
     expect("log", [line for line in log.splitlines() if "Traceback" in line or '" 500 ' in line], "lines tell of a bug")
     assert not problems, "\n".join(problems)

@@ -28,16 +28,22 @@ def test_the_same_corpus_and_plan_give_the_same_folder_and_weights(tmp_path, cor
     weights = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     assert weights[0].keys() == weights[1].keys()
     assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
-    random = builtin.random_gpt2(builtin.train_tokenizer((corpus_dir / "train.txt").read_text().splitlines(), 300, 64), n_embd=32,
-                                 n_positions=64, n_layer=2, n_head=4).state_dict()
+    random = builtin.random_gpt2(
+        builtin.train_tokenizer((corpus_dir / "train.txt").read_text().splitlines(), 300, 64),
+        n_embd=32,
+        n_positions=64,
+        n_layer=2,
+        n_head=4,
+    ).state_dict()
     assert not (weights[0]["transformer.h.0.attn.c_attn.weight"] == random["transformer.h.0.attn.c_attn.weight"]).all()
     assert (first / "tokenizer.json").exists() and AutoConfig.from_pretrained(first).vocab_size == 300
 
 
 def test_another_plan_or_corpus_is_another_folder(tmp_path, corpus_dir):
     base = _build(tmp_path / "cache", corpus_dir / "train.txt", SMALL)
-    other_plan = _build(tmp_path / "cache", corpus_dir / "train.txt", pretraining.PretrainingPlan(**{
-        **SMALL.__dict__, "steps": 4}))
+    other_plan = _build(
+        tmp_path / "cache", corpus_dir / "train.txt", pretraining.PretrainingPlan(**{**SMALL.__dict__, "steps": 4})
+    )
     other_corpus = _build(tmp_path / "cache", corpus_dir / "valid.txt", SMALL)
     assert len({base, other_plan, other_corpus}) == 3
     assert not list((tmp_path / "cache" / "builtin").glob(".tmp-*"))  # nothing half-built left behind
@@ -59,9 +65,12 @@ def test_the_builtin_base_scores_no_worse_with_more_context(builtin_base):
     positions scored worse)."""
     held_out = str(builtin.python_prose()["validation"])
     n_positions = AutoConfig.from_pretrained(builtin_base).n_positions
-    disjoint, sliding = (toolkit.evaluate(model="builtin:tiny-gpt2", files=[held_out], context=n_positions,
-                                          stride=stride, max_tokens=6000)[0].score
-                         for stride in (None, n_positions // 4))
+    disjoint, sliding = (
+        toolkit.evaluate(
+            model="builtin:tiny-gpt2", files=[held_out], context=n_positions, stride=stride, max_tokens=6000
+        )[0].score
+        for stride in (None, n_positions // 4)
+    )
     assert disjoint.tokens == sliding.tokens
     assert sliding.perplexity <= disjoint.perplexity, (sliding.perplexity, disjoint.perplexity)
 
@@ -81,10 +90,15 @@ def test_python_code_holds_each_module_once_and_validation_is_unseen_by_the_base
     assert docstrings and not any(paragraph in prose for paragraph in docstrings if len(paragraph) > 80)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Title\n*****\n\nA first paragraph of prose,\nwritten over two lines.\n\n   indented = code\n\nShort.",
-     ["A first paragraph of prose, written over two lines."]),
-    ("+-----+\n| a table row that is long enough to count |\n+-----+", []),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "Title\n*****\n\nA first paragraph of prose,\nwritten over two lines.\n\n   indented = code\n\nShort.",
+            ["A first paragraph of prose, written over two lines."],
+        ),
+        ("+-----+\n| a table row that is long enough to count |\n+-----+", []),
+    ],
+)
 def test_paragraphs_keep_prose_only(text, expected):
     assert builtin.paragraphs(text) == expected

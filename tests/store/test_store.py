@@ -42,7 +42,9 @@ def load_warnings(caplog, monkeypatch):
 
 
 def warnings_of(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "toolkit.store.loading" and r.levelno == logging.WARNING]
+    return [
+        r.getMessage() for r in caplog.records if r.name == "toolkit.store.loading" and r.levelno == logging.WARNING
+    ]
 
 
 def input_ids(tiny_model) -> torch.Tensor:
@@ -71,8 +73,12 @@ def wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 def start_helper(code: str, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=os.environ.copy(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 # 1. Listing and show ---------------------------------------------------------------------------------
@@ -95,8 +101,21 @@ def test_list_shows_every_adapter_with_its_records(store, cli, tiny_model, other
         manifest = json.loads((folder / "manifest.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())
         config = json.loads((folder / "adapter_config.json").read_text())
-        assert set(row) == {"name", "base", "dataset", "rank", "targets", "bytes", "base_perplexity",
-                            "adapted_perplexity", "created", "problems", "variant", "quantization", "format"}
+        assert set(row) == {
+            "name",
+            "base",
+            "dataset",
+            "rank",
+            "targets",
+            "bytes",
+            "base_perplexity",
+            "adapted_perplexity",
+            "created",
+            "problems",
+            "variant",
+            "quantization",
+            "format",
+        }
         assert row["problems"] == []
         assert row["variant"] == "LoRA" and row["format"] == "text" and row["quantization"] in ("none", "int8")
         assert row["base"] == manifest["base"]["name"]

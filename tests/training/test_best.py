@@ -18,8 +18,10 @@ def test_keep_best_saves_the_adapter_of_the_lowest_evaluation(write_recipe, cli,
     # Evaluated on digits while it learns sentences: the more it trains, the less likely digits become.
     digits = tmp_path / "digits.txt"
     digits.write_text("".join(f"{n * 7919 % 10**12:012d} {n * 104729 % 10**9:09d}\n" for n in range(1, 40)))
-    recipe = write_recipe(data={"eval_files": [str(digits)]},
-                          training={"max_steps": 24, "eval_every": 4, "precision": "fp32", "keep": "best"})
+    recipe = write_recipe(
+        data={"eval_files": [str(digits)]},
+        training={"max_steps": 24, "eval_every": 4, "precision": "fp32", "keep": "best"},
+    )
     result = cli("train", recipe)
     assert result.exit_code == 0, result.output
     metrics = json.loads(Path("store/tiny/metrics.json").read_text())
@@ -38,8 +40,9 @@ def test_keep_best_saves_the_adapter_of_the_lowest_evaluation(write_recipe, cli,
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_improvement(write_recipe, cli):
-    recipe = write_recipe(training={"max_steps": 60, "eval_every": 5, "early_stopping_patience": 3,
-                                    "early_stopping_threshold": 1e9})
+    recipe = write_recipe(
+        training={"max_steps": 60, "eval_every": 5, "early_stopping_patience": 3, "early_stopping_threshold": 1e9}
+    )
     result = cli("train", recipe)
     assert result.exit_code == 0, result.output
     metrics = json.loads(Path("store/tiny/metrics.json").read_text())
@@ -52,7 +55,9 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(wri
     assert "  kept: the adapter of step 20, the last step\n" in shown
 
 
-def test_resuming_with_keep_best_after_a_run_that_kept_the_last_tracks_the_best_from_the_resume_point(write_recipe, cli):
+def test_resuming_with_keep_best_after_a_run_that_kept_the_last_tracks_the_best_from_the_resume_point(
+    write_recipe, cli
+):
     """A run with keep = "last" died after checkpoint 10; resumed with keep = "best" (--allow-changed), it
     keeps the best of the evaluations after the resume point, and nothing is called damaged."""
     common = {"max_steps": 20, "eval_every": 5, "save_every": 10, "precision": "fp32"}

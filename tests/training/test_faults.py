@@ -67,7 +67,10 @@ main(sys.argv[3:], standalone_mode=True)
 def run_harness(moment: str, at: int, *args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", HARNESS, moment, str(at), *map(str, args)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -118,7 +121,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(recipe, uninterrupted, cli,
     )
     child = subprocess.Popen(
         [sys.executable, "-m", "toolkit.cli", "train", str(long_recipe)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     first = Path("store/.checkpoints/tiny/checkpoint-10") / PROGRESS
     deadline = time.monotonic() + 120
@@ -139,7 +144,9 @@ def test_second_ctrl_c_stops_at_once(write_recipe):
     recipe = write_recipe(training={"max_steps": 100000, "save_every": 100000})
     child = subprocess.Popen(
         [sys.executable, "-m", "toolkit.cli", "train", str(recipe)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not Path("store/.checkpoints/tiny/run.json").exists() and time.monotonic() < deadline:
@@ -159,7 +166,8 @@ def test_resume_refuses_a_changed_recipe_or_data_unless_forced(recipe, cli, writ
     assert killed.returncode == -signal.SIGKILL
 
     changed = write_recipe(
-        "changed.toml", lora={"dropout": 0.1},
+        "changed.toml",
+        lora={"dropout": 0.1},
         training={"max_steps": 30, "save_every": 10, "keep_checkpoints": 1, "learning_rate": 5e-3},
     )
     refused = cli("train", changed, "--resume")
@@ -169,7 +177,9 @@ def test_resume_refuses_a_changed_recipe_or_data_unless_forced(recipe, cli, writ
     data = tmp_path / "other.txt"
     data.write_text((corpus_dir / "train.txt").read_text()[:-200] + "\n")
     other_data = write_recipe(
-        "data.toml", data={"train_files": [str(data)]}, lora={"dropout": 0.1},
+        "data.toml",
+        data={"train_files": [str(data)]},
+        lora={"dropout": 0.1},
         training={"max_steps": 30, "save_every": 10, "keep_checkpoints": 1},
     )
     assert "training data changed" in cli("train", other_data, "--resume").output
@@ -261,8 +271,12 @@ def test_resume_after_an_interrupted_overwrite_trains_the_new_run(write_recipe, 
 def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_143(write_recipe):
     """Fault: SIGTERM (what a scheduler or `kill` sends) in the middle of a run: treated like Ctrl-C."""
     recipe = write_recipe(training={"max_steps": 3000, "save_every": 10, "keep_checkpoints": 1})
-    child = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "train", str(recipe)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli", "train", str(recipe)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = Path("store/.checkpoints/tiny/checkpoint-10") / PROGRESS
     deadline = time.monotonic() + 120
     while not first.exists() and time.monotonic() < deadline:
@@ -291,8 +305,10 @@ def test_concurrent_processes_keep_every_fingerprint_in_the_cache(tiny_model, tm
         folder = tmp_path / f"base-{i}"
         shutil.copytree(tiny_model, folder)
         folders.append(folder)
-    children = [subprocess.Popen([sys.executable, "-c", FINGERPRINT, str(f)], stdout=subprocess.PIPE, text=True)
-                for f in folders]
+    children = [
+        subprocess.Popen([sys.executable, "-c", FINGERPRINT, str(f)], stdout=subprocess.PIPE, text=True)
+        for f in folders
+    ]
     printed = [child.communicate(timeout=120)[0].strip() for child in children]
     assert all(child.returncode == 0 for child in children)
     assert len(set(printed)) == 1  # the same weights, copied: one fingerprint
@@ -313,10 +329,19 @@ def test_the_best_adapter_and_the_patience_survive_kill_9(write_recipe, cli, tmp
     the same step with the same best, bit for bit."""
     digits = tmp_path / "digits.txt"
     digits.write_text("".join(f"{n * 7919 % 10**12:012d} {n * 104729 % 10**9:09d}\n" for n in range(1, 40)))
-    recipe = write_recipe(data={"eval_files": [str(digits)]}, lora={"dropout": 0.1}, training={
-        "max_steps": 40, "eval_every": 5, "save_every": 10, "keep_checkpoints": 1, "keep": "best",
-        "early_stopping_patience": 2, "early_stopping_threshold": 1e9,
-    })
+    recipe = write_recipe(
+        data={"eval_files": [str(digits)]},
+        lora={"dropout": 0.1},
+        training={
+            "max_steps": 40,
+            "eval_every": 5,
+            "save_every": 10,
+            "keep_checkpoints": 1,
+            "keep": "best",
+            "early_stopping_patience": 2,
+            "early_stopping_threshold": 1e9,
+        },
+    )
     assert cli("train", recipe, "--store", "whole").exit_code == 0
     whole = json.loads(Path("whole/tiny/metrics.json").read_text())
     assert whole["train"]["steps"] == 15 and whole["kept"] == {"keep": "best", "step": 5, "stopped_early": True}

@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -34,8 +33,12 @@ def qa_rows(n: int, seed: int, most: int = 2) -> list[dict]:
     for _ in range(n):
         subject, thing = rng.choice(SUBJECTS), rng.choice(OBJECTS)
         noise = " ".join(f"{rng.choice(SUBJECTS)} sees {rng.choice(OBJECTS)}." for _ in range(rng.randint(0, most)))
-        rows.append({"prompt": f"{noise} {subject} finds {thing}. What does {subject} find?".strip(),
-                     "completion": f" {thing}."})
+        rows.append(
+            {
+                "prompt": f"{noise} {subject} finds {thing}. What does {subject} find?".strip(),
+                "completion": f" {thing}.",
+            }
+        )
     return rows
 
 
@@ -57,8 +60,13 @@ def lora_model(tiny_model):
 def packed(tiny_model):
     """Examples of the tiny grammar, of several lengths, with a template, packed best-fit into blocks of 64."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    spec = DataSpec(train_files=["qa.jsonl"], format="prompt_completion", block_size=64, template="Q:{prompt}",
-                    truncate="prompt_left")
+    spec = DataSpec(
+        train_files=["qa.jsonl"],
+        format="prompt_completion",
+        block_size=64,
+        template="Q:{prompt}",
+        truncate="prompt_left",
+    )
     rows = check_rows(datasets.Dataset.from_list(qa_rows(12, seed=3, most=1)), "rows", spec)
     examples = encode_examples(rows, spec, tokenizer, "rows")
     packing = fit_blocks([len(e) for e in examples], 64)
@@ -75,8 +83,9 @@ def test_an_examples_logits_in_a_packed_block_equal_its_logits_alone(lora_model,
         for b, members in enumerate(packing.blocks):
             item = blocks[b]
             # As training calls it (AdapterTrainer.compute_loss): positions given, no cache.
-            logits = lora_model(input_ids=item["input_ids"][None], position_ids=item["position_ids"][None],
-                                use_cache=False).logits[0]
+            logits = lora_model(
+                input_ids=item["input_ids"][None], position_ids=item["position_ids"][None], use_cache=False
+            ).logits[0]
             at = 0
             for i in members:
                 alone = lora_model(input_ids=torch.from_numpy(examples[i].ids)[None]).logits[0]
@@ -90,8 +99,14 @@ def test_the_training_loss_of_a_packed_block_is_the_sum_over_its_examples_alone(
     arrays = example_arrays(examples, packing)
     blocks = ExampleBlocks(arrays["ids"], arrays["scored"], arrays["positions"])
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    trainer = AdapterTrainer(keeper=CheckpointKeeper(1), protocol=Protocol(64, 64, examples=True), eval_dataset=None,
-                             model=lora_model, args=args, data_collator=default_data_collator)
+    trainer = AdapterTrainer(
+        keeper=CheckpointKeeper(1),
+        protocol=Protocol(64, 64, examples=True),
+        eval_dataset=None,
+        model=lora_model,
+        args=args,
+        data_collator=default_data_collator,
+    )
     b = max(range(len(packing.blocks)), key=lambda i: len(packing.blocks[i]))
     batch = default_data_collator([blocks[b]])
     with torch.no_grad():  # num_items_in_batch=1: the summed NLL of the block's learnt tokens
@@ -131,9 +146,17 @@ def qa_recipe(write_recipe, tmp_path):
 
     def write(name="qa.toml", block_size=64, **training):
         return write_recipe(
-            name, data={"train_files": [train], "eval_files": [valid], "block_size": block_size,
-                        "format": "prompt_completion", "template": "Q: {prompt}\nA:", "truncate": "prompt_left"},
-            training={"max_steps": 40, "precision": "fp32", **training}, output={"name": "qa"},
+            name,
+            data={
+                "train_files": [train],
+                "eval_files": [valid],
+                "block_size": block_size,
+                "format": "prompt_completion",
+                "template": "Q: {prompt}\nA:",
+                "truncate": "prompt_left",
+            },
+            training={"max_steps": 40, "precision": "fp32", **training},
+            output={"name": "qa"},
         )
 
     return write
@@ -166,18 +189,28 @@ def test_train_eval_and_generate_on_examples_through_the_cli(qa_recipe, cli, tmp
     expected_ids = prompt_tokens(tokenizer, "What does the cat find?", "Q: {prompt}\nA:")
     assert expected_ids[0] == tokenizer.eos_token_id
     with torch.no_grad():
-        output = model.generate(input_ids=torch.tensor([expected_ids]), max_new_tokens=12, do_sample=False,
-                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
-    new = output[0, len(expected_ids):].tolist()
+        output = model.generate(
+            input_ids=torch.tensor([expected_ids]),
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )
+    new = output[0, len(expected_ids) :].tolist()
     until_eos = new[: new.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in new else new
-    printed = cli("generate", "--adapter", "qa", "--prompt", "What does the cat find?", "--greedy", "--max-new-tokens", "12")
+    printed = cli(
+        "generate", "--adapter", "qa", "--prompt", "What does the cat find?", "--greedy", "--max-new-tokens", "12"
+    )
     assert printed.exit_code == 0, printed.output
     assert printed.stdout.rstrip("\n") == tokenizer.decode(until_eos)
     assert toolkit.generate(model, tokenizer, "What does the cat find?", max_new_tokens=12, greedy=True) == [
-        tokenizer.decode(until_eos)]
+        tokenizer.decode(until_eos)
+    ]
 
 
-def test_examples_are_scored_at_their_adapters_block_size_with_their_prompts_cut_as_in_training(qa_recipe, cli, tmp_path):
+def test_examples_are_scored_at_their_adapters_block_size_with_their_prompts_cut_as_in_training(
+    qa_recipe, cli, tmp_path
+):
     """Trained at block 32 with prompts cut from the left, an adapter's examples are scored by eval --files at
     32 (not at the model's 64 positions): the same prompts cut, training's figures."""
     result = cli("train", qa_recipe(block_size=32), "--json")
@@ -198,7 +231,8 @@ def test_examples_are_scored_at_their_adapters_block_size_with_their_prompts_cut
 
 
 def test_a_loaded_examples_adapter_is_scored_on_examples_as_the_cli_scores_it_or_on_plain_text_when_asked(
-        qa_recipe, cli, tmp_path):
+    qa_recipe, cli, tmp_path
+):
     import toolkit
     from toolkit.errors import ToolkitError
 

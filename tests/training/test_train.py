@@ -56,7 +56,11 @@ def test_train_writes_a_complete_adapter_that_plain_peft_loads(write_recipe, cli
     metrics = json.loads((store / "tiny" / "metrics.json").read_text())
     assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
     assert {k: metrics["protocol"][k] for k in ("kind", "context", "stride", "by_document")} == {
-        "kind": "disjoint", "context": 32, "stride": 32, "by_document": False}
+        "kind": "disjoint",
+        "context": 32,
+        "stride": 32,
+        "by_document": False,
+    }
     assert metrics["train"]["steps"] == 30
     assert metrics["train"]["tokens"] == 30 * 8 * 32  # steps x batch x block: packed, no padding
     assert metrics["train"]["seconds"] > 0

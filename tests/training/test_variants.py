@@ -31,8 +31,9 @@ def logits(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_a_variant_trains_merges_exactly_loads_in_plain_peft_and_mixes_if_it_can(variant, cli, write_recipe,
-                                                                                 tiny_model, tmp_path):
+def test_a_variant_trains_merges_exactly_loads_in_plain_peft_and_mixes_if_it_can(
+    variant, cli, write_recipe, tiny_model, tmp_path
+):
     metrics = trained(cli, write_recipe, variant, lora=VARIANTS[variant])
     assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
     config = json.loads(Path("store", variant, "adapter_config.json").read_text())
@@ -92,13 +93,16 @@ def wide_model(tmp_path_factory, corpus_dir) -> Path:
     from toolkit.sources import builtin
 
     folder = tmp_path_factory.mktemp("wide-gpt2")
-    builtin.write_gpt2(folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=64, n_embd=64, n_layer=2, n_head=2)
+    builtin.write_gpt2(
+        folder, [corpus_dir / "train.txt"], vocab_size=300, n_positions=64, n_embd=64, n_layer=2, n_head=2
+    )
     return folder
 
 
 @pytest.mark.parametrize("mode", ["nf4", "fp4"])
-def test_a_4bit_base_trains_is_recorded_and_loads_evaluates_generates_and_merges(mode, cli, write_recipe, tmp_path,
-                                                                                corpus_dir, wide_model):
+def test_a_4bit_base_trains_is_recorded_and_loads_evaluates_generates_and_merges(
+    mode, cli, write_recipe, tmp_path, corpus_dir, wide_model
+):
     metrics = trained(cli, write_recipe, mode, steps=12, quantization={"mode": mode}, model={"name": str(wide_model)})
     assert metrics["adapted"]["perplexity"] < metrics["base"]["perplexity"]
     assert (metrics["quantization"], metrics["precision"]) == (mode, "fp32")  # what ran: a 4-bit base computing in fp32
@@ -134,8 +138,9 @@ def test_a_4bit_base_trains_is_recorded_and_loads_evaluates_generates_and_merges
 def test_the_4bit_base_computes_in_the_training_precision(write_recipe, precision, double_quant):
     import bitsandbytes as bnb
 
-    recipe = load_recipe(write_recipe(quantization={"mode": "nf4", "double_quant": double_quant},
-                                      training={"precision": precision}))
+    recipe = load_recipe(
+        write_recipe(quantization={"mode": "nf4", "double_quant": double_quant}, training={"precision": precision})
+    )
     layers = [m for m in load_base(recipe).modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(layers) == 8  # c_attn, c_proj, c_fc, mlp.c_proj in two blocks
     expected = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]

@@ -20,8 +20,11 @@ from .report import BUSY, PARTS
 MEMORY_CASES = {
     "toolkit-fp32": {"training.precision": "fp32"},
     "toolkit-int8": {"training.precision": "fp32", "quantization.mode": "int8"},
-    "toolkit-int8-checkpointing": {"training.precision": "fp32", "quantization.mode": "int8",
-                                   "training.gradient_checkpointing": True},
+    "toolkit-int8-checkpointing": {
+        "training.precision": "fp32",
+        "quantization.mode": "int8",
+        "training.gradient_checkpointing": True,
+    },
     "toolkit-nf4": {"training.precision": "fp32", "quantization.mode": "nf4"},
 }
 # The plain peft + Trainer script at each precision a user sets with one flag: fp32 (the examples' default)
@@ -64,8 +67,13 @@ def train_case(setup: Setup, name: str, overrides: dict | None) -> dict:
     else:
         result = _toolkit(setup, name, overrides, timer)
     peak = _peak_memory(setup.device)
-    result |= {"steps": len(timer.marks), "tokens_per_second": timer.rate(), "peak_memory": peak,
-               "training_memory": peak - baseline, "threads": torch.get_num_threads()}
+    result |= {
+        "steps": len(timer.marks),
+        "tokens_per_second": timer.rate(),
+        "peak_memory": peak,
+        "training_memory": peak - baseline,
+        "threads": torch.get_num_threads(),
+    }
     if name in MEMORY_CASES:  # after the peak is taken: what the base's weights alone occupy
         from ..modeling.base import base_from
         from ..records import ModelSource
@@ -88,10 +96,18 @@ def _toolkit(setup: Setup, name: str, overrides: dict, timer) -> dict:
     os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
     recipe = {
         "model": {"name": str(work / "base")},
-        "data": {"train_files": [str(work / "train.txt")], "eval_files": [str(work / "eval.txt")],
-                 "block_size": setup.block_size},
-        "training": {"max_steps": setup.steps + 1, "batch_size": setup.batch_size, "eval_every": 0,
-                     "save_every": 1_000_000, "log_every": 1_000_000},
+        "data": {
+            "train_files": [str(work / "train.txt")],
+            "eval_files": [str(work / "eval.txt")],
+            "block_size": setup.block_size,
+        },
+        "training": {
+            "max_steps": setup.steps + 1,
+            "batch_size": setup.batch_size,
+            "eval_every": 0,
+            "save_every": 1_000_000,
+            "log_every": 1_000_000,
+        },
         "output": {"name": "bench" if name == "toolkit" else name},
     }
     path = work / f"{name}.toml"
@@ -125,11 +141,19 @@ def _plain_peft(setup: Setup, timer, precision: str) -> dict:
     blocks = tokens.map(group, batched=True, remove_columns=tokens.column_names)
     model = AutoModelForCausalLM.from_pretrained(base)
     lora = LoraSpec()  # the same adapter as the toolkit's default recipe
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=TARGET_PRESETS[lora.targets], fan_in_fan_out=True, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=TARGET_PRESETS[lora.targets],
+        fan_in_fan_out=True,
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, config)
     args = _arguments(setup, f"peft-{precision}", bf16=precision == "bf16")
-    Trainer(model=model, args=args, train_dataset=blocks, data_collator=default_data_collator, callbacks=[timer]).train()
+    Trainer(
+        model=model, args=args, train_dataset=blocks, data_collator=default_data_collator, callbacks=[timer]
+    ).train()
     return {"parameters": _base_parameters(base), "precision": precision}
 
 
@@ -143,13 +167,19 @@ def _seed_pipeline(setup: Setup, timer) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.pad_token = tokenizer.eos_token
     lines = Dataset.from_dict({"text": (Path(setup.work) / "train.txt").read_text(encoding="utf-8").splitlines()})
-    padded = lines.map(lambda b: tokenizer(b["text"], padding=True, truncation=True), batched=True,
-                       remove_columns=["text"])
+    padded = lines.map(
+        lambda b: tokenizer(b["text"], padding=True, truncation=True), batched=True, remove_columns=["text"]
+    )
     masks = padded["attention_mask"]
     useful, positions = sum(map(sum, masks)), sum(map(len, masks))
     model = AutoModelForCausalLM.from_pretrained(base)  # every weight trains
-    Trainer(model=model, args=_arguments(setup, "seed", non_padding=True), train_dataset=padded,
-            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[timer]).train()
+    Trainer(
+        model=model,
+        args=_arguments(setup, "seed", non_padding=True),
+        train_dataset=padded,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[timer],
+    ).train()
     return {"parameters": _base_parameters(base), "precision": "fp32", "padding_share": 1 - useful / positions}
 
 
@@ -157,10 +187,18 @@ def _arguments(setup: Setup, name: str, non_padding: bool = False, bf16: bool = 
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(Path(setup.work) / name), max_steps=setup.steps + 1,
-        per_device_train_batch_size=setup.batch_size, learning_rate=2e-4, save_strategy="no",
-        logging_steps=1_000_000, report_to="none", use_cpu=setup.device == "cpu", seed=42,
-        include_num_input_tokens_seen="non_padding" if non_padding else "all", disable_tqdm=True, bf16=bf16,
+        output_dir=str(Path(setup.work) / name),
+        max_steps=setup.steps + 1,
+        per_device_train_batch_size=setup.batch_size,
+        learning_rate=2e-4,
+        save_strategy="no",
+        logging_steps=1_000_000,
+        report_to="none",
+        use_cpu=setup.device == "cpu",
+        seed=42,
+        include_num_input_tokens_seen="non_padding" if non_padding else "all",
+        disable_tqdm=True,
+        bf16=bf16,
     )
 
 
@@ -172,8 +210,11 @@ def plan_case(setup: Setup) -> dict:
     from ..training.plan import PLANNED, memory_estimate, parameter_counts
 
     base = Path(setup.work) / "base"
-    recipe = Recipe(model=ModelSpec(name=str(base)), data=DataSpec(train_files=["unused"], block_size=setup.block_size),
-                    training=TrainingSpec(batch_size=setup.batch_size))
+    recipe = Recipe(
+        model=ModelSpec(name=str(base)),
+        data=DataSpec(train_files=["unused"], block_size=setup.block_size),
+        training=TrainingSpec(batch_size=setup.batch_size),
+    )
     config = AutoConfig.from_pretrained(base)
     counts = parameter_counts(recipe, config)
     return {precision: memory_estimate(recipe, config, counts, precision) for precision in PLANNED}
@@ -190,8 +231,12 @@ def eval_case(setup: Setup, precision: str, threads: int = 0) -> dict:
     loaded = load_models(["bench"], store=str(work / "store"), precision=precision)
     rows = run(loaded, options, texts)
     adapted = next(r for r in rows if r.adapter)
-    return {"precision": precision, "tokens": adapted.score.tokens, "tokens_per_second": adapted.tokens_per_second,
-            "threads": torch.get_num_threads()}
+    return {
+        "precision": precision,
+        "tokens": adapted.score.tokens,
+        "tokens_per_second": adapted.tokens_per_second,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def generation_case(setup: Setup) -> dict:
@@ -227,8 +272,9 @@ def generation_case(setup: Setup) -> dict:
     result["load_seconds"] = statistics.median(loads)
     del model
     merged = merge("bench", work / "merged", store=store)
-    result["merged"] = _generation_rate(AutoModelForCausalLM.from_pretrained(merged.path).to(setup.device).eval(),
-                                        tokenizer, setup)
+    result["merged"] = _generation_rate(
+        AutoModelForCausalLM.from_pretrained(merged.path).to(setup.device).eval(), tokenizer, setup
+    )
     result["llama_cpp"] = _llama_cpp_rates(setup, store)
     return result
 
@@ -243,11 +289,13 @@ def _llama_cpp_rates(setup: Setup, store: str) -> dict | None:
         return None
     rates = {}
     for tensor_type in ("f32", "q8_0"):
-        folder = export("bench", Path(setup.work) / f"gguf-{tensor_type}", store=store, tensor_type=tensor_type,
-                        merged=True).path
+        folder = export(
+            "bench", Path(setup.work) / f"gguf-{tensor_type}", store=store, tensor_type=tensor_type, merged=True
+        ).path
         rates[tensor_type] = {
-            "unmerged": runtimes.llama_rate(folder / BASE_FILE, PROMPT, setup.new_tokens, setup.repeats,
-                                            lora=folder / ADAPTER_FILE),
+            "unmerged": runtimes.llama_rate(
+                folder / BASE_FILE, PROMPT, setup.new_tokens, setup.repeats, lora=folder / ADAPTER_FILE
+            ),
             "merged": runtimes.llama_rate(folder / MERGED_FILE, PROMPT, setup.new_tokens, setup.repeats),
         }
     return rates
@@ -280,8 +328,9 @@ def data_case(setup: Setup) -> dict:
 
     work = Path(setup.work)
     tokenizer = tokenizer_from(ModelSource(str(work / "base")))
-    spec = DataSpec(train_files=[str(work / "train.txt")], eval_files=[str(work / "eval.txt")],
-                    block_size=setup.block_size)
+    spec = DataSpec(
+        train_files=[str(work / "train.txt")], eval_files=[str(work / "eval.txt")], block_size=setup.block_size
+    )
     seconds = []
     for _ in range(2):
         started = time.perf_counter()
@@ -349,5 +398,3 @@ def quiet() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-
-

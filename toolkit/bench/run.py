@@ -76,8 +76,10 @@ def run(setup: Setup, report=print) -> dict:
             for case, case_runs in ((name, runs), (name + BUSY, busy_runs)):
                 if case_runs:
                     training[case] = _median_run(case_runs)
-                    report(f"  {case}: {training[case]['tokens_per_second']:,.1f} useful tokens/s, "
-                           f"peak {training[case]['peak_memory'] / 2**30:.2f} GiB")
+                    report(
+                        f"  {case}: {training[case]['tokens_per_second']:,.1f} useful tokens/s, "
+                        f"peak {training[case]['peak_memory'] / 2**30:.2f} GiB"
+                    )
         if "memory" in setup.parts:
             results["plan"] = _in_child(measure.plan_case, setup)
         if "eval" in setup.parts:
@@ -90,8 +92,13 @@ def run(setup: Setup, report=print) -> dict:
             from .serving import serving_case
 
             results["serving"] = _in_child(serving_case, setup)
-            report("  serving: " + ", ".join(f"{c} clients {r['tokens_per_second']:,.1f} tokens/s"
-                                             for c, r in results["serving"]["own_adapter"].items()))
+            report(
+                "  serving: "
+                + ", ".join(
+                    f"{c} clients {r['tokens_per_second']:,.1f} tokens/s"
+                    for c, r in results["serving"]["own_adapter"].items()
+                )
+            )
     return results
 
 
@@ -106,8 +113,10 @@ def training_run(setup: Setup, name: str, overrides, openmp_defaults: bool = Fal
 def one_core_busy(limit: float = 3600.0):
     """Another program keeping one core busy (a bare loop, as anything else running on a laptop would),
     stopped on leaving; it also stops by itself after `limit` seconds or when this process dies."""
-    loop = (f"import os, time\nparent, end = {os.getpid()}, time.monotonic() + {limit}\n"
-            "while time.monotonic() < end and os.getppid() == parent:\n    pass\n")
+    loop = (
+        f"import os, time\nparent, end = {os.getpid()}, time.monotonic() + {limit}\n"
+        "while time.monotonic() < end and os.getppid() == parent:\n    pass\n"
+    )
     process = subprocess.Popen([sys.executable, "-c", loop])
     try:
         yield process
@@ -198,7 +207,10 @@ def _machine(setup: Setup) -> dict:
         "name": torch.cuda.get_device_name() if setup.device == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "gemm_peak_flops": {"bf16": _gemm_peak(torch.bfloat16, setup.device), "fp32": _gemm_peak(torch.float32, setup.device)},
+        "gemm_peak_flops": {
+            "bf16": _gemm_peak(torch.bfloat16, setup.device),
+            "fp32": _gemm_peak(torch.float32, setup.device),
+        },
     }
 
 

@@ -31,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 ADAPTERS = 16
 REQUESTS_PER_CLIENT = 2
@@ -115,8 +116,14 @@ def _make_adapters(base: Path, store: Path, count: int) -> list[str]:
     with tempfile.TemporaryDirectory() as scratch:
         for i, name in enumerate(names):
             torch.manual_seed(i)
-            config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=TARGET_PRESETS[lora.targets],
-                                fan_in_fan_out=True, init_lora_weights=False, task_type="CAUSAL_LM")
+            config = LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                target_modules=TARGET_PRESETS[lora.targets],
+                fan_in_fan_out=True,
+                init_lora_weights=False,
+                task_type="CAUSAL_LM",
+            )
             peft_model = get_peft_model(model, config)
             peft_model.save_pretrained(Path(scratch) / name)
             model = peft_model.unload()  # the plain base back, for the next one
@@ -136,8 +143,10 @@ def _prompt(base: Path) -> tuple[str, int]:
 
 
 # As `gpt2-adapt serve` starts: OpenMP's wait policy set before torch loads (unless the environment sets one).
-SERVE = ("from toolkit.threads import prepare_openmp; prepare_openmp(); "
-         "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))")
+SERVE = (
+    "from toolkit.threads import prepare_openmp; prepare_openmp(); "
+    "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))"
+)
 
 
 class Server:
@@ -146,17 +155,25 @@ class Server:
     def __init__(self, store: Path, base: Path, prompt: str, max_batch: int, precision: str = "fp32"):
         self.prompt = prompt
         # No request timeout: a queue of one-at-a-time requests may wait long, which is what is measured.
-        self.settings = {"store": str(store), "base": str(base), "max_batch": max_batch, "max_loaded": ADAPTERS,
-                         "max_queue": 256, "timeout": 86400.0, "precision": precision}
+        self.settings = {
+            "store": str(store),
+            "base": str(base),
+            "max_batch": max_batch,
+            "max_loaded": ADAPTERS,
+            "max_queue": 256,
+            "timeout": 86400.0,
+            "precision": precision,
+        }
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         settings = json.dumps(self.settings | {"port": port})
-        self.process = subprocess.Popen([sys.executable, "-c", SERVE, settings], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVE, settings], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 300
         while True:
             try:
@@ -174,8 +191,9 @@ class Server:
     def complete(self, model: str, max_tokens: int) -> tuple[float, int]:
         """One greedy request: (seconds, tokens generated)."""
         body = json.dumps({"model": model, "prompt": self.prompt, "max_tokens": max_tokens, "temperature": 0}).encode()
-        request = urllib.request.Request(self.url + "/v1/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + "/v1/completions", data=body, headers={"Content-Type": "application/json"}
+        )
         started = time.perf_counter()
         try:
             with urllib.request.urlopen(request, timeout=600) as response:
@@ -205,7 +223,7 @@ def _clients(server: Server, models: list[str], tokens: int) -> dict:
                 seconds, count = server.complete(model, tokens)
                 latencies.append(seconds)
                 generated.append(count)
-        except Exception as err:  # raised below, in the benchmark's thread
+        except Exception as err:  # noqa: BLE001 - raised below, in the benchmark's thread
             failures.append(err)
 
     threads = [threading.Thread(target=client, args=(m,)) for m in models]
@@ -218,8 +236,12 @@ def _clients(server: Server, models: list[str], tokens: int) -> dict:
     if failures:
         raise failures[0]
     cuts = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) > 1 else latencies * 19
-    return {"tokens_per_second": sum(generated) / wall, "p50": statistics.median(latencies), "p95": cuts[18],
-            "requests": len(latencies)}
+    return {
+        "tokens_per_second": sum(generated) / wall,
+        "p50": statistics.median(latencies),
+        "p95": cuts[18],
+        "requests": len(latencies),
+    }
 
 
 def _memory(server: Server, names: list[str], store) -> dict:
@@ -245,5 +267,11 @@ def _joining(server: Server, names: list[str], tokens: int) -> dict:
     time.sleep(alone / 4)  # a quarter of the way into the long one
     result["short"], _ = server.complete(names[1], tokens // 4)
     runner.join()
-    return {"long_tokens": long_tokens, "short_tokens": tokens // 4, "long_alone": alone, "short_alone": short_alone,
-            "short_during_long": result["short"], "long_with_short": result["long"]}
+    return {
+        "long_tokens": long_tokens,
+        "short_tokens": tokens // 4,
+        "long_alone": alone,
+        "short_alone": short_alone,
+        "short_during_long": result["short"],
+        "long_with_short": result["long"],
+    }

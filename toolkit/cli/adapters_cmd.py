@@ -62,14 +62,26 @@ def list_adapters(store: str | None, as_json: bool) -> None:
         if r["base_perplexity"] is not None and r["adapted_perplexity"] is not None:
             ppl = f"{r['base_perplexity']:.2f} -> {r['adapted_perplexity']:.2f}"
         targets = ",".join(r["targets"]) if isinstance(r["targets"], list) else str(r["targets"])
-        table.append([r["name"], _short(r["base"]), _short(r["dataset"]), str(r["rank"]), targets,
-                      _size(r["bytes"]), ppl, _when(r["created"])])
+        table.append(
+            [
+                r["name"],
+                _short(r["base"]),
+                _short(r["dataset"]),
+                str(r["rank"]),
+                targets,
+                _size(r["bytes"]),
+                ppl,
+                _when(r["created"]),
+            ]
+        )
     widths = [max(len(row[i]) for row in table if not row[1].startswith("DAMAGED")) for i in range(len(table[0]))]
     for row in table:
         cells = row[:2] if row[1].startswith("DAMAGED") else row
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
     if damaged:
-        click.echo(f"{len(damaged)} damaged: `gpt2-adapt adapters show NAME` says what; retrain or remove them", err=True)
+        click.echo(
+            f"{len(damaged)} damaged: `gpt2-adapt adapters show NAME` says what; retrain or remove them", err=True
+        )
 
 
 @adapters.command("show")
@@ -95,7 +107,9 @@ def show(name: str, store: str | None, as_json: bool) -> None:
     metrics = info.metrics
     for stage in ("base", "adapted"):
         if stage in metrics:
-            click.echo(f"  {stage} perplexity: {metrics[stage]['perplexity']:.4f} over {metrics[stage]['tokens']:,} tokens")
+            click.echo(
+                f"  {stage} perplexity: {metrics[stage]['perplexity']:.4f} over {metrics[stage]['tokens']:,} tokens"
+            )
     if "train" in metrics:
         t = metrics["train"]
         kept = metrics.get("kept") or {"keep": "last", "step": t["steps"], "stopped_early": False}
@@ -148,7 +162,9 @@ def remove(name: str, store: str | None, yes: bool) -> None:
 @adapters.command("import")
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
 @click.option("--name", help="Name in the store (default: the folder's name).")
-@click.option("--base", help="The base model (hub id or folder), when the adapter's config names none or a copy elsewhere.")
+@click.option(
+    "--base", help="The base model (hub id or folder), when the adapter's config names none or a copy elsewhere."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an adapter of the same name.")
 @store_option
 @json_option
@@ -169,7 +185,7 @@ def import_(source: str, name: str | None, base: str | None, overwrite: bool, st
 
 def _short(text: str | None, width: int = 40) -> str:
     text = str(text or "-")
-    return text if len(text) <= width else "..." + text[-(width - 3):]
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
 
 
 def _size(n: int) -> str:

@@ -16,24 +16,55 @@ from .options import (
 
 @click.command()
 @click.argument("adapters", nargs=-1, metavar="NAME [NAME=WEIGHT ...]")
-@click.option("--mix", metavar="A=W,B=W", help="Export the weighted sum of adapters' updates, e.g. wikitext103=0.7,poems=0.3.")
+@click.option(
+    "--mix", metavar="A=W,B=W", help="Export the weighted sum of adapters' updates, e.g. wikitext103=0.7,poems=0.3."
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The folder to write the files to.")
-@click.option("--format", "format_", type=click.Choice(("gguf", "onnx")), default="gguf", show_default=True,
-              help="gguf: for llama.cpp; onnx: the merged model for ONNX Runtime.")
-@click.option("--type", "tensor_type", type=click.Choice(("f32", "f16", "bf16", "q8_0")), default="f32",
-              show_default=True, help="GGUF: the type of the weights.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(("gguf", "onnx")),
+    default="gguf",
+    show_default=True,
+    help="gguf: for llama.cpp; onnx: the merged model for ONNX Runtime.",
+)
+@click.option(
+    "--type",
+    "tensor_type",
+    type=click.Choice(("f32", "f16", "bf16", "q8_0")),
+    default="f32",
+    show_default=True,
+    help="GGUF: the type of the weights.",
+)
 @click.option("--merged", is_flag=True, help="GGUF: also write merged.gguf, the base with the adapter merged in.")
 @click.option("--no-base", "no_base", is_flag=True, help="GGUF: leave out base.gguf.")
 @click.option("--no-adapter", "no_adapter", is_flag=True, help="GGUF: leave out adapter.gguf (with --merged).")
 @base_option
-@click.option("--verify", is_flag=True,
-              help="Run every file in llama.cpp or ONNX Runtime and compare its logits with the toolkit's.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Run every file in llama.cpp or ONNX Runtime and compare its logits with the toolkit's.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an export folder that exists.")
 @allow_unverified_option
 @json_option
 @store_option
-def export(adapters, mix, out, format_, tensor_type, merged, no_base, no_adapter, base, verify, overwrite,
-           allow_unverified, as_json, store) -> None:
+def export(
+    adapters,
+    mix,
+    out,
+    format_,
+    tensor_type,
+    merged,
+    no_base,
+    no_adapter,
+    base,
+    verify,
+    overwrite,
+    allow_unverified,
+    as_json,
+    store,
+) -> None:
     """Export adapters for llama.cpp (GGUF) or ONNX Runtime.
 
     GGUF writes adapter.gguf (a LoRA for llama.cpp's --lora) and base.gguf (the model to run it on), and with
@@ -52,26 +83,57 @@ def export(adapters, mix, out, format_, tensor_type, merged, no_base, no_adapter
     if bool(adapters) == bool(mix):
         raise ToolkitError("name the adapters to export (NAME or NAME=WEIGHT ...) or give --mix A=W,B=W, not both")
     result = export_adapters(
-        mix or list(adapters), out, format=format_, tensor_type=tensor_type, adapter_file=not no_adapter,
-        base_file=not no_base, merged=merged, base=base, store=store,
-        strict=not resolve_allow_unverified(allow_unverified, False), verify=verify, overwrite=overwrite,
+        mix or list(adapters),
+        out,
+        format=format_,
+        tensor_type=tensor_type,
+        adapter_file=not no_adapter,
+        base_file=not no_base,
+        merged=merged,
+        base=base,
+        store=store,
+        strict=not resolve_allow_unverified(allow_unverified, False),
+        verify=verify,
+        overwrite=overwrite,
     )
     if as_json:
-        emit_json({"path": str(result.path), "format": result.format, "type": result.tensor_type, "files": result.files,
-                   "weights": result.weights, "base": result.base, "full_precision": result.full_precision,
-                   "checks": [{"file": c.file, "runtime": c.runtime, "what": c.what, "difference": c.difference,
-                               "tolerance": c.tolerance, "passed": c.passed} for c in result.checks],
-                   "not_verified": result.not_verified})
+        emit_json(
+            {
+                "path": str(result.path),
+                "format": result.format,
+                "type": result.tensor_type,
+                "files": result.files,
+                "weights": result.weights,
+                "base": result.base,
+                "full_precision": result.full_precision,
+                "checks": [
+                    {
+                        "file": c.file,
+                        "runtime": c.runtime,
+                        "what": c.what,
+                        "difference": c.difference,
+                        "tolerance": c.tolerance,
+                        "passed": c.passed,
+                    }
+                    for c in result.checks
+                ],
+                "not_verified": result.not_verified,
+            }
+        )
     else:
-        click.echo(f"exported {describe(result.weights)} on {result.base} ({result.format}, {result.tensor_type}) to "
-                   f"{result.path}: {', '.join(result.files)}")
+        click.echo(
+            f"exported {describe(result.weights)} on {result.base} ({result.format}, {result.tensor_type}) to "
+            f"{result.path}: {', '.join(result.files)}"
+        )
         for name in result.full_precision:
             click.echo(f"{name} was trained on a quantized base: exported against the base at full precision")
         for check in result.checks:
             verdict = "ok" if check.passed else "OVER the tolerance"
             what = f" {check.what}" if check.what else ""
-            click.echo(f"verify: {check.file}{what} in {check.runtime}: logits differ by {check.difference:.2g} of the "
-                       f"largest logit (tolerance {check.tolerance:g}): {verdict}")
+            click.echo(
+                f"verify: {check.file}{what} in {check.runtime}: logits differ by {check.difference:.2g} of the "
+                f"largest logit (tolerance {check.tolerance:g}): {verdict}"
+            )
         for reason in result.not_verified:
             click.echo(f"verify: {reason}")
     if any(not check.passed for check in result.checks):

@@ -33,22 +33,67 @@ OLD_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @click.command()
-@click.option("--adapter", "adapters", multiple=True, metavar="NAME", help="An adapter in the store (repeatable: all load once, the first runs).")
+@click.option(
+    "--adapter",
+    "adapters",
+    multiple=True,
+    metavar="NAME",
+    help="An adapter in the store (repeatable: all load once, the first runs).",
+)
 @base_option
-@click.option("--model", metavar="ID_OR_DIR", help="A plain model to generate with, instead of adapters (hub id or folder).")
+@click.option(
+    "--model", metavar="ID_OR_DIR", help="A plain model to generate with, instead of adapters (hub id or folder)."
+)
 @click.option("--prompt", help="The prompt [default: --prompt-file, else standard input].")
-@click.option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True), help="Read the prompt from a file ('-': standard input).")
-@click.option("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens, show_default=True, help="Tokens to generate per sequence.")
+@click.option(
+    "--prompt-file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Read the prompt from a file ('-': standard input).",
+)
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    default=DEFAULTS.max_new_tokens,
+    show_default=True,
+    help="Tokens to generate per sequence.",
+)
 @click.option("--greedy", is_flag=True, help="Always take the likeliest token (the default samples).")
-@click.option("--temperature", type=float, default=DEFAULTS.temperature, show_default=True, help="Sampling temperature.")
-@click.option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="Sample among the k likeliest tokens (0: all).")
-@click.option("--top-p", type=float, default=DEFAULTS.top_p, show_default=True, help="Nucleus sampling probability mass (1: off).")
-@click.option("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty, show_default=True, help="> 1 discourages repeated tokens (1: off).")
-@click.option("--num-sequences", type=int, default=DEFAULTS.num_sequences, show_default=True, help="Sequences per prompt.")
+@click.option(
+    "--temperature", type=float, default=DEFAULTS.temperature, show_default=True, help="Sampling temperature."
+)
+@click.option(
+    "--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="Sample among the k likeliest tokens (0: all)."
+)
+@click.option(
+    "--top-p", type=float, default=DEFAULTS.top_p, show_default=True, help="Nucleus sampling probability mass (1: off)."
+)
+@click.option(
+    "--repetition-penalty",
+    type=float,
+    default=DEFAULTS.repetition_penalty,
+    show_default=True,
+    help="> 1 discourages repeated tokens (1: off).",
+)
+@click.option(
+    "--num-sequences", type=int, default=DEFAULTS.num_sequences, show_default=True, help="Sequences per prompt."
+)
 @click.option("--seed", type=int, help="Seed the sampler: the same seed gives the same samples.")
-@click.option("--mix", metavar="A=W,B=W", help="Generate with the weighted sum of adapters' updates, e.g. wikitext103=0.7,poems=0.3.")
-@click.option("--compare", is_flag=True, help="Generate the prompt with the base and with each adapter (and the mix), side by side.")
-@click.option("--batch", "batch_path", type=click.Path(dir_okay=False, allow_dash=True), help='A JSONL file of {"prompt": ..., "adapter": ...} (null: the base), generated in one batch.')
+@click.option(
+    "--mix",
+    metavar="A=W,B=W",
+    help="Generate with the weighted sum of adapters' updates, e.g. wikitext103=0.7,poems=0.3.",
+)
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Generate the prompt with the base and with each adapter (and the mix), side by side.",
+)
+@click.option(
+    "--batch",
+    "batch_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help='A JSONL file of {"prompt": ..., "adapter": ...} (null: the base), generated in one batch.',
+)
 @click.option("--interactive", "-i", is_flag=True, help="Read prompts and /adapter, /base, /mix commands line by line.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (adapter, prompt, text) instead of plain text.")
 @precision_option()
@@ -58,9 +103,33 @@ OLD_DTYPES = ("float32", "bfloat16", "float16")
 @allow_unverified_option
 @force_option
 @store_option
-def generate(adapters, base, model, prompt, prompt_file, max_new_tokens, greedy, temperature, top_k, top_p,
-             repetition_penalty, num_sequences, seed, mix, compare, batch_path, interactive, as_json, precision, int8, nf4,
-             dtype, allow_unverified, force, store) -> None:
+def generate(
+    adapters,
+    base,
+    model,
+    prompt,
+    prompt_file,
+    max_new_tokens,
+    greedy,
+    temperature,
+    top_k,
+    top_p,
+    repetition_penalty,
+    num_sequences,
+    seed,
+    mix,
+    compare,
+    batch_path,
+    interactive,
+    as_json,
+    precision,
+    int8,
+    nf4,
+    dtype,
+    allow_unverified,
+    force,
+    store,
+) -> None:
     """Generate text with adapters, their base, or any GPT-2 model.
 
     Sampling is the default (--seed makes it reproducible); tokens stream to a terminal as they come.
@@ -73,13 +142,21 @@ def generate(adapters, base, model, prompt, prompt_file, max_new_tokens, greedy,
         gpt2-adapt generate --batch requests.jsonl > out.jsonl
     """
     settings = GenerationSettings(
-        max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
-        repetition_penalty=repetition_penalty, num_sequences=num_sequences, seed=seed,
+        max_new_tokens=max_new_tokens,
+        greedy=greedy,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        num_sequences=num_sequences,
+        seed=seed,
     )
     _check_modes(interactive, batch_path, compare, prompt, prompt_file, adapters, mix, as_json)
     base, model = resolve_base(base, model, adapters or mix)
     if model and base:
-        raise ToolkitError("--model and --base: --model generates with a plain model, --base is the base of --adapter; give one")
+        raise ToolkitError(
+            "--model and --base: --model generates with a plain model, --base is the base of --adapter; give one"
+        )
     strict = not resolve_allow_unverified(allow_unverified, force)
     precision = resolve_precision_flags(precision, int8, dtype, nf4)
     from ..generation import generate as generation
@@ -93,7 +170,12 @@ def generate(adapters, base, model, prompt, prompt_file, max_new_tokens, greedy,
     adapter_store = AdapterStore(store)
     names = list(dict.fromkeys([*adapters, *(a for _, a in requests if a)]))
     lm, tokenizer = generation.open_model(
-        names, mix, base=base or model, store=adapter_store, strict=strict, precision=precision,
+        names,
+        mix,
+        base=base or model,
+        store=adapter_store,
+        strict=strict,
+        precision=precision,
     )
 
     if interactive:
@@ -101,9 +183,16 @@ def generate(adapters, base, model, prompt, prompt_file, max_new_tokens, greedy,
 
         stdin = click.get_text_stream("stdin")
         session.run(
-            lm, tokenizer, settings, stdin, write=lambda text: click.echo(text, nl=False),
-            tell=lambda text: click.echo(text, nl=False, err=True), store=adapter_store, strict=strict,
-            stream=sys.stdout.isatty(), show_prompt=stdin.isatty(),
+            lm,
+            tokenizer,
+            settings,
+            stdin,
+            write=lambda text: click.echo(text, nl=False),
+            tell=lambda text: click.echo(text, nl=False, err=True),
+            store=adapter_store,
+            strict=strict,
+            stream=sys.stdout.isatty(),
+            show_prompt=stdin.isatty(),
         )
     elif batch_path:
         _batch(lm, tokenizer, requests, settings)
@@ -137,7 +226,7 @@ def _compare(lm, tokenizer, prompt: str, contenders: list, settings: GenerationS
 
     texts = generation.generate_batch(lm, tokenizer, [(prompt, name) for name in contenders], settings)
     n = settings.num_sequences
-    rows = [(label(name), texts[i * n:(i + 1) * n]) for i, name in enumerate(contenders)]
+    rows = [(label(name), texts[i * n : (i + 1) * n]) for i, name in enumerate(contenders)]
     if as_json:
         records = [{"adapter": name, "prompt": prompt, "texts": row} for name, row in rows]
         click.echo(json.dumps(records, indent=2, ensure_ascii=False))
@@ -154,16 +243,23 @@ def _batch(lm, tokenizer, requests: list, settings: GenerationSettings) -> None:
     for i, text in enumerate(texts):
         number = i // settings.num_sequences
         prompt, adapter = requests[number]
-        click.echo(json.dumps({"request": number + 1, "adapter": adapter, "prompt": prompt, "text": text}, ensure_ascii=False))
+        click.echo(
+            json.dumps({"request": number + 1, "adapter": adapter, "prompt": prompt, "text": text}, ensure_ascii=False)
+        )
 
 
 def _check_modes(interactive, batch_path, compare, prompt, prompt_file, adapters, mix, as_json) -> None:
     problems = []
-    modes = [flag for flag, on in (("--interactive", interactive), ("--batch", batch_path), ("--compare", compare)) if on]
+    modes = [
+        flag for flag, on in (("--interactive", interactive), ("--batch", batch_path), ("--compare", compare)) if on
+    ]
     if len(modes) > 1:
         problems.append(f"{' and '.join(modes)}: choose one")
     if (interactive or batch_path) and (prompt is not None or prompt_file):
-        problems.append(f"{modes[0]} reads its prompts {'line by line' if interactive else 'from the file'}; drop --prompt/--prompt-file")
+        problems.append(
+            f"{modes[0]} reads its prompts {'line by line' if interactive else 'from the file'}; drop "
+            "--prompt/--prompt-file"
+        )
     if prompt is not None and prompt_file:
         problems.append("--prompt and --prompt-file: give one")
     if compare and not adapters and not mix:
@@ -179,7 +275,9 @@ def _read_prompt(prompt: str | None, prompt_file: str | None) -> str:
         return prompt
     if not prompt_file:
         if click.get_text_stream("stdin").isatty():
-            raise ToolkitError("no prompt: give --prompt TEXT or --prompt-file PATH, pipe one on standard input, or use --interactive")
+            raise ToolkitError(
+                "no prompt: give --prompt TEXT or --prompt-file PATH, pipe one on standard input, or use --interactive"
+            )
         prompt_file = "-"
     label = "standard input" if prompt_file == "-" else prompt_file
     try:
@@ -213,7 +311,9 @@ def read_requests(path: str) -> list[tuple[str, str | None]]:
             problems.append(f"--batch {label} line {number}: not JSON ({err.msg}); write one object per line")
             continue
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            problems.append(f'--batch {label} line {number}: needs a "prompt" string, e.g. {{"prompt": "The", "adapter": "poems"}}')
+            problems.append(
+                f'--batch {label} line {number}: needs a "prompt" string, e.g. {{"prompt": "The", "adapter": "poems"}}'
+            )
             continue
         adapter = row.get("adapter")
         if adapter is not None and not isinstance(adapter, str):
@@ -221,7 +321,10 @@ def read_requests(path: str) -> list[tuple[str, str | None]]:
             continue
         unknown = sorted(set(row) - {"prompt", "adapter"})
         if unknown:
-            problems.append(f'--batch {label} line {number}: unknown key(s) {", ".join(unknown)}; the keys are "prompt" and "adapter"')
+            problems.append(
+                f'--batch {label} line {number}: unknown key(s) {", ".join(unknown)}; the keys are "prompt" '
+                'and "adapter"'
+            )
             continue
         requests.append((row["prompt"], adapter or None))
     if not problems and not requests:

@@ -22,17 +22,27 @@ OUTPUT_PRECISIONS = ("fp32", "bf16", "fp16")
 @click.command()
 @click.argument("adapters", nargs=-1, required=True, metavar="NAME [NAME=WEIGHT ...]")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The model folder to write.")
-@click.option("--precision", type=click.Choice(OUTPUT_PRECISIONS), help="Of the saved weights [default: the base checkpoint's own].")
+@click.option(
+    "--precision",
+    type=click.Choice(OUTPUT_PRECISIONS),
+    help="Of the saved weights [default: the base checkpoint's own].",
+)
 @click.option("--dtype", type=click.Choice(("float32", "float16", "bfloat16")), hidden=True)
 @base_option
 @click.option("--model", hidden=True)
-@click.option("--verify", is_flag=True, help="Compare the saved model's logits with the unmerged adapters' and print the largest difference.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Compare the saved model's logits with the unmerged adapters' and print the largest difference.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a model folder that exists.")
 @allow_unverified_option
 @force_option
 @json_option
 @store_option
-def merge(adapters, out, precision, dtype, base, model, verify, overwrite, allow_unverified, force, as_json, store) -> None:
+def merge(
+    adapters, out, precision, dtype, base, model, verify, overwrite, allow_unverified, force, as_json, store
+) -> None:
     """Merge adapters into their base: a standalone model folder that transformers loads without peft.
 
     One adapter merges as it is; several (NAME=WEIGHT, a bare NAME weighing 1) merge as the exact weighted
@@ -52,18 +62,35 @@ def merge(adapters, out, precision, dtype, base, model, verify, overwrite, allow
         deprecated(f"--dtype {dtype}", f"--precision {precision}")
     base, _ = resolve_base(base, model, adapters)
     result = merge_adapters(
-        list(adapters), out, precision=precision, base=base, store=store,
-        strict=not resolve_allow_unverified(allow_unverified, force), verify=verify, overwrite=overwrite,
+        list(adapters),
+        out,
+        precision=precision,
+        base=base,
+        store=store,
+        strict=not resolve_allow_unverified(allow_unverified, force),
+        verify=verify,
+        overwrite=overwrite,
     )
     if as_json:
-        emit_json({"path": str(result.path), "weights": result.weights, "base": result.base,
-                   "precision": result.precision, "full_precision": result.full_precision,
-                   "max_difference": result.max_difference})
+        emit_json(
+            {
+                "path": str(result.path),
+                "weights": result.weights,
+                "base": result.base,
+                "precision": result.precision,
+                "full_precision": result.full_precision,
+                "max_difference": result.max_difference,
+            }
+        )
         return
     click.echo(f"merged {describe(result.weights)} into {result.base} ({result.precision}): {result.path}")
     for name in result.full_precision:
-        click.echo(f"{name} was trained on a quantized base: merged into the base reloaded at full precision (exact), "
-                   "not into its quantized weights")
+        click.echo(
+            f"{name} was trained on a quantized base: merged into the base reloaded at full precision (exact), "
+            "not into its quantized weights"
+        )
     if result.max_difference is not None:
-        click.echo(f"verify: largest logit difference, saved model vs unmerged adapters: {result.max_difference:.3g} "
-                   f"({VERIFY_BATCHES} batches of {VERIFY_ROWS} rows)")
+        click.echo(
+            f"verify: largest logit difference, saved model vs unmerged adapters: {result.max_difference:.3g} "
+            f"({VERIFY_BATCHES} batches of {VERIFY_ROWS} rows)"
+        )

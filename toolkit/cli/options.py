@@ -23,7 +23,10 @@ overrides_option = click.option(
     help="Override a recipe key, e.g. --set lora.r=8 (repeatable; type-checked like the file).",
 )
 threads_option = click.option(
-    "--threads", type=int, default=0, show_default=True,
+    "--threads",
+    type=int,
+    default=0,
+    show_default=True,
     help="CPU threads to compute with; 0: chosen from the cores and their load (see docs/speed.md).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts.")
@@ -35,17 +38,26 @@ allow_unverified_option = click.option(
 force_option = click.option("--force", is_flag=True, hidden=True)
 
 
-def precision_option(default: str | None = "fp32",
-                     help_text: str = "Load the base in this precision (int8, nf4, fp4: bitsandbytes 8-bit or 4-bit)."):
-    return click.option("--precision", type=click.Choice(LOAD_PRECISIONS), default=default,
-                        show_default=default is not None, help=help_text)
+def precision_option(
+    default: str | None = "fp32",
+    help_text: str = "Load the base in this precision (int8, nf4, fp4: bitsandbytes 8-bit or 4-bit).",
+):
+    return click.option(
+        "--precision",
+        type=click.Choice(LOAD_PRECISIONS),
+        default=default,
+        show_default=default is not None,
+        help=help_text,
+    )
 
 
 int8_option = click.option("--int8", is_flag=True, help="Short for --precision int8.")
 nf4_option = click.option("--nf4", is_flag=True, help="Short for --precision nf4.")
 
 
-def resolve_precision_flags(precision: str | None, int8: bool, dtype: str | None = None, nf4: bool = False) -> str | None:
+def resolve_precision_flags(
+    precision: str | None, int8: bool, dtype: str | None = None, nf4: bool = False
+) -> str | None:
     """--int8, --nf4 and the older --dtype mapped onto --precision."""
     from ..errors import ToolkitError
 

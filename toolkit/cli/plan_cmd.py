@@ -10,8 +10,13 @@ from .options import emit_json, json_option, overrides_option
 @click.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @overrides_option
-@click.option("--measure-steps", default=3, show_default=True, type=click.IntRange(min=0),
-              help="Training steps to time (0: no timing).")
+@click.option(
+    "--measure-steps",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Training steps to time (0: no timing).",
+)
 @json_option
 def plan(recipe_path: str, overrides: tuple[str, ...], as_json: bool, measure_steps: int = 3) -> None:
     """Parameter counts, adapter size, memory per base precision, tokens, padding and a time estimate for a recipe.
@@ -39,15 +44,19 @@ def plan(recipe_path: str, overrides: tuple[str, ...], as_json: bool, measure_st
     if "examples" in result:
         e = result["examples"]
         cut = f"; {e['truncated']:,} prompts cut to fit" if e["truncated"] else ""
-        click.echo(f"examples: {e['train']:,} in {e['blocks']:,} blocks, {100 * e['padding']:.1f}% of their positions "
-                   f"padding{cut}")
+        click.echo(
+            f"examples: {e['train']:,} in {e['blocks']:,} blocks, {100 * e['padding']:.1f}% of their positions "
+            f"padding{cut}"
+        )
     measured, fp32 = result.get("measured_memory_bytes", {}), result["memory_bytes"]["fp32"]
     outside = result["memory_outside_fit"]
     for precision, size in result["memory_bytes"].items():
         share = "" if precision == "fp32" or outside else f" ({100 * size / fp32:.0f}% of fp32)"
         if precision in outside:
-            share += (f" (mostly its fixed part, fitted on {result['memory_fitted_on']}: a model this small is "
-                      "outside the range where the estimate holds)")
+            share += (
+                f" (mostly its fixed part, fitted on {result['memory_fitted_on']}: a model this small is "
+                "outside the range where the estimate holds)"
+            )
         seen = f"; measured over the timed steps: {_mb(measured[precision])}" if precision in measured else ""
         click.echo(f"memory with a {precision} base: about {_mb(size)}{share}{seen}")
     if "seconds_per_step" in result:

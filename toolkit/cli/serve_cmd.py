@@ -9,7 +9,14 @@ import sys
 import click
 
 from ..serving.settings import ServerSettings
-from .options import int8_option, precision_option, resolve_precision_flags, setting_options, settings_from, store_option
+from .options import (
+    int8_option,
+    precision_option,
+    resolve_precision_flags,
+    setting_options,
+    settings_from,
+    store_option,
+)
 
 
 @click.command()

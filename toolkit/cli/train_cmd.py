@@ -14,17 +14,36 @@ from .vocabulary import deprecated
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @overrides_option
 @store_option
-@click.option("--resume", is_flag=True, help="Continue the run from its newest checkpoint (start fresh if there is none).")
-@click.option("--overwrite", is_flag=True, help="Retrain an adapter that exists; the old one stays until the new one is saved.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the run from its newest checkpoint (start fresh if there is none)."
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Retrain an adapter that exists; the old one stays until the new one is saved."
+)
 @click.option("--allow-changed", is_flag=True, help="With --resume: continue even if the recipe, data or base changed.")
 @click.option("--force", is_flag=True, hidden=True)
-@click.option("--threads", type=int, metavar="N",
-              help="CPU threads to train with: short for --set training.threads=N (0: chosen from the machine's load).")
+@click.option(
+    "--threads",
+    type=int,
+    metavar="N",
+    help="CPU threads to train with: short for --set training.threads=N (0: chosen from the machine's load).",
+)
 @click.option("--dry-run", is_flag=True, help="Train nothing: print what `gpt2-adapt plan` prints.")
 @json_option
 @click.pass_context
-def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, resume: bool, overwrite: bool,
-          allow_changed: bool, force: bool, threads: int | None, dry_run: bool, as_json: bool) -> None:
+def train(
+    ctx,
+    recipe_path: str,
+    overrides: tuple[str, ...],
+    store: str | None,
+    resume: bool,
+    overwrite: bool,
+    allow_changed: bool,
+    force: bool,
+    threads: int | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Train a LoRA adapter from a recipe and save it in the store.
 
     Prints the base and adapted perplexity. Example:
@@ -43,8 +62,9 @@ def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, 
     from ..training.run import train as run_training
 
     recipe = load_recipe(recipe_path, overrides)
-    result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite,
-                          allow_changed=allow_changed or force)
+    result = run_training(
+        recipe, AdapterStore(store), resume=resume, overwrite=overwrite, allow_changed=allow_changed or force
+    )
     if not is_main_process():  # under torchrun, rank 0 reports for all
         return
     m = result.metrics
@@ -58,6 +78,9 @@ def train(ctx, recipe_path: str, overrides: tuple[str, ...], store: str | None, 
     )
     t = m.train
     stopped = " (stopped early: no improvement)" if m.kept and m.kept.stopped_early else ""
-    click.echo(f"trained {t.steps} steps{stopped}, {t.tokens:,} tokens in {t.seconds:.1f} s ({t.tokens_per_second:,.0f} tokens/s)")
+    click.echo(
+        f"trained {t.steps} steps{stopped}, {t.tokens:,} tokens in {t.seconds:.1f} s "
+        f"({t.tokens_per_second:,.0f} tokens/s)"
+    )
     if m.kept and m.kept.keep == "best":
         click.echo(f"kept the adapter of step {m.kept.step}, the best evaluation")

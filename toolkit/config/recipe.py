@@ -62,7 +62,9 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: str = _key("", "hub id, local folder (save_to_disk output) or builtin:python-docs / python-code / python-qa")
+    dataset: str = _key(
+        "", "hub id, local folder (save_to_disk output) or builtin:python-docs / python-code / python-qa"
+    )
     config: str = _key("", "the dataset's configuration name, e.g. wikitext-103-raw-v1")
     train_files: list[str] = _key([], "instead of dataset: local txt/json/jsonl/csv/parquet files or globs")
     eval_files: list[str] = _key([], "evaluation files for train_files; none: carve eval_fraction out of train")
@@ -72,21 +74,28 @@ class DataSpec:
     )
     eval_fraction: float = _key(0.05, "share of training documents held out when there is no evaluation split")
     text_column: str = _key("text", "text: the column holding the text")
-    block_size: int = _key(1024, "tokens per packed training block (at most the model's context); also the evaluation's window")
+    block_size: int = _key(
+        1024, "tokens per packed training block (at most the model's context); also the evaluation's window"
+    )
     format: str = _key(
         "text",
         '"text" (documents: every token is learnt) or "prompt_completion" (examples: a prompt and the completion '
         "to learn, several packed per block, each seeing only its own tokens)",
     )
     prompt_column: str = _key("prompt", "prompt_completion: the column holding the prompts")
-    completion_column: str = _key("completion", "prompt_completion: the column holding the completions (EOS is added to each)")
+    completion_column: str = _key(
+        "completion", "prompt_completion: the column holding the completions (EOS is added to each)"
+    )
     template: str = _key(
         "",
-        'prompt_completion: the text around each prompt, {prompt} standing for it, e.g. "Question: {prompt}\\nAnswer: "; '
+        'prompt_completion: the text around each prompt, {prompt} standing for it, e.g. "Question: '
+        '{prompt}\\nAnswer: "; '
         "no other braces; empty: the prompt alone. generate and eval apply it too",
     )
     train_on_prompt: bool = _key(
-        False, "prompt_completion: learn the prompt's tokens too; false: the completion's only (evaluation scores the completion's only)"
+        False,
+        "prompt_completion: learn the prompt's tokens too; false: the completion's only (evaluation scores "
+        "the completion's only)",
     )
     truncate: str = _key(
         "none",
@@ -108,8 +117,12 @@ class LoraSpec:
     targets: str | list[str] = _key(
         "attn", '"attn" (c_attn), "attn+proj" (c_attn and attn.c_proj), "all" (c_attn, c_proj, c_fc) or module names'
     )
-    use_dora: bool = _key(False, "DoRA (weight-decomposed LoRA, through peft): learn each output's magnitude apart from the direction")
-    use_rslora: bool = _key(False, "rank-stabilised LoRA (through peft): scale the update by alpha / sqrt(r) instead of alpha / r")
+    use_dora: bool = _key(
+        False, "DoRA (weight-decomposed LoRA, through peft): learn each output's magnitude apart from the direction"
+    )
+    use_rslora: bool = _key(
+        False, "rank-stabilised LoRA (through peft): scale the update by alpha / sqrt(r) instead of alpha / r"
+    )
 
 
 @dataclass(frozen=True)
@@ -119,7 +132,10 @@ class QuantizationSpec:
         '"none" (base in full precision), "int8" (bitsandbytes 8-bit base weights), "nf4" or "fp4" (bitsandbytes 4-bit '
         "base weights, QLoRA's normal float or plain float, computing in the training precision)",
     )
-    double_quant: bool = _key(True, "nf4/fp4: quantize the 4-bit blocks' scales too (QLoRA's double quantisation, about 0.37 bits per weight less)")
+    double_quant: bool = _key(
+        True,
+        "nf4/fp4: quantize the 4-bit blocks' scales too (QLoRA's double quantisation, about 0.37 bits per weight less)",
+    )
 
 
 @dataclass(frozen=True)
@@ -136,11 +152,17 @@ class TrainingSpec:
     max_grad_norm: float = _key(1.0, "gradient clipping norm; 0 disables clipping")
     eval_every: int = _key(500, "steps between evaluations (also run at the end); 0: only at the end")
     early_stopping_patience: int = _key(
-        0, "stop after this many evaluations in a row that do not lower the best perplexity by early_stopping_threshold; 0: never stop early"
+        0,
+        "stop after this many evaluations in a row that do not lower the best perplexity by "
+        "early_stopping_threshold; 0: never stop early",
     )
-    early_stopping_threshold: float = _key(0.0, "the drop in evaluation perplexity below the best so far that counts as an improvement")
+    early_stopping_threshold: float = _key(
+        0.0, "the drop in evaluation perplexity below the best so far that counts as an improvement"
+    )
     keep: str = _key(
-        "last", '"last" (the adapter of the last step) or "best" (of the evaluation with the lowest perplexity; metrics.json names its step)'
+        "last",
+        '"last" (the adapter of the last step) or "best" (of the evaluation with the lowest perplexity; '
+        "metrics.json names its step)",
     )
     save_every: int = _key(500, "steps between checkpoints")
     keep_checkpoints: int = _key(2, "checkpoints kept; older ones are deleted")
@@ -162,14 +184,18 @@ class TrainingSpec:
         "CPU threads to compute with; 0: chosen from the cores and their load (every core where threads sleep at "
         "barriers, the gpt2-adapt default; docs/speed.md); set it for runs that must be bit-identical",
     )
-    report_to: list[str] = _key([], 'Trainer loggers such as "tensorboard" (pip install -e ".[tensorboard]"); empty: none')
+    report_to: list[str] = _key(
+        [], 'Trainer loggers such as "tensorboard" (pip install -e ".[tensorboard]"); empty: none'
+    )
     fsdp: str = _key("", 'FSDP options passed to the Trainer, e.g. "full_shard auto_wrap"; empty: DDP')
     deepspeed: str = _key("", "path of a DeepSpeed config JSON passed to the Trainer; empty: none")
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    name: str = _key("", "the adapter's name in the store; empty: a slug of the dataset (its config, or the first file's name)")
+    name: str = _key(
+        "", "the adapter's name in the store; empty: a slug of the dataset (its config, or the first file's name)"
+    )
 
 
 @dataclass(frozen=True)
@@ -253,7 +279,9 @@ def parse_recipe(text: str, label: str) -> Recipe:
     except tomllib.TOMLDecodeError as err:
         problems = [f"not valid TOML: {err}"]
     if problems:
-        raise ToolkitError(*(f"{label}: {p}; retrain the adapter (train with overwrite) or import it again" for p in problems))
+        raise ToolkitError(
+            *(f"{label}: {p}; retrain the adapter (train with overwrite) or import it again" for p in problems)
+        )
     return recipe
 
 
@@ -346,7 +374,10 @@ def _check_values(recipe: Recipe) -> list[str]:
             bool(d.eval_files) and not d.train_files,
             "data.eval_files: only with data.train_files (datasets have splits); remove it, or set data.eval_split",
         ),
-        (bool(d.config) and bool(d.train_files), "data.config: only with data.dataset, not with data.train_files; remove it"),
+        (
+            bool(d.config) and bool(d.train_files),
+            "data.config: only with data.dataset, not with data.train_files; remove it",
+        ),
         (not 0 < d.eval_fraction < 1, f"data.eval_fraction: must be between 0 and 1 (got {d.eval_fraction})"),
         (d.format not in DATA_FORMATS, f"data.format: must be one of {', '.join(DATA_FORMATS)} (got {d.format!r})"),
         (not d.examples and not d.text_column, "data.text_column: must not be empty"),
@@ -357,44 +388,77 @@ def _check_values(recipe: Recipe) -> list[str]:
         (not 0 <= lo.dropout < 1, f"lora.dropout: must be in [0, 1) (got {lo.dropout})"),
         (
             isinstance(lo.targets, str) and lo.targets not in TARGET_PRESETS,
-            f"lora.targets: {lo.targets!r} is not a preset; use one of {', '.join(TARGET_PRESETS)} or a list of module names",
+            (
+                f"lora.targets: {lo.targets!r} is not a preset; use one of {', '.join(TARGET_PRESETS)} or a list "
+                "of module names"
+            ),
         ),
         (
             isinstance(lo.targets, list) and not lo.targets,
-            f"lora.targets: the list of module names is empty; name some (GPT-2's are c_attn, c_proj, c_fc) or use a "
-            f"preset ({', '.join(TARGET_PRESETS)})",
+            (
+                f"lora.targets: the list of module names is empty; name some (GPT-2's are c_attn, c_proj, c_fc) "
+                "or use a "
+                f"preset ({', '.join(TARGET_PRESETS)})"
+            ),
         ),
-        (q.mode not in QUANTIZATION_MODES, f"quantization.mode: must be one of {', '.join(QUANTIZATION_MODES)} (got {q.mode!r})"),
+        (
+            q.mode not in QUANTIZATION_MODES,
+            f"quantization.mode: must be one of {', '.join(QUANTIZATION_MODES)} (got {q.mode!r})",
+        ),
         (
             not q.double_quant and q.mode not in FOUR_BIT,
-            f"quantization.double_quant: only for a 4-bit base ({' or '.join(FOUR_BIT)}); remove it, or set quantization.mode",
+            (
+                f"quantization.double_quant: only for a 4-bit base ({' or '.join(FOUR_BIT)}); remove it, or set "
+                "quantization.mode"
+            ),
         ),
         (t.epochs <= 0, f"training.epochs: must be > 0 (got {t.epochs})"),
-        (t.max_steps == 0 or t.max_steps < -1, f"training.max_steps: must be -1 (use epochs) or > 0 (got {t.max_steps})"),
+        (
+            t.max_steps == 0 or t.max_steps < -1,
+            f"training.max_steps: must be -1 (use epochs) or > 0 (got {t.max_steps})",
+        ),
         (t.batch_size < 1, f"training.batch_size: must be >= 1 (got {t.batch_size})"),
         (t.eval_batch_size < 0, f"training.eval_batch_size: must be >= 0 (got {t.eval_batch_size})"),
         (t.grad_accum < 1, f"training.grad_accum: must be >= 1 (got {t.grad_accum})"),
         (t.learning_rate <= 0, f"training.learning_rate: must be > 0 (got {t.learning_rate})"),
-        (t.scheduler not in SCHEDULERS, f"training.scheduler: must be one of {', '.join(SCHEDULERS)} (got {t.scheduler!r})"),
+        (
+            t.scheduler not in SCHEDULERS,
+            f"training.scheduler: must be one of {', '.join(SCHEDULERS)} (got {t.scheduler!r})",
+        ),
         (not 0 <= t.warmup_ratio < 1, f"training.warmup_ratio: must be in [0, 1) (got {t.warmup_ratio})"),
         (t.weight_decay < 0, f"training.weight_decay: must be >= 0 (got {t.weight_decay})"),
         (t.max_grad_norm < 0, f"training.max_grad_norm: must be >= 0 (got {t.max_grad_norm})"),
         (t.eval_every < 0, f"training.eval_every: must be >= 0 (got {t.eval_every})"),
-        (t.early_stopping_patience < 0, f"training.early_stopping_patience: must be >= 0, 0 being off (got {t.early_stopping_patience})"),
-        (t.early_stopping_threshold < 0, f"training.early_stopping_threshold: must be >= 0 (got {t.early_stopping_threshold})"),
+        (
+            t.early_stopping_patience < 0,
+            f"training.early_stopping_patience: must be >= 0, 0 being off (got {t.early_stopping_patience})",
+        ),
+        (
+            t.early_stopping_threshold < 0,
+            f"training.early_stopping_threshold: must be >= 0 (got {t.early_stopping_threshold})",
+        ),
         (t.keep not in KEEPS, f"training.keep: must be one of {', '.join(KEEPS)} (got {t.keep!r})"),
         (
             t.early_stopping_patience > 0 and t.eval_every == 0,
-            "training.early_stopping_patience: needs evaluations during training; set training.eval_every to the steps between them",
+            (
+                "training.early_stopping_patience: needs evaluations during training; set training.eval_every to "
+                "the steps between them"
+            ),
         ),
         (
             t.keep == "best" and t.eval_every == 0,
-            'training.keep: "best" chooses among evaluations during training; set training.eval_every to the steps between them',
+            (
+                'training.keep: "best" chooses among evaluations during training; set training.eval_every to the '
+                "steps between them"
+            ),
         ),
         (
             (t.keep == "best" or t.early_stopping_patience > 0) and bool(t.fsdp or t.deepspeed),
-            'training.keep and training.early_stopping_patience: keeping the best adapter needs its weights whole on every '
-            'process; use "last" and 0 with training.fsdp or training.deepspeed',
+            (
+                "training.keep and training.early_stopping_patience: keeping the best adapter needs its weights "
+                "whole on every "
+                'process; use "last" and 0 with training.fsdp or training.deepspeed'
+            ),
         ),
         (t.save_every < 1, f"training.save_every: must be >= 1 (got {t.save_every})"),
         (t.keep_checkpoints < 1, f"training.keep_checkpoints: must be >= 1 (got {t.keep_checkpoints})"),
@@ -406,7 +470,10 @@ def _check_values(recipe: Recipe) -> list[str]:
             bool(t.deepspeed) and not Path(t.deepspeed).expanduser().is_file(),
             f"training.deepspeed: no such file {t.deepspeed!r}; point it at a DeepSpeed config JSON",
         ),
-        (t.precision not in PRECISIONS, f"training.precision: must be one of {', '.join(PRECISIONS)} (got {t.precision!r})"),
+        (
+            t.precision not in PRECISIONS,
+            f"training.precision: must be one of {', '.join(PRECISIONS)} (got {t.precision!r})",
+        ),
         (
             bool(o.name) and not is_valid_name(o.name),
             f"output.name: {o.name!r} is not a valid adapter name; {NAME_RULE}",
@@ -420,7 +487,7 @@ def _check_examples(d: DataSpec) -> list[str]:
     if not d.examples:
         defaults = DataSpec()
         return [
-            f"data.{key}: only with data.format = \"prompt_completion\"; remove it, or set data.format"
+            f'data.{key}: only with data.format = "prompt_completion"; remove it, or set data.format'
             for key in ("prompt_column", "completion_column", "template", "train_on_prompt", "truncate")
             if getattr(d, key) != getattr(defaults, key)
         ]
@@ -441,12 +508,22 @@ def _check_template(template: str) -> list[str]:
     if not template:
         return []
     if PROMPT_FIELD not in template:
-        return [f"data.template: has no {PROMPT_FIELD}; add it where the prompt goes, e.g. \"Question: {{prompt}}\\nAnswer: \""]
+        return [
+            (
+                f'data.template: has no {PROMPT_FIELD}; add it where the prompt goes, e.g. "Question: '
+                f'{{prompt}}\\nAnswer: "'
+            )
+        ]
     if template.count(PROMPT_FIELD) > 1:
         return [f"data.template: has {PROMPT_FIELD} more than once; use it once, where the prompt goes"]
     rest = template.replace(PROMPT_FIELD, "")
     if "{" in rest or "}" in rest:
-        return [f"data.template: {template!r} has braces other than {PROMPT_FIELD}; remove them (the only field is {PROMPT_FIELD})"]
+        return [
+            (
+                f"data.template: {template!r} has braces other than {PROMPT_FIELD}; remove them (the only field "
+                f"is {PROMPT_FIELD})"
+            )
+        ]
     return []
 
 
@@ -456,7 +533,8 @@ def _check_report_to(targets: list[str]) -> list[str]:
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
     return [
-        f"training.report_to: {target!r} is not a logger the Trainer knows{_closest(target, sorted(INTEGRATION_TO_CALLBACK))}"
+        f"training.report_to: {target!r} is not a logger the Trainer "
+        f"knows{_closest(target, sorted(INTEGRATION_TO_CALLBACK))}"
         for target in targets
         if target not in ("none", "all") and target not in INTEGRATION_TO_CALLBACK
     ]
@@ -470,12 +548,12 @@ def _check_machine(recipe: Recipe) -> list[str]:
 
     problems = []
     if recipe.training.precision == "fp16" and not torch.cuda.is_available():
-        problems.append(
-            'training.precision: fp16 needs a CUDA GPU and none is available; use "bf16" or "fp32" on CPU'
-        )
+        problems.append('training.precision: fp16 needs a CUDA GPU and none is available; use "bf16" or "fp32" on CPU')
     mode = recipe.quantization.mode
     if mode in QUANTIZATION_MODES and mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
         problems.append(f'quantization.mode: "{mode}" needs bitsandbytes; pip install bitsandbytes, or use "none"')
     if recipe.lora.use_dora and mode != "none" and not torch.cuda.is_available():
-        problems.append(f'lora.use_dora: {DORA_ON_QUANTIZED_CPU}; set quantization.mode = "none", or train on a CUDA GPU')
+        problems.append(
+            f'lora.use_dora: {DORA_ON_QUANTIZED_CPU}; set quantization.mode = "none", or train on a CUDA GPU'
+        )
     return problems

@@ -27,7 +27,9 @@ def table() -> str:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            rows.append(f"| `{section}.{f.name}` | {_type(hints[f.name])} | `{_toml(default)}` | {f.metadata['help']} |")
+            rows.append(
+                f"| `{section}.{f.name}` | {_type(hints[f.name])} | `{_toml(default)}` | {f.metadata['help']} |"
+            )
     return "\n".join(rows)
 
 

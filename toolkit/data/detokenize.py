@@ -22,8 +22,16 @@ _BRACKETS = [  # (pattern, replacement): no spaces just inside brackets and quot
     (re.compile(r"\"\s*([^\"]*?)\s*\""), r'"\1"'),
     (re.compile(r"'\s*([^']*?)\s*'"), r"'\1'"),
 ]
-_MISC = [("= = = =", "===="), ("= = =", "==="), ("= =", "=="), (" \u00b0 ", "\u00b0"), (" \n", "\n"),
-         ("\n ", "\n"), (" N ", " 1 "), (" 's", "'s")]
+_MISC = [
+    ("= = = =", "===="),
+    ("= = =", "==="),
+    ("= =", "=="),
+    (" \u00b0 ", "\u00b0"),
+    (" \n", "\n"),
+    ("\n ", "\n"),
+    (" N ", " 1 "),
+    (" 's", "'s"),
+]
 
 
 def wikitext(text: str) -> str:

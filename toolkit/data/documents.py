@@ -50,8 +50,14 @@ class Keys(NamedTuple):
 RECIPE_KEYS = Keys()
 # Evaluation's examples have the columns of the adapter's recipe.
 EVAL_KEYS = Keys(
-    param("datasets"), param("datasets"), param("config"), param("split"), param("text_column"), param("files"),
-    "data.prompt_column (of the adapter's recipe)", "data.completion_column (of the adapter's recipe)",
+    param("datasets"),
+    param("datasets"),
+    param("config"),
+    param("split"),
+    param("text_column"),
+    param("files"),
+    "data.prompt_column (of the adapter's recipe)",
+    "data.completion_column (of the adapter's recipe)",
 )
 ROW = "__gpt2_adapt_row__"  # an example's row number (1-based) as read, kept through carving and shuffling
 ROWS_SHOWN = 5  # rows a message names before it says how many more
@@ -85,8 +91,11 @@ def _check_builtin(name: str, format: str, keys: Keys) -> None:
     if name not in known:
         raise ToolkitError(f"{keys.dataset}: unknown builtin {name!r}; use one of {', '.join(known)}")
     if known[name] != format:
-        fix = (f'set data.format = "{known[name]}" to train on it' if keys == RECIPE_KEYS
-               else "score it with adapters trained on that format")
+        fix = (
+            f'set data.format = "{known[name]}" to train on it'
+            if keys == RECIPE_KEYS
+            else "score it with adapters trained on that format"
+        )
         raise ToolkitError(f"{keys.dataset}: {name} holds {known[name].replace('_', '/')} rows; {fix}")
 
 
@@ -112,7 +121,9 @@ def expand_files(patterns: list[str], key: str) -> list[Path]:
         matches = sorted(glob.glob(str(path), recursive=True))
         matches = [Path(m) for m in matches if Path(m).is_file()]
         if not matches:
-            raise ToolkitError(f"{key}: {pattern!r} matches no file; check the path (relative to the working directory)")
+            raise ToolkitError(
+                f"{key}: {pattern!r} matches no file; check the path (relative to the working directory)"
+            )
         files += matches
     kinds = {FILE_BUILDERS.get(f.suffix.lower()) for f in files}
     if None in kinds:
@@ -301,11 +312,15 @@ def check_examples(documents, what: str, spec: DataSpec, keys: Keys = RECIPE_KEY
     if len(documents) == 0:
         raise ToolkitError(f"{keys.data}: {what} has no rows; add examples or name another split")
     problems = []
-    for key, column, holds in ((keys.prompt_column, spec.prompt_column, "prompts"),
-                               (keys.completion_column, spec.completion_column, "completions")):
+    for key, column, holds in (
+        (keys.prompt_column, spec.prompt_column, "prompts"),
+        (keys.completion_column, spec.completion_column, "completions"),
+    ):
         if column not in documents.column_names:
-            problems.append(f"{key}: {what} has no column {column!r} (it has {', '.join(documents.column_names)}); "
-                            f"name the column that holds the {holds}")
+            problems.append(
+                f"{key}: {what} has no column {column!r} (it has {', '.join(documents.column_names)}); "
+                f"name the column that holds the {holds}"
+            )
             continue
         problems += _not_text(documents, what, column, key, holds)
     if problems:
@@ -319,11 +334,15 @@ def check_examples(documents, what: str, spec: DataSpec, keys: Keys = RECIPE_KEY
             if not (completion or "").strip():
                 empty.append(row)
     if missing:
-        problems.append(f"{keys.prompt_column}: {describe_rows(missing)} of {what} {'has' if len(missing) == 1 else 'have'} "
-                        f"no {spec.prompt_column!r}; give each row a prompt (an empty string is one) or leave it out")
+        problems.append(
+            f"{keys.prompt_column}: {describe_rows(missing)} of {what} {'has' if len(missing) == 1 else 'have'} "
+            f"no {spec.prompt_column!r}; give each row a prompt (an empty string is one) or leave it out"
+        )
     if empty:
-        problems.append(f"{keys.completion_column}: {describe_rows(empty)} of {what} {'has' if len(empty) == 1 else 'have'} "
-                        "an empty completion; give each row a completion to learn, or leave it out")
+        problems.append(
+            f"{keys.completion_column}: {describe_rows(empty)} of {what} {'has' if len(empty) == 1 else 'have'} "
+            "an empty completion; give each row a completion to learn, or leave it out"
+        )
     if problems:
         raise ToolkitError(*problems)
 
@@ -345,13 +364,17 @@ def _not_text(documents, what: str, column: str, key: str, holds: str) -> list[s
     if not odd:
         return []
     rows = sorted(odd)
-    return [f"{key}: {describe_rows(rows, odd)} of {what} {'holds' if len(rows) == 1 else 'hold'} no text in "
+    return [
+        (
+            f"{key}: {describe_rows(rows, odd)} of {what} {'holds' if len(rows) == 1 else 'hold'} no text in "
             f"column {column!r}; write {'it' if len(rows) == 1 else 'each'} as a string (in quotes), or name the "
-            f"column that holds the {holds}"]
+            f"column that holds the {holds}"
+        )
+    ]
 
 
 def describe_rows(rows: list[int], detail: dict[int, str] | None = None) -> str:
-    """"row 3", "rows 3, 7 and 9", "rows 3, 7, 9, 11, 12 and 40 more", each with its `detail` if given."""
+    """ "row 3", "rows 3, 7 and 9", "rows 3, 7, 9, 11, 12 and 40 more", each with its `detail` if given."""
     named = [f"{row:,}" + (f" ({detail[row]})" if detail else "") for row in rows[:ROWS_SHOWN]]
     if len(rows) == 1:
         return f"row {named[0]}"
@@ -380,8 +403,14 @@ def check_text(documents, what: str, text_column: str, keys: Keys = RECIPE_KEYS)
 # ---------------------------------------------------------------- one text to score
 
 
-def read_split(name: str, config: str = "", split: str = "", text_column: str = "text", keys: Keys = EVAL_KEYS,
-               examples: DataSpec | None = None):
+def read_split(
+    name: str,
+    config: str = "",
+    split: str = "",
+    text_column: str = "text",
+    keys: Keys = EVAL_KEYS,
+    examples: DataSpec | None = None,
+):
     """(documents, split name): one split of a dataset (hub id, save_to_disk folder or builtin), checked to
     hold text, or with `examples` (a recipe's data section) its prompt/completion rows, numbered. Without
     `split`, the first of EVAL_SPLITS the dataset has; a single saved split is itself."""

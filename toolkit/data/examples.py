@@ -3,8 +3,9 @@
 An example is EOS, the prompt (inside the recipe's template), the completion, and EOS. The leading EOS gives
 the prompt's first token a context, as GPT-2 saw every document follow <|endoftext|>; it is never scored.
 The completion and the EOS that ends it are learnt and scored; with `train_on_prompt` the prompt's tokens
-are learnt too (evaluation still scores the completion alone: the adapter's perplexity on the answers). Prompt and completion are tokenized apart, so that the prompt's tokens are exactly the ones generation
-feeds the model (tokenized together, BPE could merge a token across the boundary).
+are learnt too (evaluation still scores the completion alone: the adapter's perplexity on the answers).
+Prompt and completion are tokenized apart, so that the prompt's tokens are exactly the ones generation feeds
+the model (tokenized together, BPE could merge a token across the boundary).
 
 An example longer than the block is refused, naming its row, or (`truncate = "prompt_left"`) loses the start
 of its prompt; its completion is always kept whole.
@@ -39,7 +40,7 @@ class Example:
         """Per token, whether it is scored (evaluation) or learnt (training): the completion and its EOS, and
         with `prompt_too` the prompt as well (the leading EOS is never predicted)."""
         mask = np.zeros(len(self.ids), dtype=bool)
-        mask[1 if prompt_too else self.completion:] = True
+        mask[1 if prompt_too else self.completion :] = True
         return mask
 
 
@@ -110,7 +111,9 @@ def _encode(documents, spec: DataSpec, tokenizer) -> Iterator[Example | tuple[in
         encoded_prompts = tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
         encoded_completions = tokenizer(completions, add_special_tokens=False, verbose=False)["input_ids"]
         rows = batch[ROW] if ROW in batch else range(row + 1, row + 1 + len(prompts))
-        for number, prompt, completion, p_ids, c_ids in zip(rows, prompts, completions, encoded_prompts, encoded_completions):
+        for number, prompt, completion, p_ids, c_ids in zip(
+            rows, prompts, completions, encoded_prompts, encoded_completions
+        ):
             row = number
             room = block - len(c_ids) - 2  # tokens left for the prompt beside the two EOS
             if room < 0 or len(p_ids) > room and spec.truncate != "prompt_left":
@@ -125,8 +128,9 @@ def _encode(documents, spec: DataSpec, tokenizer) -> Iterator[Example | tuple[in
                 ids=ids,
                 completion=1 + len(p_ids) - cut,
                 nbytes=np.concatenate([[0], p_bytes[cut:], c_bytes, [EOS_BYTES]]).astype(np.int64),
-                words=np.concatenate([[0], word_starts(prompt, p_bytes)[cut:], word_starts(completion, c_bytes),
-                                      [EOS_WORDS]]).astype(np.int64),
+                words=np.concatenate(
+                    [[0], word_starts(prompt, p_bytes)[cut:], word_starts(completion, c_bytes), [EOS_WORDS]]
+                ).astype(np.int64),
                 row=int(number),
                 truncated=cut,
             )

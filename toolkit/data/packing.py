@@ -139,8 +139,13 @@ def example_arrays(examples: list[Example], packing: Packing, prompt_too: bool =
     in the padding after them, which is a sequence of its own), nbytes and words (zero where not scored)."""
     shape = (len(packing.blocks), packing.block_size)
     eos = examples[0].ids[0] if examples else 0  # every example starts with EOS; it pads too
-    out = {"ids": np.zeros(shape, np.int32), "scored": np.zeros(shape, bool), "positions": np.zeros(shape, np.int32),
-           "nbytes": np.zeros(shape, np.int32), "words": np.zeros(shape, np.int32)}
+    out = {
+        "ids": np.zeros(shape, np.int32),
+        "scored": np.zeros(shape, bool),
+        "positions": np.zeros(shape, np.int32),
+        "nbytes": np.zeros(shape, np.int32),
+        "words": np.zeros(shape, np.int32),
+    }
     for b, members in enumerate(packing.blocks):
         at = 0
         for example in (examples[i] for i in members):
@@ -196,7 +201,9 @@ def prepare_data(spec: DataSpec, tokenizer, cache=None) -> PreparedData:
     else:
         log.info("packed data found in the cache: %s", folder)
     if spec.examples:
-        train = ExampleBlocks(*(np.load(folder / f"train_{name}.npy", mmap_mode="r") for name in ("ids", "learnt", "positions")))
+        train = ExampleBlocks(
+            *(np.load(folder / f"train_{name}.npy", mmap_mode="r") for name in ("ids", "learnt", "positions"))
+        )
     else:
         train = BlockDataset(np.load(folder / "train.npy", mmap_mode="r"))
     return PreparedData(
@@ -216,7 +223,11 @@ def _pack_text(spec: DataSpec, tokenizer, train_docs, eval_docs):
             f"data.block_size={spec.block_size}; add text or lower data.block_size"
         )
     stream = token_stream(eval_docs, spec.text_column, tokenizer)  # any length: every token of it is scored
-    return {"train": blocks}, stream, {"train": train_stats, "eval": {"documents": stream.documents, "tokens": stream.tokens}}
+    return (
+        {"train": blocks},
+        stream,
+        {"train": train_stats, "eval": {"documents": stream.documents, "tokens": stream.tokens}},
+    )
 
 
 def _pack_examples(spec: DataSpec, tokenizer, train_docs, eval_docs):
@@ -225,17 +236,31 @@ def _pack_examples(spec: DataSpec, tokenizer, train_docs, eval_docs):
     packing = fit_blocks([len(e) for e in train], spec.block_size)
     arrays = example_arrays(train, packing, prompt_too=spec.train_on_prompt)
     stream = example_stream(evals)  # each scored on its own, as training's evaluation and `eval` score it
-    stats = {"train": _example_stats(train, packing, int(arrays["scored"].sum())),
-             "eval": {"documents": len(evals), "tokens": stream.tokens}}
-    log.info("%s training examples in %s blocks of %d: %.1f%% padding",
-             f"{len(train):,}", f"{len(packing.blocks):,}", spec.block_size, 100 * packing.padding)
+    stats = {
+        "train": _example_stats(train, packing, int(arrays["scored"].sum())),
+        "eval": {"documents": len(evals), "tokens": stream.tokens},
+    }
+    log.info(
+        "%s training examples in %s blocks of %d: %.1f%% padding",
+        f"{len(train):,}",
+        f"{len(packing.blocks):,}",
+        spec.block_size,
+        100 * packing.padding,
+    )
     saved = {"train_ids": arrays["ids"], "train_learnt": arrays["scored"], "train_positions": arrays["positions"]}
     return saved, stream, stats
 
 
 def _example_stats(examples: list[Example], packing: Packing, scored: int) -> dict:
-    return {"documents": len(examples), "tokens": packing.tokens, "blocks": len(packing.blocks), "dropped": 0,
-            "padding": packing.padding, "scored": scored, "truncated": sum(e.truncated > 0 for e in examples)}
+    return {
+        "documents": len(examples),
+        "tokens": packing.tokens,
+        "blocks": len(packing.blocks),
+        "dropped": 0,
+        "padding": packing.padding,
+        "scored": scored,
+        "truncated": sum(e.truncated > 0 for e in examples),
+    }
 
 
 def _where(spec: DataSpec, split: str) -> str:
@@ -259,7 +284,7 @@ def pack(documents, text_column: str, tokenizer, block_size: int) -> tuple[np.nd
     blocks = stream[: n_blocks * block_size].reshape(n_blocks, block_size)
     stats = {
         "documents": documents_seen,
-        "tokens": int(len(stream)),
+        "tokens": len(stream),
         "blocks": int(n_blocks),
         "dropped": int(len(stream) - n_blocks * block_size),
     }

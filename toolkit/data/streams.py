@@ -66,21 +66,39 @@ class TokenStream:
 
     def save(self, path: Path) -> None:
         extra = {} if self.scored is None else {"scored": self.scored}
-        np.savez(path, ids=self.ids, nbytes=self.nbytes, words=self.words, starts=self.starts,
-                 by_document=self.by_document, **extra)
+        np.savez(
+            path,
+            ids=self.ids,
+            nbytes=self.nbytes,
+            words=self.words,
+            starts=self.starts,
+            by_document=self.by_document,
+            **extra,
+        )
 
     @classmethod
     def load(cls, path: Path) -> TokenStream:
         with np.load(path) as saved:
             scored = saved["scored"] if "scored" in saved.files else None
-            return cls(saved["ids"], saved["nbytes"], saved["words"], saved["starts"], bool(saved["by_document"]), scored)
+            return cls(
+                saved["ids"], saved["nbytes"], saved["words"], saved["starts"], bool(saved["by_document"]), scored
+            )
 
 
-def token_stream(documents, text_column: str, tokenizer, limit: int | None = None, *, max_documents: int | None = None,
-                 by_document: bool = False, detokenize: Callable[[str], str] | None = None) -> TokenStream:
+def token_stream(
+    documents,
+    text_column: str,
+    tokenizer,
+    limit: int | None = None,
+    *,
+    max_documents: int | None = None,
+    by_document: bool = False,
+    detokenize: Callable[[str], str] | None = None,
+) -> TokenStream:
     """Tokenize documents (blank rows skipped) into one stream, EOS first and after each, with per-token
     byte and word counts; stop after the document that brings the tokens to score to `limit`, or after
-    `max_documents` documents (the whole text when None). `by_document` counts as the harness does; `detokenize` rewrites each document first."""
+    `max_documents` documents (the whole text when None). `by_document` counts as the harness does;
+    `detokenize` rewrites each document first."""
     eos = tokenizer.eos_token_id
     if not tokenizer.is_fast or eos is None:
         raise ToolkitError("the tokenizer must be a fast GPT-2 tokenizer with an EOS token")
@@ -123,7 +141,6 @@ def _tokenized(documents, text_column: str, tokenizer, detokenize):
 
 
 def token_byte_lengths(tokenizer) -> np.ndarray:
-
     """UTF-8 bytes per token id. A byte-level BPE token is written with one character per byte; an added
     token (such as <|endoftext|> met inside a text) stands for its own text."""
     added = {i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
@@ -135,13 +152,13 @@ def token_byte_lengths(tokenizer) -> np.ndarray:
 
 
 def count_words(text: str, by_document: bool = False) -> int:
-    """The words of a document: `str.split()`'s; by document, the pieces of `re.split(r"\s+", text)`."""
+    r"""The words of a document: `str.split()`'s; by document, the pieces of `re.split(r"\s+", text)`."""
     words = len(text.split())
     return words + (text[:1].isspace() + text[-1:].isspace() if by_document else 0)
 
 
 def word_starts(text: str, token_bytes: np.ndarray, edges: bool = False) -> np.ndarray:
-    """Per token of `text`: how many words (runs of non-whitespace) begin in its bytes; with `edges`, one
+    r"""Per token of `text`: how many words (runs of non-whitespace) begin in its bytes; with `edges`, one
     more in the first token when the text starts with whitespace and in the last when it ends with it
     (the empty first and last pieces of `re.split(r"\s+", text)`)."""
     raw = np.frombuffer(text.encode(), dtype=np.uint8)
@@ -159,4 +176,3 @@ def word_starts(text: str, token_bytes: np.ndarray, edges: bool = False) -> np.n
         counts[0] += text[:1].isspace()
         counts[-1] += text[-1:].isspace()
     return counts
-

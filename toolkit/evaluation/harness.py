@@ -56,17 +56,22 @@ def prepare_tasks(names: Sequence[str], include_paths: Sequence[str] = ()) -> Ta
     paths = [str(Path(p).expanduser()) for p in include_paths]
     missing = [p for p in paths if not Path(p).is_dir()]
     if missing:
-        raise ToolkitError(*(f"{param('include_paths')}: {p} is not a folder; name a folder of task YAML files"
-                             for p in missing))
+        raise ToolkitError(
+            *(f"{param('include_paths')}: {p} is not a folder; name a folder of task YAML files" for p in missing)
+        )
     with _quiet_harness():
         manager = TaskManager(include_path=paths, include_defaults=False) if paths else None
         if manager is None or not set(names) <= set(manager.all_tasks):
             manager = TaskManager(include_path=paths or None)  # the harness's own: indexing them takes seconds
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
-        raise ToolkitError(*(f"{param('tasks')}: no task named {n!r}{_close(n, manager.all_tasks)}; "
-                             f"`lm-eval ls tasks` lists the harness's, {param('include_paths')} adds a folder of your own"
-                             for n in unknown))
+        raise ToolkitError(
+            *(
+                f"{param('tasks')}: no task named {n!r}{_close(n, manager.all_tasks)}; "
+                f"`lm-eval ls tasks` lists the harness's, {param('include_paths')} adds a folder of your own"
+                for n in unknown
+            )
+        )
     if not hub_reachable():
         import datasets
 
@@ -80,16 +85,25 @@ def prepare_tasks(names: Sequence[str], include_paths: Sequence[str] = ()) -> Ta
             problems.append(
                 f"{param('tasks')}: the data of task {name!r} is not in the local Hugging Face cache and the Hub "
                 f"cannot be reached; run it once where the Hub is reachable (the cache keeps it), or define the task "
-                f"over local files in a folder and pass it as {param('include_paths')}")
-        except Exception as err:  # the harness raises anything from a task's YAML or data: say which task
+                f"over local files in a folder and pass it as {param('include_paths')}"
+            )
+        except Exception as err:  # noqa: BLE001 - the harness raises anything from a task's YAML or data: say which task
             problems.append(f"{param('tasks')}: task {name!r} cannot be loaded: {first_line(err)}")
     if problems:
         raise ToolkitError(*problems)
     return Tasks(tuple(names), manager)
 
 
-def run_tasks(model, tokenizer, tasks: Tasks, *, limit: int | None = None, batch_size: int = 0,
-              max_length: int | None = None, progress: bool = False) -> list[TaskRun]:
+def run_tasks(
+    model,
+    tokenizer,
+    tasks: Tasks,
+    *,
+    limit: int | None = None,
+    batch_size: int = 0,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> list[TaskRun]:
     """Run each task on the model as it is (its active adapter), through the harness's `HFLM` given the
     model object. `limit`: the first N documents of each task; `max_length`: the harness's window
     (default: the model's context)."""
@@ -101,11 +115,14 @@ def run_tasks(model, tokenizer, tasks: Tasks, *, limit: int | None = None, batch
         out = []
         for name in tasks.names:
             started = time.perf_counter()
-            results = simple_evaluate(model=lm, tasks=[name], task_manager=tasks.manager, limit=limit,
-                                      log_samples=False)
+            results = simple_evaluate(
+                model=lm, tasks=[name], task_manager=tasks.manager, limit=limit, log_samples=False
+            )
             seconds = time.perf_counter() - started
-            out += [TaskRun(task, _task_score(results, task), _documents(results, task), seconds)
-                    for task in results["results"]]
+            out += [
+                TaskRun(task, _task_score(results, task), _documents(results, task), seconds)
+                for task in results["results"]
+            ]
     return out
 
 

@@ -17,9 +17,27 @@ from ..files import write_atomic
 from ..records import EvalResult
 
 CSV_COLUMNS = [
-    "model", "adapter", "dataset", "kind", "context", "stride", "by_document", "detokenize", "perplexity",
-    "bits_per_byte", "byte_perplexity", "word_perplexity", "mean_nll", "tokens", "bytes", "words", "documents",
-    "precision", "seconds", "tokens_per_second", "task",
+    "model",
+    "adapter",
+    "dataset",
+    "kind",
+    "context",
+    "stride",
+    "by_document",
+    "detokenize",
+    "perplexity",
+    "bits_per_byte",
+    "byte_perplexity",
+    "word_perplexity",
+    "mean_nll",
+    "tokens",
+    "bytes",
+    "words",
+    "documents",
+    "precision",
+    "seconds",
+    "tokens_per_second",
+    "task",
 ]
 # The header of the CSV that eval wrote before tasks and by-document scoring: still an earlier output of eval.
 PREVIOUS_CSV_COLUMNS = [c for c in CSV_COLUMNS if c not in ("by_document", "detokenize", "task")]
@@ -65,11 +83,25 @@ def _figures(r: EvalResult) -> list[str]:
     """The table's figures; a task fills those it reports under the same names."""
     if r.score:
         s = r.score
-        return [_num(s.perplexity), _num(s.bits_per_byte, 4), _num(s.byte_perplexity, 4), _num(s.word_perplexity),
-                f"{s.tokens:,}", f"{s.bytes or 0:,}", f"{s.words or 0:,}"]
+        return [
+            _num(s.perplexity),
+            _num(s.bits_per_byte, 4),
+            _num(s.byte_perplexity, 4),
+            _num(s.word_perplexity),
+            f"{s.tokens:,}",
+            f"{s.bytes or 0:,}",
+            f"{s.words or 0:,}",
+        ]
     m = r.task.metrics
-    return [_num(m.get("perplexity")), _num(m.get("bits_per_byte"), 4), _num(m.get("byte_perplexity"), 4),
-            _num(m.get("word_perplexity")), "-", "-", "-"]
+    return [
+        _num(m.get("perplexity")),
+        _num(m.get("bits_per_byte"), 4),
+        _num(m.get("byte_perplexity"), 4),
+        _num(m.get("word_perplexity")),
+        "-",
+        "-",
+        "-",
+    ]
 
 
 def _task_figures(r: EvalResult) -> str:
@@ -89,7 +121,9 @@ def check_output(path: Path, kind: str, option: str, store_root: Path, overwrite
     path = Path(path)
     target, store = path.resolve(), Path(store_root).resolve()
     if target == store or store in target.parents:
-        raise ToolkitError(f"{param(option)}: {path} is inside the adapter store {store_root}; choose a path outside the store")
+        raise ToolkitError(
+            f"{param(option)}: {path} is inside the adapter store {store_root}; choose a path outside the store"
+        )
     if path.is_dir():
         raise ToolkitError(f"{param(option)}: {path} is a folder; name a file")
     if path.exists() and not overwrite and not _is_previous_output(path, kind):
@@ -106,7 +140,10 @@ def _is_previous_output(path: Path, kind: str) -> bool:
     except OSError:
         return False
     if kind == "csv":
-        return head.split(b"\n", 1)[0].rstrip(b"\r") in (",".join(CSV_COLUMNS).encode(), ",".join(PREVIOUS_CSV_COLUMNS).encode())
+        return head.split(b"\n", 1)[0].rstrip(b"\r") in (
+            ",".join(CSV_COLUMNS).encode(),
+            ",".join(PREVIOUS_CSV_COLUMNS).encode(),
+        )
     return head.startswith(b"\x89PNG") and b"Matplotlib" in head
 
 
@@ -120,8 +157,14 @@ def write_csv(results: list[EvalResult], path: Path) -> None:
     writer.writeheader()
     for r in results:
         row = r.to_json()
-        writer.writerow({**row, **(row["protocol"] or {}), "adapter": r.adapter or "",
-                         "task": json.dumps(r.task.metrics) if r.task else ""})
+        writer.writerow(
+            {
+                **row,
+                **(row["protocol"] or {}),
+                "adapter": r.adapter or "",
+                "task": json.dumps(r.task.metrics) if r.task else "",
+            }
+        )
     write_atomic(path, out.getvalue())
 
 
@@ -153,10 +196,10 @@ def heatmap(results: list[EvalResult], path: Path) -> None:
         limit = max(float(np.nanmax(np.abs(values))), 1e-3)
         style = {"cmap": "RdYlGn_r", "vmin": -limit, "vmax": limit}
         bar_label = "log2(perplexity / base perplexity)" + (" (accuracy: base / row)" if (sign < 0).any() else "")
-        dark = lambda shade: abs(shade - 0.5) > 0.35  # noqa: E731  both ends of this map are dark
+        dark = lambda shade: abs(shade - 0.5) > 0.35
     else:
         values, style, bar_label = np.log10(ppl), {"cmap": "viridis_r"}, "log10(perplexity)"
-        dark = lambda shade: shade > 0.6  # noqa: E731  viridis_r darkens towards high perplexity
+        dark = lambda shade: shade > 0.6
 
     fig, axis = plt.subplots(figsize=figure_inches(len(rows), len(datasets)), dpi=HEATMAP_DPI)
     image = axis.imshow(values, aspect="auto", **style)
@@ -207,12 +250,14 @@ def _num(value, digits: int = 3) -> str:
 
 
 def _short(label: str, width: int = 32) -> str:
-    return label if len(label) <= width else "..." + label[-(width - 3):]
+    return label if len(label) <= width else "..." + label[-(width - 3) :]
 
 
 def _columns(lines: list[list[str]], right_from: int) -> list[str]:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return [
-        "  ".join(cell.rjust(w) if i >= right_from else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
+        "  ".join(
+            cell.rjust(w) if i >= right_from else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))
+        ).rstrip()
         for line in lines
     ]

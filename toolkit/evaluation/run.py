@@ -81,14 +81,19 @@ class EvalOptions:
         if self.batch_size < 0:
             problems.append(f"{param('batch_size')}: must be >= 0, 0 meaning automatic (got {self.batch_size})")
         if self.threads < 0:
-            problems.append(f"{param('threads')}: must be >= 0, 0 choosing from the machine's load (got {self.threads})")
+            problems.append(
+                f"{param('threads')}: must be >= 0, 0 choosing from the machine's load (got {self.threads})"
+            )
         if self.detokenize is not None and self.detokenize not in DETOKENIZERS:
-            problems.append(f"{param('detokenize')}: no detokenizer named {self.detokenize!r}; "
-                            f"use {', '.join(DETOKENIZERS)}")
+            problems.append(
+                f"{param('detokenize')}: no detokenizer named {self.detokenize!r}; use {', '.join(DETOKENIZERS)}"
+            )
         elif self.detokenize and self.max_tokens:
-            problems.append(f"{param('max_tokens')} and {param('detokenize')}: the original's words and bytes cannot be "
-                            f"split between tokens of the rewritten text, so documents are scored whole; "
-                            f"use {param('limit')} N for the first N documents")
+            problems.append(
+                f"{param('max_tokens')} and {param('detokenize')}: the original's words and bytes cannot be "
+                f"split between tokens of the rewritten text, so documents are scored whole; "
+                f"use {param('limit')} N for the first N documents"
+            )
         if problems:
             raise ToolkitError(*problems)
 
@@ -102,8 +107,9 @@ class EvalOptions:
 
     def protocol(self, context: int) -> Protocol:
         """The protocol at `context` (what the options say, or the default the caller found)."""
-        return Protocol(self.context or context, self.stride or self.context or context, self.by_document,
-                        self.detokenize)
+        return Protocol(
+            self.context or context, self.stride or self.context or context, self.by_document, self.detokenize
+        )
 
 
 @dataclass(frozen=True)
@@ -154,29 +160,40 @@ def read_texts(
     import datasets as hf_datasets
 
     if examples is not None and text_column != "text":
-        raise ToolkitError(f"{param('text_column')}: these adapters read prompt/completion examples from their recipe's "
-                           f"columns {examples.prompt_column!r} and {examples.completion_column!r}; leave it out, or "
-                           f"pass {param('as_text', True)} to score that column as plain text")
+        raise ToolkitError(
+            f"{param('text_column')}: these adapters read prompt/completion examples from their recipe's "
+            f"columns {examples.prompt_column!r} and {examples.completion_column!r}; leave it out, or "
+            f"pass {param('as_text', True)} to score that column as plain text"
+        )
     if as_text and recipe is not None and recipe.data.examples:
-        raise ToolkitError(f"{param('as_text', True)}: the recipe's evaluation text is prompt/completion examples; "
-                           f"give plain text in {param('files')} or {param('datasets')}, or leave it out")
+        raise ToolkitError(
+            f"{param('as_text', True)}: the recipe's evaluation text is prompt/completion examples; "
+            f"give plain text in {param('files')} or {param('datasets')}, or leave it out"
+        )
     out = []
     if recipe is not None:
         _, documents = open_source(recipe.data).splits()
         own = recipe.data if recipe.data.examples else None
-        out.append(Text(f"{recipe_label or recipe.adapter_name} (eval)", documents, recipe.data.text_column, examples or own))
+        out.append(
+            Text(f"{recipe_label or recipe.adapter_name} (eval)", documents, recipe.data.text_column, examples or own)
+        )
     for name in datasets:
         documents, chosen = read_split(name, config, split, text_column, examples=examples)
         out.append(Text(f"{name}{' ' + config if config else ''} [{chosen}]", documents, text_column, examples))
     for pattern in files:
         out.append(Text(pattern, read_files(pattern, text_column, examples=examples), text_column, examples))
     if examples is not None and texts:
-        raise ToolkitError(f"{param('texts')}: these adapters were trained on prompt/completion examples; "
-                           f"give them in {param('files')} or {param('datasets')}, with their columns, or pass "
-                           f"{param('as_text', True)} to score the strings as plain text")
+        raise ToolkitError(
+            f"{param('texts')}: these adapters were trained on prompt/completion examples; "
+            f"give them in {param('files')} or {param('datasets')}, with their columns, or pass "
+            f"{param('as_text', True)} to score the strings as plain text"
+        )
     for number, text in enumerate(texts, 1):
         if not isinstance(text, str) or not text.strip():
-            raise ToolkitError(f"{param('texts')}: text {number} is {'blank' if isinstance(text, str) else 'not a string'}; give text to score")
+            raise ToolkitError(
+                f"{param('texts')}: text {number} is {'blank' if isinstance(text, str) else 'not a string'}; "
+                "give text to score"
+            )
         out.append(Text(f"text {number}", hf_datasets.Dataset.from_dict({"text": [text]}), "text"))
     labels = [t.label for t in out]
     if len(set(labels)) != len(labels):
@@ -184,8 +201,9 @@ def read_texts(
     return out
 
 
-def load_models(adapters: Sequence[str] = (), model: str | None = None, store=None, strict: bool = True,
-                precision: str = "fp32") -> Loaded:
+def load_models(
+    adapters: Sequence[str] = (), model: str | None = None, store=None, strict: bool = True, precision: str = "fp32"
+) -> Loaded:
     """The plain `model`; or the base (`model`: a local copy of it) with each adapter loaded once and
     verified. Rows: the model; or the base and then each adapter."""
     adapters = list(adapters)
@@ -201,8 +219,13 @@ def load_models(adapters: Sequence[str] = (), model: str | None = None, store=No
     return Loaded(lm, tokenizer, name, (None, *adapters))
 
 
-def run(loaded: Loaded, options: EvalOptions, texts: Sequence[Text] = (), tasks: Tasks | None = None,
-        default_context: int | None = None) -> list[EvalResult]:
+def run(
+    loaded: Loaded,
+    options: EvalOptions,
+    texts: Sequence[Text] = (),
+    tasks: Tasks | None = None,
+    default_context: int | None = None,
+) -> list[EvalResult]:
     """Score every row of `loaded` on every text, then on every harness task: one EvalResult each, in
     that order (row by row). `default_context` (a recipe's block size) is the context when
     options.context is None, else the examples' block size (of their adapter's recipe), else the model's."""
@@ -221,15 +244,26 @@ def run(loaded: Loaded, options: EvalOptions, texts: Sequence[Text] = (), tasks:
     for text in texts:
         with _naming(text):
             if text.examples:  # each example on its own, as training's evaluation scores them
-                documents = text.documents.select(range(min(options.limit, len(text.documents)))) if options.limit \
+                documents = (
+                    text.documents.select(range(min(options.limit, len(text.documents))))
+                    if options.limit
                     else text.documents
+                )
                 spec = replace(text.examples, block_size=protocol.context)
                 found = encode_examples(documents, spec, loaded.tokenizer, "the text", param("context"))
                 streams.append(example_stream(found))
             else:
-                streams.append(token_stream(text.documents, text.text_column, loaded.tokenizer, limit,
-                                            max_documents=options.limit, by_document=protocol.by_document,
-                                            detokenize=detokenize))
+                streams.append(
+                    token_stream(
+                        text.documents,
+                        text.text_column,
+                        loaded.tokenizer,
+                        limit,
+                        max_documents=options.limit,
+                        by_document=protocol.by_document,
+                        detokenize=detokenize,
+                    )
+                )
     rank, _ = process()
     results = []
     for adapter in loaded.rows:
@@ -238,21 +272,55 @@ def run(loaded: Loaded, options: EvalOptions, texts: Sequence[Text] = (), tasks:
         with loaded.using(adapter):
             for text, stream in zip(texts, streams):
                 with _naming(text):
-                    scored = score(loaded.model, stream, protocol, batch_size=options.batch_size,
-                                   max_tokens=options.max_tokens, progress=options.progress and rank == 0,
-                                   label=f"{label or 'base'} on {text.label}")
-                log.info("%s on %s: perplexity %.3f over %s tokens", label or "base", text.label,
-                         scored.score.perplexity, f"{scored.score.tokens:,}")
-                results.append(EvalResult(
-                    dataset=text.label, protocol=protocol, score=scored.score, documents=stream.documents,
-                    seconds=scored.seconds, tokens_per_second=scored.tokens_per_second, **common))
+                    scored = score(
+                        loaded.model,
+                        stream,
+                        protocol,
+                        batch_size=options.batch_size,
+                        max_tokens=options.max_tokens,
+                        progress=options.progress and rank == 0,
+                        label=f"{label or 'base'} on {text.label}",
+                    )
+                log.info(
+                    "%s on %s: perplexity %.3f over %s tokens",
+                    label or "base",
+                    text.label,
+                    scored.score.perplexity,
+                    f"{scored.score.tokens:,}",
+                )
+                results.append(
+                    EvalResult(
+                        dataset=text.label,
+                        protocol=protocol,
+                        score=scored.score,
+                        documents=stream.documents,
+                        seconds=scored.seconds,
+                        tokens_per_second=scored.tokens_per_second,
+                        **common,
+                    )
+                )
             if tasks and rank == 0:  # the harness scores on one process
-                for task in run_tasks(loaded.model, loaded.tokenizer, tasks, limit=options.limit,
-                                      batch_size=options.batch_size, max_length=protocol.context,
-                                      progress=options.progress):
-                    results.append(EvalResult(
-                        dataset=task.name, protocol=None, score=None, documents=task.documents,
-                        seconds=task.seconds, tokens_per_second=None, task=task.score, **common))
+                for task in run_tasks(
+                    loaded.model,
+                    loaded.tokenizer,
+                    tasks,
+                    limit=options.limit,
+                    batch_size=options.batch_size,
+                    max_length=protocol.context,
+                    progress=options.progress,
+                ):
+                    results.append(
+                        EvalResult(
+                            dataset=task.name,
+                            protocol=None,
+                            score=None,
+                            documents=task.documents,
+                            seconds=task.seconds,
+                            tokens_per_second=None,
+                            task=task.score,
+                            **common,
+                        )
+                    )
     return results
 
 
@@ -292,29 +360,39 @@ def evaluate(
     in_memory = adapters is not None and not isinstance(adapters, (str, list, tuple))
     names = [] if in_memory else [adapters] if isinstance(adapters, str) else list(adapters or [])
     if model and (names or in_memory):
-        raise ToolkitError(f"{param('model')} and {param('adapters')}: a plain model has no adapters; "
-                           f"give the adapters' base as {param('base')}")
+        raise ToolkitError(
+            f"{param('model')} and {param('adapters')}: a plain model has no adapters; "
+            f"give the adapters' base as {param('base')}"
+        )
     if in_memory and tokenizer is None:
         raise ToolkitError(f"{param('tokenizer')}: a model in memory needs its tokenizer too")
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     if not (recipe or datasets or files or texts or tasks):  # before the adapters are read for their format
-        raise ToolkitError(f"no text to score: give {param('recipe')}, {param('datasets')}, {param('files')}, "
-                           f"{param('texts')} or {param('tasks')}")
+        raise ToolkitError(
+            f"no text to score: give {param('recipe')}, {param('datasets')}, {param('files')}, "
+            f"{param('texts')} or {param('tasks')}"
+        )
     if settings.as_text:
         examples = None
     elif in_memory:  # as its loading recorded: how its active adapter reads text (generate prompts it so too)
         examples = examples_formats(adapters).get(getattr(adapters, "active_adapter", None))
     else:
         examples = examples_format(names, store)
-    chosen = read_texts(recipe, "", datasets, config, split, text_column, files, texts, examples=examples,
-                        as_text=settings.as_text)
+    chosen = read_texts(
+        recipe, "", datasets, config, split, text_column, files, texts, examples=examples, as_text=settings.as_text
+    )
     found = prepare_tasks(tasks, include_paths) if tasks else None
     if in_memory:
         active = adapters.active_adapter if hasattr(adapters, "get_base_model") else None  # a peft model's
         loaded = Loaded(adapters, tokenizer, str(adapters.config.name_or_path), (active,))
     else:
-        loaded = load_models(names, model or base or (recipe.model.name if recipe and not names else None), store,
-                             settings.strict, settings.precision)
+        loaded = load_models(
+            names,
+            model or base or (recipe.model.name if recipe and not names else None),
+            store,
+            settings.strict,
+            settings.precision,
+        )
     return run(loaded, settings, chosen, found, default_context=recipe.data.block_size if recipe else None)
 
 
@@ -322,11 +400,16 @@ def _examples_protocol(protocol: Protocol, options: EvalOptions, texts: Sequence
     """The protocol for prompt/completion examples, which are scored whole, each on its own."""
     if not all(text.examples for text in texts):
         raise ToolkitError("these texts mix prompt/completion examples and plain text; score them in two runs")
-    chosen = [name for name in ("stride", "max_tokens", "by_document", "detokenize")
-              if getattr(options, name) not in (None, False) and not (name == "stride" and options.stride == protocol.context)]
+    chosen = [
+        name
+        for name in ("stride", "max_tokens", "by_document", "detokenize")
+        if getattr(options, name) not in (None, False) and not (name == "stride" and options.stride == protocol.context)
+    ]
     if chosen:
-        raise ToolkitError(f"{' and '.join(param(name) for name in chosen)}: prompt/completion examples are scored "
-                           f"whole, each on its own; leave {'it' if len(chosen) == 1 else 'them'} out")
+        raise ToolkitError(
+            f"{' and '.join(param(name) for name in chosen)}: prompt/completion examples are scored "
+            f"whole, each on its own; leave {'it' if len(chosen) == 1 else 'them'} out"
+        )
     return replace(protocol, examples=True)
 
 
@@ -337,12 +420,16 @@ def examples_format(adapters: Sequence[str], store: AdapterStore) -> DataSpec | 
     for name in adapters:
         recipe = store.trained_recipe(name)
         formats[name] = recipe.data if recipe is not None and recipe.data.examples else None
-    readings = {None if spec is None else (spec.prompt_column, spec.completion_column, spec.template, spec.truncate)
-                for spec in formats.values()}
+    readings = {
+        None if spec is None else (spec.prompt_column, spec.completion_column, spec.template, spec.truncate)
+        for spec in formats.values()
+    }
     if len(readings) > 1:
         kinds = ", ".join(f"{name}: {'prompt/completion' if spec else 'text'}" for name, spec in formats.items())
-        raise ToolkitError(f"{param('adapters')}: these adapters read text differently ({kinds}, or other columns "
-                           "or templates); evaluate them in separate runs")
+        raise ToolkitError(
+            f"{param('adapters')}: these adapters read text differently ({kinds}, or other columns "
+            "or templates); evaluate them in separate runs"
+        )
     return next(iter(formats.values()), None)
 
 

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.streams import TokenStream
+from ..distributed import process
 from ..errors import ToolkitError, param
 from ..records import Protocol, Score
 from .metric import load_metric
-from ..distributed import process
 from .protocol import Window, windows
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,9 @@ def score(
     from tqdm.auto import tqdm
 
     if stream.by_document != protocol.by_document or (stream.scored is not None) != protocol.examples:
-        raise ValueError("the stream was counted for another protocol: build it with by_document (or as "
-                         "examples) as the protocol's")
+        raise ValueError(
+            "the stream was counted for another protocol: build it with by_document (or as examples) as the protocol's"
+        )
     todo = windows(stream, protocol, max_tokens)
     rank, world = process()
     # Longest first, so that a batch pads little; order does not change the sums.
@@ -104,11 +105,19 @@ def score(
                     batch_size = len(batch) // 2
                     log.info("out of memory: batches of %d windows from here on", batch_size)
                     # Re-plan everything not yet scored at the smaller size, not just this batch.
-                    queue = collections.deque(_batches([*batch, *itertools.chain.from_iterable(queue)], batch_size, budget))
+                    queue = collections.deque(
+                        _batches([*batch, *itertools.chain.from_iterable(queue)], batch_size, budget)
+                    )
                     continue
                 for w, value in zip(batch, nll.tolist()):
-                    sums.append((value, int(token_sums[w.hi] - token_sums[w.lo]), int(byte_sums[w.hi] - byte_sums[w.lo]),
-                                 int(word_sums[w.hi] - word_sums[w.lo])))
+                    sums.append(
+                        (
+                            value,
+                            int(token_sums[w.hi] - token_sums[w.lo]),
+                            int(byte_sums[w.hi] - byte_sums[w.lo]),
+                            int(word_sums[w.hi] - word_sums[w.lo]),
+                        )
+                    )
                 bar.update(sum(w.hi - w.lo for w in batch))
     finally:
         model.train(was_training)
@@ -156,12 +165,18 @@ def _score_windows(lm, ids: np.ndarray, scored: np.ndarray, batch: list[Window],
         columns.append(positions - 1 - w.start)  # position p is predicted at p - 1
         targets.append(ids[positions])
     hidden = lm.transformer(input_ids=torch.from_numpy(inputs).to(device), use_cache=False).last_hidden_state
-    hidden = hidden[torch.from_numpy(np.concatenate(rows)).to(device), torch.from_numpy(np.concatenate(columns)).to(device)]
+    hidden = hidden[
+        torch.from_numpy(np.concatenate(rows)).to(device), torch.from_numpy(np.concatenate(columns)).to(device)
+    ]
     targets = torch.from_numpy(np.concatenate(targets)).to(device)
     head = lm.get_output_embeddings()
     nll = torch.empty(len(targets), dtype=torch.float64)
     for at in range(0, len(targets), HEAD_ROWS):
         logits = head(hidden[at : at + HEAD_ROWS].to(head.weight.dtype)).float()
-        nll[at : at + HEAD_ROWS] = F.cross_entropy(logits, targets[at : at + HEAD_ROWS], reduction="none").double().cpu()
+        nll[at : at + HEAD_ROWS] = (
+            F.cross_entropy(logits, targets[at : at + HEAD_ROWS], reduction="none").double().cpu()
+        )
     counts = torch.tensor([len(c) for c in columns])
-    return torch.zeros(len(batch), dtype=torch.float64).index_add_(0, torch.repeat_interleave(torch.arange(len(batch)), counts), nll)
+    return torch.zeros(len(batch), dtype=torch.float64).index_add_(
+        0, torch.repeat_interleave(torch.arange(len(batch)), counts), nll
+    )

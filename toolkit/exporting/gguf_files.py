@@ -88,10 +88,15 @@ def lora_pairs(model, adapter: str) -> list[LoraPair]:
         if not isinstance(module, LoraLayer):
             continue
         if adapter in getattr(module, "lora_embedding_A", {}):
-            raise ToolkitError(f"the adapter updates the embedding {name!r}, which llama.cpp's LoRA cannot; export it merged")
+            raise ToolkitError(
+                f"the adapter updates the embedding {name!r}, which llama.cpp's LoRA cannot; export it merged"
+            )
         if adapter in module.lora_A:
-            pairs.append(LoraPair(name, module.lora_A[adapter].weight, module.lora_B[adapter].weight,
-                                  float(module.scaling[adapter])))
+            pairs.append(
+                LoraPair(
+                    name, module.lora_A[adapter].weight, module.lora_B[adapter].weight, float(module.scaling[adapter])
+                )
+            )
     return pairs
 
 
@@ -163,8 +168,11 @@ def _write_vocabulary(writer, tokenizer, vocab_size: int) -> None:
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
-    for add, token_id in ((writer.add_bos_token_id, tokenizer.bos_token_id), (writer.add_eos_token_id, tokenizer.eos_token_id),
-                          (writer.add_unk_token_id, tokenizer.unk_token_id)):
+    for add, token_id in (
+        (writer.add_bos_token_id, tokenizer.bos_token_id),
+        (writer.add_eos_token_id, tokenizer.eos_token_id),
+        (writer.add_unk_token_id, tokenizer.unk_token_id),
+    ):
         if token_id is not None:
             add(token_id)
     # The toolkit puts no BOS or EOS around a prompt; llama.cpp must not either, or the texts differ.
@@ -177,15 +185,23 @@ def _ggml_type(tensor_type: str):
 
     if tensor_type not in TYPES:
         raise ToolkitError(f"{param('tensor_type')}: {tensor_type!r} is not one of {', '.join(TYPES)}")
-    return {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-            "bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0}[tensor_type]
+    return {
+        "f32": gguf.GGMLQuantizationType.F32,
+        "f16": gguf.GGMLQuantizationType.F16,
+        "bf16": gguf.GGMLQuantizationType.BF16,
+        "q8_0": gguf.GGMLQuantizationType.Q8_0,
+    }[tensor_type]
 
 
 def _file_type(tensor_type: str):
     import gguf
 
-    return {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-            "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[tensor_type]
+    return {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[tensor_type]
 
 
 def _finish(writer) -> None:

@@ -38,8 +38,13 @@ class _WithPast(torch.nn.Module):
         cache = DynamicCache()
         for layer in range(len(past) // 2):
             cache.update(past[2 * layer], past[2 * layer + 1], layer)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+        )
         present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
         return (out.logits, *present)
 
@@ -59,16 +64,25 @@ def write_onnx(folder: Path, model, tokenizer) -> None:
     mask = torch.ones(2, 5, dtype=torch.long)
     positions = torch.arange(2, 5).expand(2, 3)
     dynamic = Dim.DYNAMIC
-    shapes = ({0: dynamic, 1: dynamic}, {0: dynamic, 1: dynamic}, {0: dynamic, 1: dynamic},
-              tuple({0: dynamic, 2: dynamic} for _ in past))
+    shapes = (
+        {0: dynamic, 1: dynamic},
+        {0: dynamic, 1: dynamic},
+        {0: dynamic, 1: dynamic},
+        tuple({0: dynamic, 2: dynamic} for _ in past),
+    )
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     # The exporter prints its progress on standard output, which belongs to the command's own report.
     with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(
-            _WithPast(model).eval(), (ids, mask, positions, past), str(folder / MODEL_FILE),
+            _WithPast(model).eval(),
+            (ids, mask, positions, past),
+            str(folder / MODEL_FILE),
             input_names=["input_ids", "attention_mask", "position_ids", *past_names(config.n_layer)],
             output_names=["logits", *past_names(config.n_layer, "present")],
-            dynamic_shapes=shapes, dynamo=True, opset_version=OPSET, verbose=False,
+            dynamic_shapes=shapes,
+            dynamo=True,
+            opset_version=OPSET,
+            verbose=False,
         )
     config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

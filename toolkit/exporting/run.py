@@ -63,10 +63,21 @@ class Exported:
     not_verified: list[str] = field(default_factory=list)  # with verify: why a runtime did not run
 
 
-def export(adapters, out: str | Path, *, format: str = "gguf", tensor_type: str = "f32", adapter_file: bool = True,
-           base_file: bool = True, merged: bool = False, base: str | None = None,
-           store: AdapterStore | str | Path | None = None, strict: bool = True, verify: bool = False,
-           overwrite: bool = False) -> Exported:
+def export(
+    adapters,
+    out: str | Path,
+    *,
+    format: str = "gguf",
+    tensor_type: str = "f32",
+    adapter_file: bool = True,
+    base_file: bool = True,
+    merged: bool = False,
+    base: str | None = None,
+    store: AdapterStore | str | Path | None = None,
+    strict: bool = True,
+    verify: bool = False,
+    overwrite: bool = False,
+) -> Exported:
     """Write adapters for llama.cpp (GGUF) or ONNX Runtime into the folder `out`; return what was written.
 
     `adapters`: a name, names, "a=0.7,b=0.3" or {name: weight} (several: their exact weighted sum).
@@ -98,7 +109,9 @@ def export(adapters, out: str | Path, *, format: str = "gguf", tensor_type: str 
     with atomic_folder(out, replace=replace_out) as tmp:
         if format == "gguf":
             if adapter_file:
-                gguf_files.write_lora(tmp / ADAPTER_FILE, gguf_files.lora_pairs(model, adapter), config.n_layer, tensor_type)
+                gguf_files.write_lora(
+                    tmp / ADAPTER_FILE, gguf_files.lora_pairs(model, adapter), config.n_layer, tensor_type
+                )
                 files.append(ADAPTER_FILE)
             if base_file:
                 gguf_files.write_model(tmp / BASE_FILE, model.get_base_model(), tokenizer, tensor_type)
@@ -111,8 +124,17 @@ def export(adapters, out: str | Path, *, format: str = "gguf", tensor_type: str 
             else:
                 onnx_files.write_onnx(tmp, plain, tokenizer)
                 files.append(onnx_files.MODEL_FILE)
-        write_json(tmp / RECORD, {"format": format, "tensor_type": tensor_type, "files": files, "weights": weights,
-                                  "base": base_label, "full_precision": full_precision})
+        write_json(
+            tmp / RECORD,
+            {
+                "format": format,
+                "tensor_type": tensor_type,
+                "files": files,
+                "weights": weights,
+                "base": base_label,
+                "full_precision": full_precision,
+            },
+        )
 
     result = Exported(out, format, tensor_type, files, weights, base_label, full_precision)
     if not verify:
@@ -128,14 +150,20 @@ def _check_request(format: str, tensor_type: str, adapter_file: bool, base_file:
     if tensor_type not in TYPES:
         problems.append(f"{param('tensor_type')}: {tensor_type!r} is not one of {', '.join(TYPES)}")
     elif format == "onnx" and tensor_type != "f32":
-        problems.append(f"{param('tensor_type')}: the ONNX model is written in float32 only (got {tensor_type!r}); "
-                        "leave the type out, or export GGUF for f16, bf16 or q8_0")
+        problems.append(
+            f"{param('tensor_type')}: the ONNX model is written in float32 only (got {tensor_type!r}); "
+            "leave the type out, or export GGUF for f16, bf16 or q8_0"
+        )
     if format == "onnx" and importlib.util.find_spec("onnxscript") is None:
-        problems.append("the ONNX export needs torch's exporter packages (onnx, onnxscript), which are not installed; "
-                        "install them with: pip install 'gpt2-adapt[export]'")
+        problems.append(
+            "the ONNX export needs torch's exporter packages (onnx, onnxscript), which are not installed; "
+            "install them with: pip install 'gpt2-adapt[export]'"
+        )
     if format == "gguf" and not (adapter_file or base_file or merged):
-        problems.append(f"nothing to export: {param('adapter_file', False)} and {param('base_file', False)} leave only "
-                        f"{param('merged', True)}, which is not set")
+        problems.append(
+            f"nothing to export: {param('adapter_file', False)} and {param('base_file', False)} leave only "
+            f"{param('merged', True)}, which is not set"
+        )
     if problems:
         raise ToolkitError(*problems)
 
@@ -147,12 +175,18 @@ def _check_adapter_files(store: AdapterStore, weights: dict[str, float]) -> None
     for name in weights:
         config = read_json(store.require(name) / "adapter_config.json")
         if config.get("use_dora"):
-            problems.append(f"adapter {name!r} uses DoRA, and llama.cpp's LoRA has no magnitude vector to hold it; {fix}")
+            problems.append(
+                f"adapter {name!r} uses DoRA, and llama.cpp's LoRA has no magnitude vector to hold it; {fix}"
+            )
         if config.get("bias", "none") != "none":
-            problems.append(f"adapter {name!r} trains biases ({config['bias']}), which llama.cpp's LoRA cannot hold; {fix}")
+            problems.append(
+                f"adapter {name!r} trains biases ({config['bias']}), which llama.cpp's LoRA cannot hold; {fix}"
+            )
         if config.get("modules_to_save"):
-            problems.append(f"adapter {name!r} saves whole modules ({', '.join(config['modules_to_save'])}), which "
-                            f"llama.cpp's LoRA cannot hold; {fix}")
+            problems.append(
+                f"adapter {name!r} saves whole modules ({', '.join(config['modules_to_save'])}), which "
+                f"llama.cpp's LoRA cannot hold; {fix}"
+            )
     if problems:
         raise ToolkitError(*problems)
 
@@ -171,11 +205,22 @@ def _verify(result: Exported, batches, reference) -> tuple[list[Check], list[str
     folder, files = result.path, result.files
     if result.format == "onnx":
         half = len(rows[0]) // 2
-        return [Check(onnx_files.MODEL_FILE, runtime, _relative(runtimes.onnx_logits(folder, rows), expected["adapter"]),
-                      TOLERANCES["onnx"], "without past key values"),
-                Check(onnx_files.MODEL_FILE, runtime,
-                      _relative(runtimes.onnx_logits(folder, rows, past_from=half), expected["adapter"]),
-                      TOLERANCES["onnx"], f"with past key values from token {half}")], []
+        return [
+            Check(
+                onnx_files.MODEL_FILE,
+                runtime,
+                _relative(runtimes.onnx_logits(folder, rows), expected["adapter"]),
+                TOLERANCES["onnx"],
+                "without past key values",
+            ),
+            Check(
+                onnx_files.MODEL_FILE,
+                runtime,
+                _relative(runtimes.onnx_logits(folder, rows, past_from=half), expected["adapter"]),
+                TOLERANCES["onnx"],
+                f"with past key values from token {half}",
+            ),
+        ], []
     tolerance = TOLERANCES[result.tensor_type]
     checks, not_verified = [], []
     if BASE_FILE in files:
@@ -183,8 +228,9 @@ def _verify(result: Exported, batches, reference) -> tuple[list[Check], list[str
         checks.append(Check(BASE_FILE, runtime, _relative(base_logits, expected["base"]), tolerance))
         if ADAPTER_FILE in files:
             with_adapter = runtimes.llama_logits(folder / BASE_FILE, rows, lora=folder / ADAPTER_FILE)
-            checks.append(Check(ADAPTER_FILE, runtime, _relative(with_adapter, expected["adapter"]), tolerance,
-                                f"on {BASE_FILE}"))
+            checks.append(
+                Check(ADAPTER_FILE, runtime, _relative(with_adapter, expected["adapter"]), tolerance, f"on {BASE_FILE}")
+            )
             # A LoRA that llama.cpp ignores would pass the check above only if the adapter did nothing.
             effect = _relative(expected["adapter"], expected["base"])
             if effect > tolerance and _relative(with_adapter, base_logits) <= tolerance:
@@ -192,8 +238,14 @@ def _verify(result: Exported, batches, reference) -> tuple[list[Check], list[str
     elif ADAPTER_FILE in files:
         not_verified.append(f"{ADAPTER_FILE}: not run, for it needs {BASE_FILE} (exported without it)")
     if MERGED_FILE in files:
-        checks.append(Check(MERGED_FILE, runtime, _relative(runtimes.llama_logits(folder / MERGED_FILE, rows),
-                                                            expected["adapter"]), tolerance))
+        checks.append(
+            Check(
+                MERGED_FILE,
+                runtime,
+                _relative(runtimes.llama_logits(folder / MERGED_FILE, rows), expected["adapter"]),
+                tolerance,
+            )
+        )
     return checks, not_verified
 
 

@@ -31,8 +31,10 @@ def installed(runtime: str) -> bool:
 
 def missing(runtime: str) -> str:
     """What to say when a runtime is not installed."""
-    return (f"{runtime} is not installed here ({PACKAGES[runtime][1]}), so nothing was run in it; "
-            "install it with: pip install 'gpt2-adapt[export]'")
+    return (
+        f"{runtime} is not installed here ({PACKAGES[runtime][1]}), so nothing was run in it; "
+        "install it with: pip install 'gpt2-adapt[export]'"
+    )
 
 
 def llama_logits(model: Path, rows: list[list[int]], lora: Path | None = None) -> np.ndarray:
@@ -48,8 +50,16 @@ def llama_greedy(model: Path, prompts: list[str], max_new_tokens: int, lora: Pat
     """The texts llama.cpp generates greedily after each prompt (tokenized by the GGUF file's own vocabulary)."""
     with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
         out = Path(scratch) / "texts.json"
-        _child({"task": "greedy", "model": str(model), "lora": lora and str(lora), "prompts": prompts,
-                "max_new_tokens": max_new_tokens, "out": str(out)})
+        _child(
+            {
+                "task": "greedy",
+                "model": str(model),
+                "lora": lora and str(lora),
+                "prompts": prompts,
+                "max_new_tokens": max_new_tokens,
+                "out": str(out),
+            }
+        )
         return json.loads(out.read_text(encoding="utf-8"))
 
 
@@ -58,8 +68,17 @@ def llama_rate(model: Path, prompt: str, new_tokens: int, repeats: int, lora: Pa
     the prompt's processing included (as the toolkit's generation benchmark counts it); median of `repeats`."""
     with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
         out = Path(scratch) / "rate.json"
-        _child({"task": "rate", "model": str(model), "lora": lora and str(lora), "prompt": prompt,
-                "new_tokens": new_tokens, "repeats": repeats, "out": str(out)})
+        _child(
+            {
+                "task": "rate",
+                "model": str(model),
+                "lora": lora and str(lora),
+                "prompt": prompt,
+                "new_tokens": new_tokens,
+                "repeats": repeats,
+                "out": str(out),
+            }
+        )
         return json.loads(out.read_text(encoding="utf-8"))
 
 
@@ -80,17 +99,21 @@ def onnx_logits(folder: Path, rows: list[list[int]], past_from: int | None = Non
     for start, stop in ((0, cut), (cut, ids.shape[1])):
         if start == stop:
             continue
-        feed = {"input_ids": ids[:, start:stop], "attention_mask": np.ones((len(rows), stop), dtype=np.int64),
-                "position_ids": np.broadcast_to(np.arange(start, stop), (len(rows), stop - start)).copy(),
-                **dict(zip(names, past))}
+        feed = {
+            "input_ids": ids[:, start:stop],
+            "attention_mask": np.ones((len(rows), stop), dtype=np.int64),
+            "position_ids": np.broadcast_to(np.arange(start, stop), (len(rows), stop - start)).copy(),
+            **dict(zip(names, past)),
+        }
         step, *past = session.run(None, feed)
         logits.append(step)
     return np.concatenate(logits, axis=1)
 
 
 def _child(request: dict) -> None:
-    result = subprocess.run([sys.executable, "-m", __name__], input=json.dumps(request), text=True,
-                            capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-m", __name__], input=json.dumps(request), text=True, capture_output=True, check=False
+    )
     if result.returncode != 0:
         tail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         crashed = " (it crashed: the LoRA file may not have loaded)" if result.returncode < 0 else ""
@@ -120,8 +143,15 @@ def _serve(request: dict) -> None:
     # every core this process may use, as torch does (llama-cpp-python's default takes half of them).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = cores if task == "rate" else 1
-    llm = Llama(model_path=request["model"], lora_path=request["lora"], n_ctx=0, logits_all=task == "logits",
-                n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = Llama(
+        model_path=request["model"],
+        lora_path=request["lora"],
+        n_ctx=0,
+        logits_all=task == "logits",
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
     if task == "logits":
         rows = []
         for row in request["rows"]:
@@ -130,7 +160,9 @@ def _serve(request: dict) -> None:
             rows.append(np.array(llm.scores[: len(row)], dtype=np.float32))
         np.save(request["out"], np.stack(rows))
     elif task == "rate":
-        Path(request["out"]).write_text(json.dumps(_rate(llm, request["prompt"], request["new_tokens"], request["repeats"])))
+        Path(request["out"]).write_text(
+            json.dumps(_rate(llm, request["prompt"], request["new_tokens"], request["repeats"]))
+        )
     else:
         texts = [_greedy(llm, prompt, request["max_new_tokens"]) for prompt in request["prompts"]]
         Path(request["out"]).write_text(json.dumps(texts), encoding="utf-8")

@@ -31,8 +31,15 @@ from .switching import BASE, active_adapter, base_alone, base_of, layers_enabled
 log = logging.getLogger(__name__)
 
 
-def open_model(adapters: Sequence[str] = (), mix_spec: str | None = None, *, base: str | None = None,
-               store=None, strict: bool = True, precision: str = "fp32"):
+def open_model(
+    adapters: Sequence[str] = (),
+    mix_spec: str | None = None,
+    *,
+    base: str | None = None,
+    store=None,
+    strict: bool = True,
+    precision: str = "fp32",
+):
     """(model, tokenizer) to generate with: the base (`base`, else the adapters' own) with every named
     adapter, those of `mix_spec` too, loaded once; the mix active if given, else the first adapter."""
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
@@ -48,12 +55,21 @@ def open_model(adapters: Sequence[str] = (), mix_spec: str | None = None, *, bas
     if weights:
         mix(model, weights)
     label = base_of(model).config.name_or_path
-    log.info("loaded %s%s in %.1f s", label, f" with {', '.join(names)}" if names else "", time.perf_counter() - started)
+    log.info(
+        "loaded %s%s in %.1f s", label, f" with {', '.join(names)}" if names else "", time.perf_counter() - started
+    )
     return model, tokenizer
 
 
-def generate(model, tokenizer, prompt: str, settings: GenerationSettings | None = None, *,
-             stream: Callable[[str], None] | None = None, **overrides) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompt: str,
+    settings: GenerationSettings | None = None,
+    *,
+    stream: Callable[[str], None] | None = None,
+    **overrides,
+) -> list[str]:
     """The texts generated after `prompt` by the active adapter (or the base), one per sequence.
 
     `overrides` are GenerationSettings fields (max_new_tokens=20, greedy=True, seed=0, ...). `stream`
@@ -77,8 +93,13 @@ def prompt_tokens(tokenizer, prompt: str, template: str | None = None) -> list[i
     return ids or [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
 
 
-def generate_batch(model, tokenizer, requests: Sequence[tuple[str, str | None]], settings: GenerationSettings | None = None,
-                   **overrides) -> list[str]:
+def generate_batch(
+    model,
+    tokenizer,
+    requests: Sequence[tuple[str, str | None]],
+    settings: GenerationSettings | None = None,
+    **overrides,
+) -> list[str]:
     """One batch for several (prompt, adapter) requests, each row with its own adapter (None: the base),
     whichever is active. Returns the texts in request order, `num_sequences` per request."""
     settings = replace(settings or GenerationSettings(), **overrides)
@@ -98,11 +119,20 @@ def generate_batch(model, tokenizer, requests: Sequence[tuple[str, str | None]],
         return _run(model, tokenizer, prompts, settings, adapter_names=names)
 
 
-def _run(model, tokenizer, prompts: list[list[int]], settings: GenerationSettings, adapter_names: list[str] | None = None,
-         stream: Callable[[str], None] | None = None) -> list[str]:
+def _run(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    settings: GenerationSettings,
+    adapter_names: list[str] | None = None,
+    stream: Callable[[str], None] | None = None,
+) -> list[str]:
     inputs = _encode(model, tokenizer, prompts, settings.max_new_tokens)
     # A sequence ends at EOS whatever the checkpoint's generation config says (the rest of its row is padding).
-    kwargs = settings.generate_kwargs() | {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    kwargs = settings.generate_kwargs() | {
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
     if adapter_names is not None:
         kwargs["adapter_names"] = adapter_names
     if stream is not None:
@@ -113,7 +143,7 @@ def _run(model, tokenizer, prompts: list[list[int]], settings: GenerationSetting
     with torch.inference_mode():
         output = model.generate(**inputs, **kwargs)
     seconds = time.perf_counter() - started
-    new = output[:, inputs["input_ids"].shape[1]:].cpu()
+    new = output[:, inputs["input_ids"].shape[1] :].cpu()
     tokens = sum(_length(row, tokenizer.eos_token_id) for row in new)
     log.info("%s new tokens in %.2f s (%.1f tokens/s)", f"{tokens:,}", seconds, tokens / max(seconds, 1e-9))
     return tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -125,7 +155,8 @@ def _encode(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> 
     room = context - max_new_tokens
     if room < 1:
         raise ToolkitError(
-            f"{param('max_new_tokens')}: {max_new_tokens} leaves no room for a prompt in the context of {context} tokens; "
+            f"{param('max_new_tokens')}: {max_new_tokens} leaves no room for a prompt in the context of "
+            f"{context} tokens; "
             f"use at most {context - 1}"
         )
     rows = []
@@ -133,7 +164,12 @@ def _encode(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> 
         if len(ids) > room:
             log.warning(
                 "the prompt has %d tokens, more than the %d that fit before %d new ones in the context of %d: "
-                "keeping its last %d", len(ids), room, max_new_tokens, context, room,
+                "keeping its last %d",
+                len(ids),
+                room,
+                max_new_tokens,
+                context,
+                room,
             )
             ids = ids[-room:]
         rows.append(ids)

@@ -25,9 +25,19 @@ HELP = """commands:
 anything else is a prompt."""
 
 
-def run(model, tokenizer, settings: GenerationSettings, lines: Iterable[str], *,
-        write: Callable[[str], None], tell: Callable[[str], None], store: AdapterStore | None = None,
-        strict: bool = True, stream: bool = False, show_prompt: bool = False) -> None:
+def run(
+    model,
+    tokenizer,
+    settings: GenerationSettings,
+    lines: Iterable[str],
+    *,
+    write: Callable[[str], None],
+    tell: Callable[[str], None],
+    store: AdapterStore | None = None,
+    strict: bool = True,
+    stream: bool = False,
+    show_prompt: bool = False,
+) -> None:
     """Read `lines` until /quit or their end. Generated text goes to `write`, everything else (the
     prompt marker, what a command did, errors) to `tell`; `stream` writes text as it is generated."""
     store = store or AdapterStore()

@@ -39,13 +39,24 @@ class Merged:
     weights: dict[str, float]  # adapter -> weight
     base: str  # the base the adapters were trained on
     precision: str  # of the saved weights: fp32, bf16 or fp16
-    full_precision: list[str]  # adapters trained on a quantized (int8, nf4, fp4) base, merged into the full-precision one
+    full_precision: list[
+        str
+    ]  # adapters trained on a quantized (int8, nf4, fp4) base, merged into the full-precision one
     max_difference: float | None  # with verify: largest |logit| difference, saved model vs unmerged adapters
 
 
-def merge(adapters, out: str | Path, *, precision: str | None = None, base: str | None = None,
-          store: AdapterStore | str | Path | None = None, strict: bool = True, verify: bool = False,
-          overwrite: bool = False, dtype: str | None = None) -> Merged:
+def merge(
+    adapters,
+    out: str | Path,
+    *,
+    precision: str | None = None,
+    base: str | None = None,
+    store: AdapterStore | str | Path | None = None,
+    strict: bool = True,
+    verify: bool = False,
+    overwrite: bool = False,
+    dtype: str | None = None,
+) -> Merged:
     """Write the base with `adapters` merged in to the folder `out` and return what was done.
 
     `adapters`: a name, names, "a=0.7,b=0.3", or {name: weight}; several are mixed first (peft's `cat`,
@@ -56,8 +67,9 @@ def merge(adapters, out: str | Path, *, precision: str | None = None, base: str 
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     weights = parse_weights([adapters] if isinstance(adapters, str) else adapters, label="merge")
     if dtype is not None:
-        warnings.warn("merge(dtype=...) is deprecated: use precision='fp32', 'bf16' or 'fp16'", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn(
+            "merge(dtype=...) is deprecated: use precision='fp32', 'bf16' or 'fp16'", DeprecationWarning, stacklevel=2
+        )
         precision = precision or OLD_DTYPES.get(dtype, dtype)
     if precision is not None and precision not in DTYPES:
         raise ToolkitError(f"{param('precision')}: {precision!r} is not one of {', '.join(DTYPES)}")
@@ -88,7 +100,9 @@ def merge(adapters, out: str | Path, *, precision: str | None = None, base: str 
         from transformers import AutoModelForCausalLM
 
         saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, use_safetensors=True).eval()
-        difference = max((batch_logits(saved, batch) - ref).abs().max().item() for batch, ref in zip(batches, reference))
+        difference = max(
+            (batch_logits(saved, batch) - ref).abs().max().item() for batch, ref in zip(batches, reference)
+        )
     return Merged(out, weights, base_label, out_precision, full_precision, difference)
 
 
@@ -104,14 +118,16 @@ def load_to_merge(weights: dict[str, float], *, base: str | None, store: Adapter
     return model, tokenizer, mix(model, weights)
 
 
-def check_out(out: Path, overwrite: bool, store: AdapterStore, marker: str = "config.json",
-              kind: str = "a model") -> bool:
+def check_out(
+    out: Path, overwrite: bool, store: AdapterStore, marker: str = "config.json", kind: str = "a model"
+) -> bool:
     """Whether the output folder is to be replaced; refuses the store itself and any folder without `marker`
     (the file that every folder of this `kind` holds: what is written there is not someone else's)."""
     target, root = out.resolve(), store.root.resolve()
     if target == root or root in target.parents or target in root.parents:
         raise ToolkitError(
-            f"{param('out')}: {out} is inside the adapter store {store.root} (or holds it); choose a folder outside the store"
+            f"{param('out')}: {out} is inside the adapter store {store.root} (or holds it); choose a folder "
+            "outside the store"
         )
     if not out.exists():
         return False
@@ -125,7 +141,9 @@ def check_out(out: Path, overwrite: bool, store: AdapterStore, marker: str = "co
             "or choose another folder"
         )
     if not (out / marker).is_file():
-        raise ToolkitError(f"{param('out')}: {out} does not look like {kind} folder (no {marker}); refusing to replace it")
+        raise ToolkitError(
+            f"{param('out')}: {out} does not look like {kind} folder (no {marker}); refusing to replace it"
+        )
     return True
 
 

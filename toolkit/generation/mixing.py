@@ -40,14 +40,18 @@ def parse_weights(
     problems, weights = [], {}
     for name, raw in items:
         if not name:
-            problems.append(f"{label}: an item has no adapter name; write NAME=WEIGHT items separated by commas, e.g. {EXAMPLE}")
+            problems.append(
+                f"{label}: an item has no adapter name; write NAME=WEIGHT items separated by commas, e.g. {EXAMPLE}"
+            )
             continue
         weight = _number(raw)
         if weight is None:
             problems.append(f"{label}: the weight of {name!r} ({raw!r}) is not a finite number; write e.g. {name}=0.5")
         elif abs(weight) > MAX_WEIGHT:
-            problems.append(f"{label}: the weight of {name!r} ({weight:g}) is beyond +-{MAX_WEIGHT:g}, which scales its update "
-                            f"past anything meaningful; write a weight between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+            problems.append(
+                f"{label}: the weight of {name!r} ({weight:g}) is beyond +-{MAX_WEIGHT:g}, which scales its update "
+                f"past anything meaningful; write a weight between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}"
+            )
         elif name in weights:
             problems.append(f"{label}: {name!r} is given twice; name each adapter once")
         elif known is not None and name not in known:
@@ -64,7 +68,7 @@ def parse_weights(
 
 
 def describe(weights: Mapping[str, float]) -> str:
-    """"a=0.7,b=0.3": how messages, model cards and mix names name a mix. Each weight is written exactly
+    """ "a=0.7,b=0.3": how messages, model cards and mix names name a mix. Each weight is written exactly
     (the shortest text that reads back as the same float), so different weights never share a name."""
     return ",".join(f"{name}={_exact(weight)}" for name, weight in weights.items())
 
@@ -114,8 +118,10 @@ def _unmixable(config, name: str) -> str | None:
     each adapter's own scaling (alpha / sqrt(r)) into its rows and gives the mix a scaling of 1."""
     if not config.use_dora:
         return None
-    return (f"mix: adapter {name!r} uses DoRA, whose magnitude vector rescales the whole weight, so its update is "
-            "not a weighted sum of LoRA updates; use it alone (generate or merge it by itself), or mix LoRA adapters")
+    return (
+        f"mix: adapter {name!r} uses DoRA, whose magnitude vector rescales the whole weight, so its update is "
+        "not a weighted sum of LoRA updates; use it alone (generate or merge it by itself), or mix LoRA adapters"
+    )
 
 
 def _formats(weights: Mapping[str, float], templates: dict[str, str]) -> str:

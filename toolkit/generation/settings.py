@@ -38,21 +38,26 @@ class GenerationSettings:
             problems.append(f"{param('top_p')}: must be in (0, 1] (got {self.top_p})")
         if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
             problems.append(
-                f"{param('repetition_penalty')}: must be a finite number > 0, 1 being off (got {self.repetition_penalty})"
+                f"{param('repetition_penalty')}: must be a finite number > 0, 1 being off (got "
+                f"{self.repetition_penalty})"
             )
         if self.num_sequences < 1:
             problems.append(f"{param('num_sequences')}: must be at least 1 (got {self.num_sequences})")
         elif self.greedy and self.num_sequences > 1:
             problems.append(
-                f"{param('greedy', True)} with {param('num_sequences')} > 1 would give copies of one text; drop one of them"
+                f"{param('greedy', True)} with {param('num_sequences')} > 1 would give copies of one text; "
+                "drop one of them"
             )
         if problems:
             raise ToolkitError(*problems)
 
     def generate_kwargs(self) -> dict:
         if self.greedy:  # the likeliest token, after the repetition penalty (still deterministic)
-            return {"max_new_tokens": self.max_new_tokens, "do_sample": False,
-                    "repetition_penalty": self.repetition_penalty}
+            return {
+                "max_new_tokens": self.max_new_tokens,
+                "do_sample": False,
+                "repetition_penalty": self.repetition_penalty,
+            }
         return {
             "max_new_tokens": self.max_new_tokens,
             "do_sample": True,

@@ -63,8 +63,14 @@ def load_base(recipe: Recipe):
     # GPT-2's dropout regularised its pre-training; on the frozen base its random masks are a large share of
     # a CPU step, so a recipe may switch it off.
     no_dropout = {} if recipe.training.base_dropout else {"attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0}
-    model = base_from(source, quantization=q.mode, compute_dtype=DTYPES[resolve_precision(recipe.training.precision)],
-                      double_quant=q.double_quant, attn_implementation=training_attention(), **no_dropout)
+    model = base_from(
+        source,
+        quantization=q.mode,
+        compute_dtype=DTYPES[resolve_precision(recipe.training.precision)],
+        double_quant=q.double_quant,
+        attn_implementation=training_attention(),
+        **no_dropout,
+    )
     if not torch.cuda.is_available():
         use_fast_dropout(model)  # the same dropout, its masks cheaper to draw on a CPU (modeling/dropout.py)
     mode = q.mode
@@ -80,15 +86,25 @@ def load_base(recipe: Recipe):
     return model
 
 
-def base_from(source: ModelSource, quantization: str = "none", dtype: torch.dtype = torch.float32,
-              compute_dtype: torch.dtype | None = None, double_quant: bool = True, **config):
+def base_from(
+    source: ModelSource,
+    quantization: str = "none",
+    dtype: torch.dtype = torch.float32,
+    compute_dtype: torch.dtype | None = None,
+    double_quant: bool = True,
+    **config,
+):
     """A GPT-2-family model from safetensors only, never with remote code; quantized through bitsandbytes.
     `dtype`: of the weights of a full-precision base; `compute_dtype`: of a 4-bit base's products (default
     `dtype`). `config` overrides attributes of the model's config (e.g. its dropout rates)."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"use_safetensors": True, "trust_remote_code": False, **config,
-              **quantization_kwargs(quantization, compute_dtype or dtype, double_quant)}
+    kwargs = {
+        "use_safetensors": True,
+        "trust_remote_code": False,
+        **config,
+        **quantization_kwargs(quantization, compute_dtype or dtype, double_quant),
+    }
     if quantization == "none":
         kwargs["dtype"] = dtype
     try:

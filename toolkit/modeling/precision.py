@@ -27,9 +27,7 @@ class LoadPrecision:
 
     def __post_init__(self):
         if self.name not in LOAD_PRECISIONS:
-            raise ToolkitError(
-                f"{param('precision')}: must be one of {', '.join(LOAD_PRECISIONS)} (got {self.name!r})"
-            )
+            raise ToolkitError(f"{param('precision')}: must be one of {', '.join(LOAD_PRECISIONS)} (got {self.name!r})")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -41,7 +39,7 @@ class LoadPrecision:
 
 
 def resolve_precision(precision: str) -> str:
-    """"auto" means bf16 (else fp16) mixed precision on CUDA, bf16 on CPUs that multiply bf16 natively
+    """ "auto" means bf16 (else fp16) mixed precision on CUDA, bf16 on CPUs that multiply bf16 natively
     (AVX512-BF16 or AMX, where it is much faster than fp32: BENCHMARKS.md), and fp32 on other CPUs, where bf16
     is emulated and slow."""
     if precision != "auto":

@@ -35,7 +35,9 @@ def quantization_kwargs(mode: str, compute_dtype: torch.dtype = torch.float32, d
 
     if mode in FOUR_BIT:
         config = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=mode, bnb_4bit_compute_dtype=compute_dtype,
+            load_in_4bit=True,
+            bnb_4bit_quant_type=mode,
+            bnb_4bit_compute_dtype=compute_dtype,
             bnb_4bit_use_double_quant=double_quant,
         )
     else:

@@ -43,7 +43,14 @@ class AccessLog:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             model = scope.get("state", {}).get("model", "-")  # set by the routes that run a model
-            client = "%s:%s" % tuple(scope["client"]) if scope.get("client") else "-"
-            log.info('%s "%s %s" %d %.3fs model=%s', client, printable(scope["method"]), printable(scope["path"]),
-                     status, time.perf_counter() - started, printable(str(model)))
+            client = "{}:{}".format(*tuple(scope["client"])) if scope.get("client") else "-"
+            log.info(
+                '%s "%s %s" %d %.3fs model=%s',
+                client,
+                printable(scope["method"]),
+                printable(scope["path"]),
+                status,
+                time.perf_counter() - started,
+                printable(str(model)),
+            )
             self.metrics.requests.labels(route, model, str(status)).inc()

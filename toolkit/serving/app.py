@@ -1,12 +1,12 @@
 """The ASGI app: thin routes over the service. `create_app(...)` builds it; the model loads at start-up.
 
-    GET  /health                 public: {"status": "ok"} while the server can generate; else 503 and why
-    GET  /                       public: the page (an empty shell; its data comes from the routes below)
-    GET  /docs, /redoc           the API's documentation, served only when no API key is set
-    GET  /metrics                Prometheus text format
-    GET  /v1/models              the base and every adapter of the store
-    POST /v1/completions         OpenAI's completions, streamed as server-sent events with "stream": true
-    POST /v1/chat/completions    OpenAI's chat, for models with a prompt template (one user message: the prompt)
+GET  /health                 public: {"status": "ok"} while the server can generate; else 503 and why
+GET  /                       public: the page (an empty shell; its data comes from the routes below)
+GET  /docs, /redoc           the API's documentation, served only when no API key is set
+GET  /metrics                Prometheus text format
+GET  /v1/models              the base and every adapter of the store
+POST /v1/completions         OpenAI's completions, streamed as server-sent events with "stream": true
+POST /v1/chat/completions    OpenAI's chat, for models with a prompt template (one user message: the prompt)
 """
 
 from __future__ import annotations

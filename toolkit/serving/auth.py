@@ -19,8 +19,10 @@ def require_key(api_key: str | None):
         if api_key is None:
             return
         if credentials is None:
-            raise Unauthorized("this server requires an API key: send the header `Authorization: Bearer KEY`",
-                               headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized(
+                "this server requires an API key: send the header `Authorization: Bearer KEY`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not secrets.compare_digest(credentials.credentials.encode(), api_key.encode()):
             raise Unauthorized("the API key is wrong", headers={"WWW-Authenticate": "Bearer"})
 

@@ -57,8 +57,9 @@ class Row:
 
 
 class Batcher:
-    def __init__(self, registry: Registry, tokenizer, metrics: Metrics, *, max_batch: int, max_queue: int,
-                 timeout: float):
+    def __init__(
+        self, registry: Registry, tokenizer, metrics: Metrics, *, max_batch: int, max_queue: int, timeout: float
+    ):
         self.registry, self.tokenizer, self.metrics = registry, tokenizer, metrics
         self.max_batch, self.max_queue, self.timeout = max_batch, max_queue, timeout
         self.eos = _eos_ids(registry.model, tokenizer)
@@ -126,33 +127,42 @@ class Batcher:
     def _work(self) -> None:
         try:
             self._loop()
-        except BaseException as err:  # noqa: BLE001 - the worker must not die silently, whatever killed it
+        except BaseException as err:
             log.critical("the generation worker stopped", exc_info=True)
-            self._fail_all(WorkerStopped(f"the generation worker stopped ({type(err).__name__}); the server's log has "
-                                         "the details: restart the server"), dead=True)
+            self._fail_all(
+                WorkerStopped(
+                    f"the generation worker stopped ({type(err).__name__}); the server's log has "
+                    "the details: restart the server"
+                ),
+                dead=True,
+            )
         else:
             self._fail_all(ShuttingDown("the server shut down before this request was done"))
 
     def _loop(self) -> None:
         while True:
             with self.lock:
-                if not self.jobs and not self.stopping:
-                    if not self.lock.wait(IDLE_SWEEP_SECONDS):
-                        self._quietly(self.registry.sweep)
-                        self.metrics.loaded_adapters.set(self.registry.loaded)
-                        continue
+                if not self.jobs and not self.stopping and not self.lock.wait(IDLE_SWEEP_SECONDS):
+                    self._quietly(self.registry.sweep)
+                    self.metrics.loaded_adapters.set(self.registry.loaded)
+                    continue
                 if self.stopping:
                     return
             if self.cutoff is not None and time.monotonic() >= self.cutoff:
-                self._fail_all(ShuttingDown("the server is shutting down and its grace period ran out before this "
-                                            "request was done; send it again to another instance or later"))
+                self._fail_all(
+                    ShuttingDown(
+                        "the server is shutting down and its grace period ran out before this "
+                        "request was done; send it again to another instance or later"
+                    )
+                )
                 continue
             try:
                 self._cycle()
             except Exception as err:  # a bug or out of memory in a decoding step: its rows fail, the server goes on
                 log.exception("generation failed")
-                self._fail_running(ServingError(f"generation failed ({type(err).__name__}); the server's log has the "
-                                                "details"))
+                self._fail_running(
+                    ServingError(f"generation failed ({type(err).__name__}); the server's log has the details")
+                )
 
     def _cycle(self) -> None:
         self._drop_stopped()
@@ -190,14 +200,28 @@ class Batcher:
                     continue
                 except Exception as err:  # a bug in loading: this job fails, the others go on
                     log.exception("loading %s failed", job.target.description)
-                    self._end(job, Failure(ServingError(f"loading {job.target.description} failed ({type(err).__name__}); "
-                                                        "the server's log has the details")))
+                    self._end(
+                        job,
+                        Failure(
+                            ServingError(
+                                f"loading {job.target.description} failed ({type(err).__name__}); "
+                                "the server's log has the details"
+                            )
+                        ),
+                    )
                     continue
             while job.waiting and room > 0:
                 spec = job.waiting.popleft()
                 incremental = job.streamed or bool(spec.stops) or spec.logprobs is not None
-                admitted.append(Row(job, spec, job.peft_name, TextStream(self.tokenizer, spec.stops, incremental),
-                                    spec.sampling.generator(self.device)))
+                admitted.append(
+                    Row(
+                        job,
+                        spec,
+                        job.peft_name,
+                        TextStream(self.tokenizer, spec.stops, incremental),
+                        spec.sampling.generator(self.device),
+                    )
+                )
                 job.live += 1
                 room -= 1
             if not job.waiting:
@@ -217,7 +241,8 @@ class Batcher:
         if loaded != job.target.template:
             raise AdapterChanged(
                 f"{job.target.description} was retrained with another prompt template ({loaded!r}, not "
-                f"{job.target.template!r}) while this request waited; send it again", param="model",
+                f"{job.target.template!r}) while this request waited; send it again",
+                param="model",
             )
 
     def _prefill(self, rows: list[Row]) -> None:
@@ -229,18 +254,28 @@ class Batcher:
             if not group:
                 continue
             try:
-                batch, logits = KVBatch.prefill(model, [r.spec.prompt for r in group], [r.peft_name for r in group],
-                                                self.pad_id, self.device, all_logits=group is scored)
+                batch, logits = KVBatch.prefill(
+                    model,
+                    [r.spec.prompt for r in group],
+                    [r.peft_name for r in group],
+                    self.pad_id,
+                    self.device,
+                    all_logits=group is scored,
+                )
             except Exception as err:  # these rows' jobs fail; the rows generating already go on
                 log.exception("prefill failed")
                 for job in {r.job for r in group}:
-                    self._end(job, Failure(ServingError(f"generation failed ({type(err).__name__}); the server's "
-                                                        "log has the details")))
+                    self._end(
+                        job,
+                        Failure(
+                            ServingError(f"generation failed ({type(err).__name__}); the server's log has the details")
+                        ),
+                    )
                 continue
             for row, row_logits in zip(group, logits):
                 self.metrics.prompt_tokens.labels(row.job.target.metric_label).inc(len(row.spec.prompt))
                 if group is scored:
-                    row.tokens += self._prompt_tokens(row.spec, row_logits[-len(row.spec.prompt):])
+                    row.tokens += self._prompt_tokens(row.spec, row_logits[-len(row.spec.prompt) :])
                 if row.spec.max_tokens == 0:
                     row.finish_reason = "length"
             last = logits[:, -1] if group is scored else logits
@@ -271,13 +306,16 @@ class Batcher:
         offset = row.text.push(token)
         if spec.logprobs is not None:
             logprobs = torch.log_softmax(logits, dim=-1)
-            row.tokens.append(TokenInfo(self._piece(token), float(logprobs[token]),
-                                        self._top(logprobs, spec.logprobs, token), offset))
+            row.tokens.append(
+                TokenInfo(self._piece(token), float(logprobs[token]), self._top(logprobs, spec.logprobs, token), offset)
+            )
         row.last, row.generated = token, row.generated + 1
         self.metrics.generated_tokens.labels(row.job.target.metric_label).inc()
         if row.job.first_token_at is None:
             row.job.first_token_at = time.monotonic()
-            self.metrics.first_token_seconds.labels(row.job.target.metric_label).observe(row.job.first_token_at - row.job.created)
+            self.metrics.first_token_seconds.labels(row.job.target.metric_label).observe(
+                row.job.first_token_at - row.job.created
+            )
         if token in self.eos or row.text.stopped:
             row.finish_reason = "stop"
         elif row.generated >= spec.max_tokens:
@@ -292,9 +330,16 @@ class Batcher:
             if i == 0:
                 out.append(TokenInfo(piece, None, None, offset, prompt=True))
             else:
-                out.append(TokenInfo(piece, float(logprobs[i - 1, token]), self._top(logprobs[i - 1], spec.logprobs, token),
-                                     offset, prompt=True))
-            offset = len(self.tokenizer.decode(spec.prompt[:i + 1], skip_special_tokens=True))
+                out.append(
+                    TokenInfo(
+                        piece,
+                        float(logprobs[i - 1, token]),
+                        self._top(logprobs[i - 1], spec.logprobs, token),
+                        offset,
+                        prompt=True,
+                    )
+                )
+            offset = len(self.tokenizer.decode(spec.prompt[: i + 1], skip_special_tokens=True))
         return out
 
     def _piece(self, token: int) -> str:
@@ -315,7 +360,8 @@ class Batcher:
             if not (text or row.tokens or row.finish_reason):
                 continue
             by_job.setdefault(row.job, []).append(
-                Update(row.spec.index, text, tuple(row.tokens), row.finish_reason, row.generated))
+                Update(row.spec.index, text, tuple(row.tokens), row.finish_reason, row.generated)
+            )
             row.tokens = []
         for job, updates in by_job.items():
             job.send(*updates)
@@ -333,7 +379,9 @@ class Batcher:
         for row in ended:
             row.job.live -= 1
             if not row.job.over and row.job.live == 0 and not row.job.waiting:
-                self.metrics.request_seconds.labels(row.job.target.metric_label).observe(time.monotonic() - row.job.created)
+                self.metrics.request_seconds.labels(row.job.target.metric_label).observe(
+                    time.monotonic() - row.job.created
+                )
                 self._end(row.job)
 
     def _drop_stopped(self) -> None:
@@ -347,8 +395,15 @@ class Batcher:
                 self._end(job, Failure(ClientClosed("the client closed the connection before its answer")))
             elif now > job.deadline:
                 self.metrics.stopped_rows.labels("timeout").inc(job.live + len(job.waiting))
-                self._end(job, Failure(RequestTimeout(
-                    f"the request took longer than the server's timeout of {self.timeout:g} s; its generation was stopped")))
+                self._end(
+                    job,
+                    Failure(
+                        RequestTimeout(
+                            f"the request took longer than the server's timeout of {self.timeout:g} s; its "
+                            "generation was stopped"
+                        )
+                    ),
+                )
         self._retire()
 
     def _end(self, job: Job, failure: Failure | None = None) -> None:

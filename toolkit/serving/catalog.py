@@ -72,15 +72,28 @@ class Catalog:
             except ToolkitError:  # removed, or turned into a link, while the listing was read
                 continue
             try:
-                cards.append(ModelCard(
-                    id=name, created=_timestamp(row["created"]) or self.started, root=row["base"] or self.base,
-                    parent=row["base"] or self.base, dataset=row["dataset"] or None,
-                    base_perplexity=row["base_perplexity"], adapted_perplexity=row["adapted_perplexity"],
-                    error="; ".join(row["problems"]) or None,
-                ))
+                cards.append(
+                    ModelCard(
+                        id=name,
+                        created=_timestamp(row["created"]) or self.started,
+                        root=row["base"] or self.base,
+                        parent=row["base"] or self.base,
+                        dataset=row["dataset"] or None,
+                        base_perplexity=row["base_perplexity"],
+                        adapted_perplexity=row["adapted_perplexity"],
+                        error="; ".join(row["problems"]) or None,
+                    )
+                )
             except ValueError as err:  # a manifest whose fields have the wrong types (pydantic's error is one)
-                cards.append(ModelCard(id=name, created=self.started, root=self.base, parent=self.base,
-                                       error=f"{MANIFEST} is damaged: {_field_problem(err)}"))
+                cards.append(
+                    ModelCard(
+                        id=name,
+                        created=self.started,
+                        root=self.base,
+                        parent=self.base,
+                        error=f"{MANIFEST} is damaged: {_field_problem(err)}",
+                    )
+                )
         return cards
 
     def names(self) -> list[str]:
@@ -93,8 +106,10 @@ class Catalog:
             return Target(model)
         if "=" in model or "," in model:
             if model.count(",") >= MAX_MIX:
-                raise BadRequest(f"the mix {shown(model)} names {model.count(',') + 1} adapters; a mix may name at most "
-                                 f"{MAX_MIX}", param="model")
+                raise BadRequest(
+                    f"the mix {shown(model)} names {model.count(',') + 1} adapters; a mix may name at most {MAX_MIX}",
+                    param="model",
+                )
             try:
                 weights = parse_weights(model, label="model")
             except ToolkitError as err:
@@ -118,16 +133,23 @@ class Catalog:
         refuses them too: refused here, before the request is queued)."""
         templates = {name: self._template(name) for name in weights}
         if len(set(templates.values())) > 1:
-            how = "; ".join(f"{name}: text" if t is None else f"{name}: template {t!r}" for name, t in templates.items())
-            raise BadRequest(f"the mix {describe(weights)!r} mixes adapters prompted differently ({how}); mix adapters "
-                             "trained on one data format and template", param="model")
+            how = "; ".join(
+                f"{name}: text" if t is None else f"{name}: template {t!r}" for name, t in templates.items()
+            )
+            raise BadRequest(
+                f"the mix {describe(weights)!r} mixes adapters prompted differently ({how}); mix adapters "
+                "trained on one data format and template",
+                param="model",
+            )
         return next(iter(templates.values()))
 
     def _require(self, name: str, what: str) -> None:
         if is_valid_name(name) and self.store.exists(name):
             return
         names = [self.base, *self.names()]
-        known = ", ".join(names[:SHOWN_NAMES]) + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
+        known = ", ".join(names[:SHOWN_NAMES]) + (
+            f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
+        )
         raise ModelNotFound(f"{what}; this server has: {known} (GET /v1/models lists them)", param="model")
 
 
@@ -165,7 +187,7 @@ def _timestamp(created) -> int | None:
     if created is None:
         return None
     if not isinstance(created, str):
-        raise ValueError(f"created is {shown(str(created), 40)}, not a date and time (ISO 8601)")
+        raise ValueError(f"created is {shown(str(created), 40)}, not a date and time (ISO 8601)")  # noqa: TRY004 - a bad value, read as one
     try:
         return int(datetime.datetime.fromisoformat(created).timestamp())
     except ValueError:

@@ -18,8 +18,18 @@ from fastapi import Request
 from .catalog import Target
 from .completions import Completions
 from .errors import BadRequest
-from .types import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-                    ChatCompletionRequest, ChatDelta, ChatMessage, Completion, CompletionRequest)
+from .types import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+)
 
 
 class Chat:
@@ -40,19 +50,33 @@ class Chat:
         completions = self.completions
         longest = max((len(m.content) for m in body.messages), default=0)
         if -(-longest // completions.longest_token) >= completions.context:
-            raise BadRequest(f"a message has {longest} characters, more than the model's context of "
-                             f"{completions.context} tokens can hold; shorten it", param="messages")
+            raise BadRequest(
+                f"a message has {longest} characters, more than the model's context of "
+                f"{completions.context} tokens can hold; shorten it",
+                param="messages",
+            )
         target, ids = await completions.off_loop(self._tokens, body)
         request.state.model = target.metric_label
         context = completions.context
         if len(ids) >= context:
-            raise BadRequest(f"the prompt (the user message inside the template) has {len(ids)} tokens, the model's "
-                             f"context {context}: no room to generate; shorten the message", param="messages")
+            raise BadRequest(
+                f"the prompt (the user message inside the template) has {len(ids)} tokens, the model's "
+                f"context {context}: no room to generate; shorten the message",
+                param="messages",
+            )
         # The prompt goes on as token ids: tokenized once, and taken as they are.
         completion = CompletionRequest(
-            model=body.model, prompt=ids, max_tokens=body.limit or context - len(ids), temperature=body.temperature,
-            top_p=body.top_p, n=body.n, stream=body.stream, stream_options=body.stream_options, stop=body.stop,
-            seed=body.seed, user=body.user,
+            model=body.model,
+            prompt=ids,
+            max_tokens=body.limit or context - len(ids),
+            temperature=body.temperature,
+            top_p=body.top_p,
+            n=body.n,
+            stream=body.stream,
+            stream_options=body.stream_options,
+            stop=body.stop,
+            seed=body.seed,
+            user=body.user,
         )
         return target, completion
 
@@ -66,7 +90,8 @@ def render(target: Target, messages: list[ChatMessage]) -> str:
     if target.template is None:
         raise BadRequest(
             f"{target.description} was trained on plain text: its recipe defines no prompt template, so it cannot "
-            "take chat messages; send the text as a prompt to /v1/completions", param="messages",
+            "take chat messages; send the text as a prompt to /v1/completions",
+            param="messages",
         )
     roles = [m.role for m in messages]
     if roles != ["user"]:
@@ -80,10 +105,17 @@ def render(target: Target, messages: list[ChatMessage]) -> str:
 
 
 def reply(completion: Completion) -> ChatCompletion:
-    choices = [ChatChoice(index=c.index, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason)
-               for c in completion.choices]
-    return ChatCompletion(id=_chat_id(completion.id), created=completion.created, model=completion.model,
-                          choices=choices, usage=completion.usage)
+    choices = [
+        ChatChoice(index=c.index, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason)
+        for c in completion.choices
+    ]
+    return ChatCompletion(
+        id=_chat_id(completion.id),
+        created=completion.created,
+        model=completion.model,
+        choices=choices,
+        usage=completion.usage,
+    )
 
 
 class Chunks:
@@ -97,10 +129,14 @@ class Chunks:
         for c in chunk.choices:
             role = None if c.index in self.started else "assistant"
             self.started.add(c.index)
-            choices.append(ChatChunkChoice(index=c.index, delta=ChatDelta(role=role, content=c.text),
-                                           finish_reason=c.finish_reason))
-        return ChatCompletionChunk(id=_chat_id(chunk.id), created=chunk.created, model=chunk.model, choices=choices,
-                                   usage=chunk.usage)
+            choices.append(
+                ChatChunkChoice(
+                    index=c.index, delta=ChatDelta(role=role, content=c.text), finish_reason=c.finish_reason
+                )
+            )
+        return ChatCompletionChunk(
+            id=_chat_id(chunk.id), created=chunk.created, model=chunk.model, choices=choices, usage=chunk.usage
+        )
 
 
 def _chat_id(completion_id: str) -> str:

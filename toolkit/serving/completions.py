@@ -29,9 +29,9 @@ from pydantic import BaseModel
 
 from ..generation.generate import prompt_tokens
 from .batcher import Batcher
-from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .catalog import Catalog, Target
 from .errors import BadRequest, RequestTimeout, ServingError
+from .jobs import Failure, Job, RowSpec, TokenInfo, Update
 from .sampling import Sampling, row_seeds
 from .types import Completion, CompletionChoice, CompletionRequest, Logprobs, Usage
 
@@ -77,19 +77,29 @@ class Completions:
         """What can be refused without tokenizing: too many rows, a prompt longer than the context allows."""
         count = len(body.prompts) * body.n
         if count > self.batcher.max_queue:
-            raise BadRequest(f"{len(body.prompts)} prompts x n={body.n} is {count} rows, more than this server queues "
-                             f"at once ({self.batcher.max_queue}); send fewer per request", param="n")
+            raise BadRequest(
+                f"{len(body.prompts)} prompts x n={body.n} is {count} rows, more than this server queues "
+                f"at once ({self.batcher.max_queue}); send fewer per request",
+                param="n",
+            )
         room = self.context - body.max_tokens
         for number, prompt in enumerate(body.prompts):
             at_least = len(prompt) if isinstance(prompt, list) else -(-len(prompt) // self.longest_token)
             if at_least > room:
                 which = f"prompt {number}" if len(body.prompts) > 1 else "the prompt"
-                size = f"{len(prompt)} tokens" if isinstance(prompt, list) else f"{len(prompt)} characters, at least {at_least} tokens,"
+                size = (
+                    f"{len(prompt)} tokens"
+                    if isinstance(prompt, list)
+                    else f"{len(prompt)} characters, at least {at_least} tokens,"
+                )
                 raise BadRequest(self._too_long(which, size, body.max_tokens, room), param="max_tokens")
 
     def _too_long(self, which: str, size: str, max_tokens: int, room: int) -> str:
-        return (f"{which} has {size} and max_tokens is {max_tokens}: more than the model's context of {self.context}; "
-                f"shorten the prompt, or lower max_tokens" + (f" (the prompt may have at most {room} tokens)" if room > 0 else ""))
+        return (
+            f"{which} has {size} and max_tokens is {max_tokens}: more than the model's context of {self.context}; "
+            f"shorten the prompt, or lower max_tokens"
+            + (f" (the prompt may have at most {room} tokens)" if room > 0 else "")
+        )
 
     def _prepare(self, body: CompletionRequest, target: Target | None) -> Prepared:
         target = target or self.catalog.target(body.model)
@@ -99,19 +109,26 @@ class Completions:
             raise BadRequest(
                 f"{target.description} wraps a string prompt in its template {target.template!r}, so the prompt's "
                 "log-probabilities (echo with logprobs) are not of the text echoed; send the templated prompt's token "
-                "ids to score it", param="echo",
+                "ids to score it",
+                param="echo",
             )
         prompts = [self.tokens(p, target.template) for p in body.prompts]
         for number, ids in enumerate(prompts):
             if len(ids) + body.max_tokens > self.context:
                 which = f"prompt {number}" if len(prompts) > 1 else "the prompt"
-                raise BadRequest(self._too_long(which, f"{len(ids)} tokens", body.max_tokens, self.context - body.max_tokens),
-                                 param="max_tokens")
+                raise BadRequest(
+                    self._too_long(which, f"{len(ids)} tokens", body.max_tokens, self.context - body.max_tokens),
+                    param="max_tokens",
+                )
         count = len(prompts) * body.n
         seeds = row_seeds(body.seed, count)
         rows, echoes = [], []
         for i, ids in enumerate(prompts):
-            echo = (body.prompts[i] if isinstance(body.prompts[i], str) else self.tokenizer.decode(ids)) if body.echo else ""
+            echo = (
+                (body.prompts[i] if isinstance(body.prompts[i], str) else self.tokenizer.decode(ids))
+                if body.echo
+                else ""
+            )
             for j in range(body.n):
                 index = i * body.n + j
                 sampling = Sampling(body.temperature, body.top_p, seeds[index])
@@ -125,7 +142,9 @@ class Completions:
         if isinstance(prompt, list):
             bad = [t for t in prompt if not 0 <= t < self.vocab_size]
             if bad:
-                raise BadRequest(f"token ids {bad[:5]} are not in the vocabulary (0 to {self.vocab_size - 1})", param="prompt")
+                raise BadRequest(
+                    f"token ids {bad[:5]} are not in the vocabulary (0 to {self.vocab_size - 1})", param="prompt"
+                )
             return prompt
         return prompt_tokens(self.tokenizer, prompt, template)
 
@@ -145,8 +164,13 @@ class Completions:
             job.cancel()  # a no-op when it is over
         return answer.completion()
 
-    async def stream(self, body: CompletionRequest, request: Request, target: Target | None = None,
-                     shape: Callable[[Completion], BaseModel] | None = None) -> AsyncIterator[bytes]:
+    async def stream(
+        self,
+        body: CompletionRequest,
+        request: Request,
+        target: Target | None = None,
+        shape: Callable[[Completion], BaseModel] | None = None,
+    ) -> AsyncIterator[bytes]:
         """Server-sent events; the first is awaited before the response starts, so that a request refused
         when its turn comes (its adapter damaged, say) still gets its error status. `shape` turns each
         chunk into what is sent (chat's chunks); without it, the chunk itself."""
@@ -166,8 +190,15 @@ class Completions:
                 await watcher
         return self._events(prepared, body, job, first, updates, shape or (lambda chunk: chunk))
 
-    async def _events(self, prepared: Prepared, body: CompletionRequest, job: Job, first: Update,
-                      updates: AsyncIterator[Update], shape: Callable[[Completion], BaseModel]) -> AsyncIterator[bytes]:
+    async def _events(
+        self,
+        prepared: Prepared,
+        body: CompletionRequest,
+        job: Job,
+        first: Update,
+        updates: AsyncIterator[Update],
+        shape: Callable[[Completion], BaseModel],
+    ) -> AsyncIterator[bytes]:
         answer = Answer(prepared, body)
         try:
             update = first
@@ -178,7 +209,7 @@ class Completions:
             if body.stream_options and body.stream_options.include_usage:
                 last = answer.completion().model_copy(update={"choices": []})
                 yield _event(shape(last).model_dump_json())
-        except Exception as err:  # the response has started: the error travels as an event
+        except Exception as err:  # noqa: BLE001 - the response has started: the error travels as an event
             error = err if isinstance(err, ServingError) else ServingError(f"generation failed ({type(err).__name__})")
             yield _event(error.body().model_dump_json())
         finally:
@@ -222,11 +253,18 @@ class Answer:
     def completion(self) -> Completion:
         completion_tokens = sum(self.generated)
         prompt_tokens = self.prepared.prompt_tokens
-        choices = [CompletionChoice(index=i, text=t, logprobs=lp, finish_reason=f)
-                   for i, (t, lp, f) in enumerate(zip(self.texts, self.logprobs, self.finish))]
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      total_tokens=prompt_tokens + completion_tokens)
-        return Completion(id=self.id, created=self.created, model=self.prepared.target.name, choices=choices, usage=usage)
+        choices = [
+            CompletionChoice(index=i, text=t, logprobs=lp, finish_reason=f)
+            for i, (t, lp, f) in enumerate(zip(self.texts, self.logprobs, self.finish))
+        ]
+        usage = Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+        return Completion(
+            id=self.id, created=self.created, model=self.prepared.target.name, choices=choices, usage=usage
+        )
 
 
 def _logprobs(tokens: tuple[TokenInfo, ...], echo_length: int) -> Logprobs:
@@ -249,8 +287,10 @@ async def _updates(job: Job) -> AsyncIterator[Update]:
                 event = await job.events.get()
         except TimeoutError:
             job.cancel()
-            raise RequestTimeout("the request got no answer from the generation worker within the server's timeout; "
-                                 "the server's log may say why") from None
+            raise RequestTimeout(
+                "the request got no answer from the generation worker within the server's timeout; "
+                "the server's log may say why"
+            ) from None
         if isinstance(event, Failure):
             raise event.error
         if event.finish_reason is not None:

@@ -42,8 +42,9 @@ class KVBatch:
         self.cache, self.mask = cache, mask  # mask: [rows, length], 1 for a real token, 0 for padding
 
     @classmethod
-    def prefill(cls, model, prompts: list[list[int]], adapter_names: list[str], pad_id: int, device,
-                all_logits: bool = False) -> tuple[KVBatch, torch.Tensor]:
+    def prefill(
+        cls, model, prompts: list[list[int]], adapter_names: list[str], pad_id: int, device, all_logits: bool = False
+    ) -> tuple[KVBatch, torch.Tensor]:
         """The prompts run through the model, left-padded; returns the batch and the logits of each
         prompt's last position ([rows, vocab]), or of every position ([rows, length, vocab])."""
         from transformers import DynamicCache
@@ -53,8 +54,16 @@ class KVBatch:
         mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each row counts from its own first token
         cache = DynamicCache(config=model.config)
-        out = forward(model, adapter_names, input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                      use_cache=True, logits_to_keep=0 if all_logits else 1)
+        out = forward(
+            model,
+            adapter_names,
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=0 if all_logits else 1,
+        )
         logits = out.logits.float() if all_logits else out.logits[:, -1].float()
         return cls(out.cache, mask), logits
 
@@ -86,8 +95,14 @@ class KVBatch:
         ids = torch.tensor(tokens, device=device).unsqueeze(1)
         positions = self.mask.sum(dim=1, keepdim=True)
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(tokens), 1))], dim=1)
-        out = forward(model, adapter_names, input_ids=ids, attention_mask=self.mask, position_ids=positions,
-                      cache=self.cache, use_cache=True)
+        out = forward(
+            model,
+            adapter_names,
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=True,
+        )
         self.cache = out.cache
         return out.logits[:, -1].float()
-

@@ -2,19 +2,24 @@
 
     {"error": {"message": "...", "type": "invalid_request_error", "param": "max_tokens", "code": null}}
 
-| status | when | type / code |
-| --- | --- | --- |
-| 400 | malformed JSON, a field of the wrong type or out of range, an unknown field, a bad mix, a prompt too long for the context, chat with an adapter that has no prompt template | invalid_request_error |
-| 401 | no API key, or a wrong one | invalid_request_error / invalid_api_key |
-| 404 | a model that is not in the store, a route that does not exist | invalid_request_error / model_not_found |
-| 408 | the request took longer than the server's timeout; its generation was stopped | timeout_error / timeout |
-| 409 | an adapter retrained with another prompt template while the request waited (send it again) | invalid_request_error / adapter_changed |
-| 422 | an adapter that fails verification (damaged, or trained on another base) | invalid_request_error / adapter_refused |
-| 429 | the queue is full; `Retry-After` says when to try again | rate_limit_error / queue_full |
-| 499 | the client closed the connection before its answer (logged; no one receives it) | invalid_request_error / client_closed |
-| 413 | the body is larger than `--max-body` | invalid_request_error / body_too_large |
-| 503 | the server is shutting down, or its generation worker stopped (restart it) | server_error / shutting_down, worker_stopped |
-| 500 | a bug: logged with its traceback | server_error |
+Status, type / code, and when:
+
+- 400 invalid_request_error: malformed JSON, a field of the wrong type or out of range, an unknown field, a bad mix,
+  a prompt too long for the context, chat with an adapter that has no prompt template.
+- 401 invalid_request_error / invalid_api_key: no API key, or a wrong one.
+- 404 invalid_request_error / model_not_found: a model that is not in the store, a route that does not exist.
+- 408 timeout_error / timeout: the request took longer than the server's timeout; its generation was stopped.
+- 409 invalid_request_error / adapter_changed: an adapter retrained with another prompt template while the request
+  waited (send it again).
+- 422 invalid_request_error / adapter_refused: an adapter that fails verification (damaged, or trained on another
+  base).
+- 429 rate_limit_error / queue_full: the queue is full; `Retry-After` says when to try again.
+- 499 invalid_request_error / client_closed: the client closed the connection before its answer (logged; no one
+  receives it).
+- 413 invalid_request_error / body_too_large: the body is larger than `--max-body`.
+- 503 server_error / shutting_down, worker_stopped: the server is shutting down, or its generation worker stopped
+  (restart it).
+- 500 server_error: a bug: logged with its traceback.
 """
 
 from __future__ import annotations
@@ -38,8 +43,14 @@ class ServingError(Exception):
     type = "server_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None,
-                 status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+    ):
         super().__init__(message)
         self.message, self.param, self.headers = message, param, headers or {}
         if status is not None:  # an HTTP error of the framework's (405, ...), kept as it is

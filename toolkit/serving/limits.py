@@ -91,8 +91,14 @@ class BodyLimit:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            return await self._refuse(scope, receive, send, RequestTimeout(
-                f"the request's body did not arrive within {self.read_timeout:g} s (the server's read timeout)"))
+            return await self._refuse(
+                scope,
+                receive,
+                send,
+                RequestTimeout(
+                    f"the request's body did not arrive within {self.read_timeout:g} s (the server's read timeout)"
+                ),
+            )
         body = b"".join(chunks)
         given = False
 
@@ -115,8 +121,10 @@ class BodyLimit:
                         return
 
     def _too_large(self, size: int, sent: bool = False) -> BodyTooLarge:
-        return BodyTooLarge(f"the request's body has {'more than ' if sent else ''}{size} bytes; this server takes at "
-                            f"most {self.max_body} (its max body); send fewer or shorter prompts")
+        return BodyTooLarge(
+            f"the request's body has {'more than ' if sent else ''}{size} bytes; this server takes at "
+            f"most {self.max_body} (its max body); send fewer or shorter prompts"
+        )
 
     @staticmethod
     async def _refuse(scope, receive, send, error: ServingError):

@@ -52,7 +52,9 @@ class Loaded:
 
 
 class Registry:
-    def __init__(self, model, tokenizer, store: AdapterStore, source: ModelSource, max_loaded: int, strict: bool = True):
+    def __init__(
+        self, model, tokenizer, store: AdapterStore, source: ModelSource, max_loaded: int, strict: bool = True
+    ):
         self.model, self.tokenizer, self.store, self.source = model, tokenizer, store, source
         self.max_loaded, self.strict = max_loaded, strict
         self.current: OrderedDict[str, Loaded] = OrderedDict()  # target name -> entry; least recently used first

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
-
 MIN_TEMPERATURE = 1e-3  # a lower temperature samples greedily (see above)
 
 
-UNSAMPLEABLE = ("the model's next-token scores for this request are not finite (NaN or infinite): an adapter or a mix "
-                "whose weights are too large for the base; try smaller mix weights, or check the adapter")
+UNSAMPLEABLE = (
+    "the model's next-token scores for this request are not finite (NaN or infinite): an adapter or a mix "
+    "whose weights are too large for the base; try smaller mix weights, or check the adapter"
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,10 @@ def next_tokens(logits: torch.Tensor, samplings: list[Sampling], generators: lis
     and the greedy choice run once for the whole batch."""
     broken = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=-1).tolist()
     likeliest = logits.argmax(dim=-1).tolist()
-    return [None if bad else best if sampling.greedy else _draw(row, sampling, generator)
-            for row, sampling, generator, bad, best in zip(logits, samplings, generators, broken, likeliest)]
+    return [
+        None if bad else best if sampling.greedy else _draw(row, sampling, generator)
+        for row, sampling, generator, bad, best in zip(logits, samplings, generators, broken, likeliest)
+    ]
 
 
 def _draw(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:

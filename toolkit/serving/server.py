@@ -60,8 +60,15 @@ def uvicorn_server(app, settings: ServerSettings, **config):
             app.state.service.drain(drain_at(settings.grace))
             await super().shutdown(sockets)
 
-    return Server(uvicorn.Config(app, access_log=False, timeout_graceful_shutdown=settings.grace,
-                                 http=guarded_protocol(settings.read_timeout), **config))
+    return Server(
+        uvicorn.Config(
+            app,
+            access_log=False,
+            timeout_graceful_shutdown=settings.grace,
+            http=guarded_protocol(settings.read_timeout),
+            **config,
+        )
+    )
 
 
 def _check_port(host: str, port: int) -> None:

@@ -41,8 +41,13 @@ class Service:
         started = time.perf_counter()
         missing = [name for name in s.preload if not (is_valid_name(name) and self.store.exists(name))]
         if missing:
-            raise ToolkitError(*(f"{param('preload')}: no adapter named {name!r} in {self.store.root} "
-                                 f"(it has: {', '.join(self.store.names()) or 'none'})" for name in missing))
+            raise ToolkitError(
+                *(
+                    f"{param('preload')}: no adapter named {name!r} in {self.store.root} "
+                    f"(it has: {', '.join(self.store.names()) or 'none'})"
+                    for name in missing
+                )
+            )
         set_threads("serving", s.threads)
         served = choose_base(self.store, s.base, s.preload)
         base = served.name
@@ -57,18 +62,29 @@ class Service:
                 raise ToolkitError(f"{param('preload')} {name}: {err.message}") from None
         # The worker decodes with the tokenizer it verifies adapters with; the event loop encodes with its
         # own, since a fast tokenizer must not encode in one thread while it decodes in another.
-        self.batcher = Batcher(registry, tokenizer, self.metrics, max_batch=s.max_batch, max_queue=s.max_queue,
-                               timeout=s.timeout)
+        self.batcher = Batcher(
+            registry, tokenizer, self.metrics, max_batch=s.max_batch, max_queue=s.max_queue, timeout=s.timeout
+        )
         config = model.config
-        self.completions = Completions(self.catalog, self.batcher, tokenizer_from(source, base, key=param("base")),
-                                       config.n_positions, config.vocab_size)
+        self.completions = Completions(
+            self.catalog,
+            self.batcher,
+            tokenizer_from(source, base, key=param("base")),
+            config.n_positions,
+            config.vocab_size,
+        )
         self.chat = Chat(self.completions)
         self.metrics.loaded_adapters.set(registry.loaded)
         self.batcher.start()
         self.opened = True
-        log.info("serving %s%s with %d adapter(s) preloaded, from %s (%.1f s)", base,
-                 "" if served.revision == "main" else f" at revision {served.revision}", len(s.preload), self.store.root,
-                 time.perf_counter() - started)
+        log.info(
+            "serving %s%s with %d adapter(s) preloaded, from %s (%.1f s)",
+            base,
+            "" if served.revision == "main" else f" at revision {served.revision}",
+            len(s.preload),
+            self.store.root,
+            time.perf_counter() - started,
+        )
 
     def drain(self, seconds: float) -> None:
         """Shutting down: new requests get 503, and in `seconds` so do those still in flight."""

@@ -37,8 +37,15 @@ class TextStream:
     def ready(self) -> str:
         """The text not yet sent that no later token can change."""
         end = len(self.text.rstrip(REPLACEMENT))
-        held = max((k for stop in self.stops for k in range(1, min(len(stop), end + 1))
-                    if self.text[end - k:end] == stop[:k]), default=0)
+        held = max(
+            (
+                k
+                for stop in self.stops
+                for k in range(1, min(len(stop), end + 1))
+                if self.text[end - k : end] == stop[:k]
+            ),
+            default=0,
+        )
         return self._take(max(end - held, self.sent))
 
     def rest(self) -> str:
@@ -48,5 +55,5 @@ class TextStream:
         return self._take(len(self.text))
 
     def _take(self, end: int) -> str:
-        piece, self.sent = self.text[self.sent:end], end
+        piece, self.sent = self.text[self.sent : end], end
         return piece

@@ -24,15 +24,22 @@ def _encodable(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ValueError(f"holds {text[err.start]!r} at character {err.start}, a lone surrogate that is not valid "
-                         "Unicode; send valid text") from None
+        raise ValueError(
+            f"holds {text[err.start]!r} at character {err.start}, a lone surrogate that is not valid "
+            "Unicode; send valid text"
+        ) from None
     return text
 
 
 Text = Annotated[str, AfterValidator(_encodable)]
 Prompt = str | list[str] | list[int] | list[list[int]]  # its strings are checked by _prompt_shape
-NEUTRAL = {"presence_penalty": (0.0,), "frequency_penalty": (0.0,), "logit_bias": (None, {}), "best_of": (None, 1),
-           "suffix": (None, "")}  # the values of the OpenAI fields not implemented that mean "off"
+NEUTRAL = {
+    "presence_penalty": (0.0,),
+    "frequency_penalty": (0.0,),
+    "logit_bias": (None, {}),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+}  # the values of the OpenAI fields not implemented that mean "off"
 
 
 class Strict(BaseModel):
@@ -80,14 +87,15 @@ class CompletionRequest(Request):
     @field_validator("prompt", mode="before")
     @classmethod
     def _prompt_shape(cls, value):
-        ok = (isinstance(value, str)
-              or (isinstance(value, list) and value and (
-                  all(isinstance(v, str) for v in value)
-                  or all(_token_ids(v) for v in value)
-                  or _token_ids(value))))
+        ok = isinstance(value, str) or (
+            isinstance(value, list)
+            and value
+            and (all(isinstance(v, str) for v in value) or all(_token_ids(v) for v in value) or _token_ids(value))
+        )
         if not ok:
-            raise ValueError("must be a string, a non-empty list of strings, a list of token ids, "
-                             "or a list of lists of token ids")
+            raise ValueError(
+                "must be a string, a non-empty list of strings, a list of token ids, or a list of lists of token ids"
+            )
         for text in [value] if isinstance(value, str) else value:
             if isinstance(text, str):
                 _encodable(text)
@@ -121,7 +129,9 @@ class CompletionRequest(Request):
 
 
 def _token_ids(value) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
 
 
 class ChatMessage(Strict):

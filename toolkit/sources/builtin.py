@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import itertools
 import json
 import re
 import sysconfig
@@ -76,7 +77,8 @@ def _modules() -> list[Path]:
     modules = sorted(stdlib.glob("*.py"))
     if not modules:
         raise ToolkitError(
-            f"builtin datasets: this Python ships no module sources in {stdlib}; use data.train_files with your own data"
+            f"builtin datasets: this Python ships no module sources in {stdlib}; use data.train_files with "
+            "your own data"
         )
     return modules
 
@@ -187,7 +189,7 @@ def sections(text: str) -> list[dict[str, str]]:
     that has a paragraph of prose (not a grammar rule or code, which are indented, nor a version note)."""
     lines = [line.rstrip() for line in text.splitlines()]
     rows = []
-    for at, (title, rule) in enumerate(zip(lines, lines[1:])):
+    for at, (title, rule) in enumerate(itertools.pairwise(lines)):
         if title.strip() and _RULE.match(rule.strip()) and len(rule.strip()) == len(title.strip()):
             paragraph = _first_paragraph(lines, at + 2)
             if paragraph:
@@ -241,7 +243,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int):
         vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     bpe.train_from_iterator(texts, trainer)
-    return GPT2TokenizerFast(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, model_max_length=max_length)
+    return GPT2TokenizerFast(
+        tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, model_max_length=max_length
+    )
 
 
 def random_gpt2(tokenizer, seed: int = 0, **dims):

@@ -19,9 +19,7 @@ def model_source(name: str, revision: str = "main", key: str = "model.name") -> 
     folder = Path(name).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
-            raise ToolkitError(
-                f"{key}: {name} has no config.json; point it at a folder written by save_pretrained"
-            )
+            raise ToolkitError(f"{key}: {name} has no config.json; point it at a folder written by save_pretrained")
         return ModelSource(str(folder))
     if looks_like_path(name):
         raise ToolkitError(f"{key}: no such folder {name}; check the path or give a hub id such as gpt2")

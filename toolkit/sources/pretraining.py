@@ -71,14 +71,25 @@ def build_tiny_gpt2(corpus: Path, vocabulary: list[Path] = (), plan: Pretraining
         return folder
     with _build_lock(folder):
         if not (folder / "config.json").exists():
-            log.info("building builtin:tiny-gpt2: pretraining a 2-layer GPT-2 on Python's own documentation "
-                     "(once, about a minute; cached in %s)", folder)
+            log.info(
+                "building builtin:tiny-gpt2: pretraining a 2-layer GPT-2 on Python's own documentation "
+                "(once, about a minute; cached in %s)",
+                folder,
+            )
             with atomic_folder(folder) as tmp:
                 texts = corpus.read_text(encoding="utf-8").splitlines() + [t for f in vocabulary for t in code_texts(f)]
                 tokenizer = train_tokenizer(texts, plan.vocab_size, plan.n_positions)
-                model = random_gpt2(tokenizer, plan.seed, n_layer=plan.n_layer, n_embd=plan.n_embd,
-                                    n_head=plan.n_head, n_positions=plan.n_positions,
-                                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                model = random_gpt2(
+                    tokenizer,
+                    plan.seed,
+                    n_layer=plan.n_layer,
+                    n_embd=plan.n_embd,
+                    n_head=plan.n_head,
+                    n_positions=plan.n_positions,
+                    resid_pdrop=0.0,
+                    embd_pdrop=0.0,
+                    attn_pdrop=0.0,
+                )
                 pretrain(model, token_stream(tokenizer, corpus), plan)
                 model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)

@@ -10,9 +10,13 @@ from ..records import TrainingMetrics
 
 def render(recipe: Recipe, metrics: TrainingMetrics) -> str:
     data = recipe.data
-    source = data.dataset + (f" ({data.config})" if data.config else "") if data.dataset else ", ".join(data.train_files)
+    source = (
+        data.dataset + (f" ({data.config})" if data.config else "") if data.dataset else ", ".join(data.train_files)
+    )
     base, adapted, train = metrics.base, metrics.adapted, metrics.train
-    hub_dataset = data.dataset if data.dataset and "/" in data.dataset and not data.dataset.startswith((".", "/")) else ""
+    hub_dataset = (
+        data.dataset if data.dataset and "/" in data.dataset and not data.dataset.startswith((".", "/")) else ""
+    )
     datasets_yaml = f"datasets:\n- {hub_dataset}\n" if hub_dataset else ""
     return f"""---
 base_model: {recipe.model.name}
@@ -97,9 +101,16 @@ base. It was trained elsewhere: its data and figures are not recorded here.
 """
 
 
-def render_merged(name: str, base: str, weights: dict[str, float], precision: str, adapters: dict[str, dict],
-                  full_precision: list[str]) -> str:
+def render_merged(
+    name: str,
+    base: str,
+    weights: dict[str, float],
+    precision: str,
+    adapters: dict[str, dict],
+    full_precision: list[str],
+) -> str:
     """The card of a standalone model merged from adapters. `adapters`: name -> manifest."""
+
     def row(adapter: str, weight: float) -> str:
         manifest = adapters.get(adapter, {})
         sha256 = manifest.get("files", {}).get("adapter_model.safetensors", {}).get("sha256", "-")
@@ -109,7 +120,8 @@ def render_merged(name: str, base: str, weights: dict[str, float], precision: st
     int8_note = (
         f"\n{', '.join(full_precision)} {'was' if len(full_precision) == 1 else 'were'} trained on a quantized base; "
         "the update was merged into the base reloaded at full precision (exact), not into quantized weights.\n"
-        if full_precision else ""
+        if full_precision
+        else ""
     )
     return f"""---
 base_model: {base}

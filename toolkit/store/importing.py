@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def import_adapter(path: str | Path, store: AdapterStore, name: str | None = None, base: str | None = None,
-                   overwrite: bool = False) -> Path:
+def import_adapter(
+    path: str | Path, store: AdapterStore, name: str | None = None, base: str | None = None, overwrite: bool = False
+) -> Path:
     folder = Path(path).expanduser()
     config = _read_config(folder)
     name = name or slug(folder.resolve().name)
@@ -38,7 +39,9 @@ def import_adapter(path: str | Path, store: AdapterStore, name: str | None = Non
     named = config.get("base_model_name_or_path")
     base_name = base or named
     if not base_name:
-        raise ToolkitError(f"{folder}: the adapter does not name its base; pass {param('base')} with the model it was trained on")
+        raise ToolkitError(
+            f"{folder}: the adapter does not name its base; pass {param('base')} with the model it was trained on"
+        )
     if base and named and base != named:
         log.warning("%s names its base %r; checking it against %s instead, as asked", folder, named, base)
     key = param("base") if base else f"base_model_name_or_path in adapter_config.json (or {param('base')})"
@@ -97,8 +100,9 @@ def _read_config(folder: Path) -> dict:
     if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
         problems.append(f"its lora_dropout = {dropout!r} is not in [0, 1)")
     if problems:
-        raise ToolkitError(*(f"{folder}: adapter_config.json: {p}; fix the file or save the adapter again with peft"
-                             for p in problems))
+        raise ToolkitError(
+            *(f"{folder}: adapter_config.json: {p}; fix the file or save the adapter again with peft" for p in problems)
+        )
     return config
 
 
@@ -113,13 +117,15 @@ def _shape_problems(folder: Path, config: dict, base_model, base_name: str) -> l
     unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if unmatched:
         return [
-            f"its target_modules ({', '.join(unmatched)}) match no layer of {base_name} (a GPT-2's are "
-            f"{', '.join(layer_names(names))}); it was trained for another architecture: import an adapter of a "
-            "GPT-2 model"
+            (
+                f"its target_modules ({', '.join(unmatched)}) match no layer of {base_name} (a GPT-2's are "
+                f"{', '.join(layer_names(names))}); it was trained for another architecture: import an adapter of a "
+                "GPT-2 model"
+            )
         ]
     try:
         present = tensor_shapes(folder / "adapter_model.safetensors")
-    except Exception as err:  # safetensors raises its own error types for a damaged header
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for a damaged header
         return [f"adapter_model.safetensors cannot be read ({err}); save the adapter again with peft"]
     try:
         lora = LoraConfig.from_pretrained(str(folder))

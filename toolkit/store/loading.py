@@ -1,7 +1,7 @@
 """Load adapters from the store onto their base, after checking that they are what was trained, on it.
 
-    model, tokenizer = toolkit.load("wikitext103")              # base + adapter, ready for generate()
-    model, tokenizer = toolkit.load(["wikitext103", "poems"])   # both loaded once, the first active
+model, tokenizer = toolkit.load("wikitext103")              # base + adapter, ready for generate()
+model, tokenizer = toolkit.load(["wikitext103", "poems"])   # both loaded once, the first active
 """
 
 from __future__ import annotations
@@ -65,8 +65,13 @@ def load(
     if precision.quantization != "none" and not torch.cuda.is_available():
         dora = [name for name in names if read_json(store.path(name) / "adapter_config.json").get("use_dora")]
         if dora:
-            raise ToolkitError(*(f"adapter {name!r} uses DoRA: {DORA_ON_QUANTIZED_CPU}; load it with {param('precision')} "
-                                 "fp32, bf16 or fp16" for name in dora))
+            raise ToolkitError(
+                *(
+                    f"adapter {name!r} uses DoRA: {DORA_ON_QUANTIZED_CPU}; load it with {param('precision')} "
+                    "fp32, bf16 or fp16"
+                    for name in dora
+                )
+            )
     base_name, recorded = _choose_base(base, manifests)
     revision = revision or recorded
     key = param("base") if base else f"the base of adapter {names[0]!r} (point {param('base')} at a copy of it)"
@@ -89,8 +94,11 @@ def load(
 def _precision(precision: str, int8: bool | None, dtype: torch.dtype | None) -> LoadPrecision:
     """The precision asked for, the older `int8` and `dtype` arguments mapped onto it with a warning."""
     if int8 is not None or dtype is not None:
-        warnings.warn("load(int8=..., dtype=...) is deprecated: use precision='int8', 'bf16', 'fp16' or 'fp32'",
-                      DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            "load(int8=..., dtype=...) is deprecated: use precision='int8', 'bf16', 'fp16' or 'fp32'",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         if int8:
             precision = "int8"
         elif dtype is not None:

@@ -18,8 +18,16 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 
 
-def build_manifest(folder: Path, *, name: str, base: dict, dataset: dict, recipe_sha256: str | None, versions: dict,
-                   trained_with: dict | None = None) -> dict:
+def build_manifest(
+    folder: Path,
+    *,
+    name: str,
+    base: dict,
+    dataset: dict,
+    recipe_sha256: str | None,
+    versions: dict,
+    trained_with: dict | None = None,
+) -> dict:
     """The manifest of a finished adapter folder: what it was trained on, and every file's sha256.
     `trained_with`: how (the base's quantization, the LoRA variant, the data format and prompt template)."""
     files = {
@@ -30,7 +38,7 @@ def build_manifest(folder: Path, *, name: str, base: dict, dataset: dict, recipe
     return {
         "format": MANIFEST_FORMAT,
         "name": name,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "base": base,
         "dataset": dataset,
         "recipe_sha256": recipe_sha256,
@@ -79,7 +87,7 @@ def folder_problems(folder: Path, manifest: dict) -> list[str]:
     if weights.is_file():
         try:
             shapes = tensor_shapes(weights)
-        except Exception as err:  # a damaged header: safetensors raises its own error types
+        except Exception as err:  # noqa: BLE001 - a damaged header: safetensors raises its own error types
             return problems or [f"adapter_model.safetensors cannot be read: {err}"]
         expected = manifest.get("tensors", {})
         for missing in sorted(set(expected) - set(shapes)):

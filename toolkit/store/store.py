@@ -50,9 +50,17 @@ class AdapterInfo:
         return sum(self.files.values())
 
     def to_json(self) -> dict:
-        return {"name": self.name, "path": self.path, "manifest": self.manifest, "metrics": self.metrics,
-                "adapter_config": self.adapter_config, "recipe": self.recipe, "files": self.files,
-                "bytes": self.bytes, "problems": self.problems}
+        return {
+            "name": self.name,
+            "path": self.path,
+            "manifest": self.manifest,
+            "metrics": self.metrics,
+            "adapter_config": self.adapter_config,
+            "recipe": self.recipe,
+            "files": self.files,
+            "bytes": self.bytes,
+            "problems": self.problems,
+        }
 
     def summary(self) -> dict:
         """One row of `adapters list`: what a person scans the store for."""
@@ -63,7 +71,9 @@ class AdapterInfo:
         targets = self.adapter_config.get("target_modules") or []
         base = self.manifest.get("base", {}) if isinstance(self.manifest.get("base"), dict) else {}
         figures = self.metrics if not self.problems else {}
-        trained_with = self.manifest.get("trained_with", {}) if isinstance(self.manifest.get("trained_with"), dict) else {}
+        trained_with = (
+            self.manifest.get("trained_with", {}) if isinstance(self.manifest.get("trained_with"), dict) else {}
+        )
         variant = [v for v, key in (("DoRA", "use_dora"), ("rsLoRA", "use_rslora")) if self.adapter_config.get(key)]
         return {
             "name": self.name,
@@ -166,8 +176,14 @@ class AdapterStore:
             except tomllib.TOMLDecodeError as err:
                 problems.append(f"recipe.toml is not valid TOML ({err})")
         return AdapterInfo(
-            name=name, path=str(folder), manifest=read_json(folder / MANIFEST), metrics=metrics,
-            adapter_config=read_json(folder / "adapter_config.json"), recipe=recipe, files=files, problems=problems,
+            name=name,
+            path=str(folder),
+            manifest=read_json(folder / MANIFEST),
+            metrics=metrics,
+            adapter_config=read_json(folder / "adapter_config.json"),
+            recipe=recipe,
+            files=files,
+            problems=problems,
         )
 
     def trained_recipe(self, name: str) -> Recipe | None:
@@ -243,7 +259,7 @@ class AdapterStore:
         if not lock_file.exists():
             return
         try:
-            f = open(lock_file)
+            f = open(lock_file)  # noqa: SIM115 - closed by the `with` below, once open is known to work
         except OSError:
             return  # unreadable: the run that takes the lock will say so
         with f:

@@ -65,8 +65,9 @@ class BestAdapter(TrainerCallback):
         if not metrics or "eval_perplexity" not in metrics or state.global_step == self.evaluated:
             return  # the base's score before training, or a step already counted
         self.evaluated = state.global_step
-        score = Score.from_json({key.removeprefix("eval_"): value for key, value in metrics.items()
-                                 if key.startswith("eval_")})
+        score = Score.from_json(
+            {key.removeprefix("eval_"): value for key, value in metrics.items() if key.startswith("eval_")}
+        )
         best = self.score.perplexity if self.score else None
         if best is None or best - score.perplexity >= self.threshold and score.perplexity < best:
             self.misses = 0
@@ -80,8 +81,13 @@ class BestAdapter(TrainerCallback):
             self.stopped = True
             control.should_training_stop = True
             control.should_save = True  # the stop is part of the run's state: a resume must not train on
-            log.info("no improvement in %d evaluations: stopping at step %d (best: step %d, perplexity %.3f)",
-                     self.misses, state.global_step, self.step, self.score.perplexity)
+            log.info(
+                "no improvement in %d evaluations: stopping at step %d (best: step %d, perplexity %.3f)",
+                self.misses,
+                state.global_step,
+                self.step,
+                self.score.perplexity,
+            )
 
     def load_best(self, model) -> None:
         """Put the best weights back into the model, to be saved in its place."""
@@ -97,10 +103,16 @@ class BestAdapter(TrainerCallback):
 
         if self.weights is not None:
             save_file(self.weights, checkpoint / WEIGHTS)
-        write_json(checkpoint / STATE, {
-            "step": self.step, "score": self.score.to_json() if self.score else None, "misses": self.misses,
-            "stopped": self.stopped, "evaluated": self.evaluated,
-        })
+        write_json(
+            checkpoint / STATE,
+            {
+                "step": self.step,
+                "score": self.score.to_json() if self.score else None,
+                "misses": self.misses,
+                "stopped": self.stopped,
+                "evaluated": self.evaluated,
+            },
+        )
 
     def _restore(self, checkpoint: Path) -> None:
         from safetensors import SafetensorError
@@ -110,9 +122,12 @@ class BestAdapter(TrainerCallback):
             # Written by a run that did not track the best (or kept no weights): training.keep or the
             # early stopping changed on resume (--allow-changed). Nothing is damaged; the best is followed
             # from here on.
-            log.warning("checkpoint %s was written by a run that did not keep the best adapter (training.keep or "
-                        "early stopping changed): the best is tracked from step %s on", checkpoint.name,
-                        checkpoint.name.rpartition("-")[2])
+            log.warning(
+                "checkpoint %s was written by a run that did not keep the best adapter (training.keep or "
+                "early stopping changed): the best is tracked from step %s on",
+                checkpoint.name,
+                checkpoint.name.rpartition("-")[2],
+            )
             return
         state = read_json(checkpoint / STATE)
         try:
@@ -133,5 +148,7 @@ def _adapter_weights(model) -> dict[str, torch.Tensor]:
     """A copy of the active adapter's weights, as peft saves them."""
     from peft import get_peft_model_state_dict
 
-    return {name: tensor.detach().to("cpu", copy=True).contiguous()
-            for name, tensor in get_peft_model_state_dict(model).items()}
+    return {
+        name: tensor.detach().to("cpu", copy=True).contiguous()
+        for name, tensor in get_peft_model_state_dict(model).items()
+    }

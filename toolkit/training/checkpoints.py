@@ -164,7 +164,7 @@ class CheckpointKeeper(TrainerCallback):
 
     def _rotate(self, folder: Path) -> None:
         complete = [c for c in all_checkpoints(folder) if is_complete(c)]
-        keep = set(complete[-self.keep:])
+        keep = set(complete[-self.keep :])
         newest = checkpoint_step(complete[-1])
         for checkpoint in all_checkpoints(folder):
             # Older than the newest complete one and not kept: superseded (or a half-written leftover).

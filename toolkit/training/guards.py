@@ -68,8 +68,10 @@ class StopOnSignal(TrainerCallback):
             raise KeyboardInterrupt
         if self.received is None:
             self.received = signal.Signals(signum)
-            log.warning("%s: saving a checkpoint after this step (Ctrl-C again to stop at once)",
-                        "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)")
+            log.warning(
+                "%s: saving a checkpoint after this step (Ctrl-C again to stop at once)",
+                "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)",
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.requested:

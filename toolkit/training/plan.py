@@ -16,8 +16,8 @@ import time
 import torch
 
 from ..config.recipe import Recipe
-from ..distributed import launched_world
 from ..data.packing import prepare_data
+from ..distributed import launched_world
 from ..modeling import head_loss
 from ..modeling.base import load_base, load_config
 from ..modeling.lora import attach_lora
@@ -77,8 +77,12 @@ def plan(recipe: Recipe, measure_steps: int = 3) -> dict:
     result["memory_outside_fit"] = [p for p, size in result["memory_bytes"].items() if outside_fit(p, size)]
     if recipe.data.examples:  # what packing left empty: block positions the training computes for nothing
         train = packed.stats["train"]
-        result["examples"] = {"train": train["documents"], "blocks": train["blocks"], "padding": train["padding"],
-                              "truncated": train["truncated"]}
+        result["examples"] = {
+            "train": train["documents"],
+            "blocks": train["blocks"],
+            "padding": train["padding"],
+            "truncated": train["truncated"],
+        }
     if measure_steps > 0:
         seconds, peak = _measure_steps(recipe, measure_steps)
         result["seconds_per_step"] = seconds

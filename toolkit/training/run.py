@@ -55,8 +55,14 @@ class TrainResult:
 
 
 def train(
-    recipe: Recipe, store: AdapterStore | str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
-    allow_changed: bool = False, force: bool | None = None, callbacks: tuple = (),
+    recipe: Recipe,
+    store: AdapterStore | str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    allow_changed: bool = False,
+    force: bool | None = None,
+    callbacks: tuple = (),
 ) -> TrainResult:
     """Train the recipe's adapter into the store. `resume` continues the run from its newest complete
     checkpoint; `overwrite` replaces an existing adapter (it stays in place until the new one is saved);
@@ -83,8 +89,12 @@ def train(
     resume_from = _resume_point(store, name, identity, resume, allow_changed)
     if resume_from == "finished":
         log.info("%s: the run had finished; nothing to do", name)
-        return TrainResult(name, store.path(name), TrainingMetrics.from_json(read_json(store.path(name) / "metrics.json")),
-                           trained=False)
+        return TrainResult(
+            name,
+            store.path(name),
+            TrainingMetrics.from_json(read_json(store.path(name) / "metrics.json")),
+            trained=False,
+        )
     threads = set_threads("training", recipe.training.threads)
     if threads.from_load:
         callbacks = (*callbacks, FollowLoad(threads))
@@ -104,7 +114,8 @@ def train(
             latest = checkpoints.latest_checkpoint(store.checkpoints(name), report=False)
             raise ToolkitError(
                 f"the disk filled up while writing in {store.root}; incomplete files are ignored, the last "
-                f"complete checkpoint is {latest or 'none'}; free some space and train again with {param('resume', True)}"
+                f"complete checkpoint is {latest or 'none'}; free some space and train again with "
+                f"{param('resume', True)}"
             ) from None
 
 
@@ -112,7 +123,9 @@ def _check_request(recipe: Recipe, store: AdapterStore, resume: bool, overwrite:
     """Refuse to clobber an adapter or a run, or to write where nothing can be written."""
     name = recipe.adapter_name
     if resume and overwrite:
-        raise ToolkitError(f"{param('resume', True)} and {param('overwrite', True)}: choose one (continue the run, or start it over)")
+        raise ToolkitError(
+            f"{param('resume', True)} and {param('overwrite', True)}: choose one (continue the run, or start it over)"
+        )
     store.check_writable()
     store.check_unlocked(name)
     if store.exists(name):
@@ -140,7 +153,9 @@ def _resume_point(store: AdapterStore, name: str, identity: RunIdentity, resume:
     stored = run_identity(read_json(store.path(name) / MANIFEST)) if store.exists(name) else None
     run_folder = store.checkpoints(name)
     checkpoint = checkpoints.latest_checkpoint(run_folder)
-    if stored == identity and (checkpoint is None or _stored_steps(store, name) >= checkpoints.checkpoint_step(checkpoint)):
+    if stored == identity and (
+        checkpoint is None or _stored_steps(store, name) >= checkpoints.checkpoint_step(checkpoint)
+    ):
         return "finished"
     if checkpoint is not None:
         record = checkpoints.read_run_record(run_folder)
@@ -157,8 +172,11 @@ def _resume_point(store: AdapterStore, name: str, identity: RunIdentity, resume:
         return checkpoint
     if store.exists(name):
         differs = {"recipe": "recipe", "data": "training data", "base": "base model"}
-        origin = ("trained from another " + (" and ".join(differs[c] for c in identity.changes(stored)) or "run")
-                  if stored else "imported")
+        origin = (
+            "trained from another " + (" and ".join(differs[c] for c in identity.changes(stored)) or "run")
+            if stored
+            else "imported"
+        )
         raise ToolkitError(
             f"adapter {name!r} in {store.root} was {origin}, and no checkpoint of this run exists to resume; "
             f"pass {param('overwrite', True)} to train it from this recipe, or set output.name to another name"
@@ -184,8 +202,11 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
         if checkpoint is None and is_main_process() and run_folder.exists():
             shutil.rmtree(run_folder)  # a fresh start must never pick up an older run's state
     best = BestAdapter(recipe.training, checkpoint) if tracks(recipe.training) else None
-    keeper = CheckpointKeeper(recipe.training.keep_checkpoints, checkpoints.training_seconds(checkpoint),
-                              write_also=best.save if best else None)
+    keeper = CheckpointKeeper(
+        recipe.training.keep_checkpoints,
+        checkpoints.training_seconds(checkpoint),
+        write_also=best.save if best else None,
+    )
     protocol = Protocol(recipe.data.block_size, recipe.data.block_size, examples=recipe.data.examples)
     trainer = AdapterTrainer(
         keeper=keeper,
@@ -241,8 +262,13 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
         protocol=protocol,
         precision=precision,
         quantization=recipe.quantization.mode,
-        train=TrainStats(steps=trainer.state.global_step, epochs=trainer.state.epoch, tokens=tokens, seconds=seconds,
-                         tokens_per_second=tokens / seconds if seconds > 0 else 0.0),
+        train=TrainStats(
+            steps=trainer.state.global_step,
+            epochs=trainer.state.epoch,
+            tokens=tokens,
+            seconds=seconds,
+            tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        ),
         data={"fingerprint": packed.fingerprint, **packed.stats},
         versions=_versions(),
         kept=kept,
@@ -253,8 +279,16 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
     return TrainResult(name, store.path(name), metrics, trained=True)
 
 
-def _save_adapter(store, recipe: Recipe, model, tokenizer, identity: RunIdentity, metrics: TrainingMetrics,
-                  packed: PreparedData, log_history: list) -> None:
+def _save_adapter(
+    store,
+    recipe: Recipe,
+    model,
+    tokenizer,
+    identity: RunIdentity,
+    metrics: TrainingMetrics,
+    packed: PreparedData,
+    log_history: list,
+) -> None:
     """Write the adapter folder atomically: weights, recipe, metrics, card, curves, then the manifest that
     records every file's sha256 and the base and data it was trained on."""
     with store.saving(recipe.adapter_name) as folder:
@@ -285,8 +319,13 @@ def _save_adapter(store, recipe: Recipe, model, tokenizer, identity: RunIdentity
 def _trained_with(recipe: Recipe) -> dict:
     """What the manifest records of how the adapter was trained, beside what on."""
     d, lo = recipe.data, recipe.lora
-    return {"quantization": recipe.quantization.mode, "use_dora": lo.use_dora, "use_rslora": lo.use_rslora,
-            "format": d.format, **({"template": d.template} if d.examples else {})}
+    return {
+        "quantization": recipe.quantization.mode,
+        "use_dora": lo.use_dora,
+        "use_rslora": lo.use_rslora,
+        "format": d.format,
+        **({"template": d.template} if d.examples else {}),
+    }
 
 
 def _dataset_record(recipe: Recipe, packed: PreparedData) -> dict:
@@ -310,12 +349,22 @@ def _dataset_record(recipe: Recipe, packed: PreparedData) -> dict:
 def _report_data(recipe: Recipe, packed: PreparedData) -> None:
     train, evals = packed.stats["train"], packed.stats["eval"]
     if recipe.data.examples:
-        log.info("data: %s training examples in %s blocks of %d tokens (%.1f%% padding%s); %s evaluation examples",
-                 f"{train['documents']:,}", f"{len(packed.train):,}", recipe.data.block_size, 100 * train["padding"],
-                 f", {train['truncated']:,} prompts cut" if train["truncated"] else "", f"{evals['documents']:,}")
+        log.info(
+            "data: %s training examples in %s blocks of %d tokens (%.1f%% padding%s); %s evaluation examples",
+            f"{train['documents']:,}",
+            f"{len(packed.train):,}",
+            recipe.data.block_size,
+            100 * train["padding"],
+            f", {train['truncated']:,} prompts cut" if train["truncated"] else "",
+            f"{evals['documents']:,}",
+        )
     else:
-        log.info("data: %s training blocks of %d tokens; evaluation text %s tokens",
-                 f"{len(packed.train):,}", recipe.data.block_size, f"{packed.eval.tokens:,}")
+        log.info(
+            "data: %s training blocks of %d tokens; evaluation text %s tokens",
+            f"{len(packed.train):,}",
+            recipe.data.block_size,
+            f"{packed.eval.tokens:,}",
+        )
 
 
 def _check_loggers(recipe: Recipe) -> None:
@@ -325,7 +374,9 @@ def _check_loggers(recipe: Recipe) -> None:
     installed = set(get_available_reporting_integrations())
     missing = [t for t in recipe.training.report_to if t not in ("none", "all") and t not in installed]
     if missing:
-        raise ToolkitError(*(f"training.report_to: {t!r} is not installed; pip install {t}, or remove it" for t in missing))
+        raise ToolkitError(
+            *(f"training.report_to: {t!r} is not installed; pip install {t}, or remove it" for t in missing)
+        )
 
 
 def _check_step_size(recipe: Recipe, packed: PreparedData) -> None:
@@ -341,8 +392,11 @@ def _check_step_size(recipe: Recipe, packed: PreparedData) -> None:
             f"set training.grad_accum to at most {batches:,}"
         )
     if t.grad_accum * t.batch_size * world >= len(packed.train):
-        log.warning("one optimizer step (%d blocks) holds the whole epoch (%d blocks): every step sees all the data",
-                    t.grad_accum * t.batch_size * world, len(packed.train))
+        log.warning(
+            "one optimizer step (%d blocks) holds the whole epoch (%d blocks): every step sees all the data",
+            t.grad_accum * t.batch_size * world,
+            len(packed.train),
+        )
 
 
 def _report_adapter(shape: AdapterShape) -> None:
@@ -355,5 +409,9 @@ def _versions() -> dict:
     import peft
     import transformers
 
-    return {"toolkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
-
+    return {
+        "toolkit": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }

@@ -92,7 +92,9 @@ class AdapterTrainer(Trainer):
         # accelerate's autocast wraps the model's forward only; the output layer belongs under it too.
         with self.accelerator.autocast():
             total = head_loss.summed_nll(outputs.hidden_states[-1], head.weight, labels)
-        count = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != head_loss.IGNORE_INDEX).sum()
+        count = (
+            num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != head_loss.IGNORE_INDEX).sum()
+        )
         return total / count
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -109,7 +111,9 @@ class AdapterTrainer(Trainer):
         started = time.perf_counter()
         with scoring_attention(self.model):
             scored = score(
-                self.model, self.eval_dataset, self.protocol,
+                self.model,
+                self.eval_dataset,
+                self.protocol,
                 batch_size=self.args.per_device_eval_batch_size,
                 autocast=self.accelerator.autocast,  # the training precision, before and after prepare()
             )
