@@ -77,7 +77,7 @@ def _hash_tensors(files: list[Path]) -> str:
     per_tensor = {}  # short name -> "dtype|shape|sha256 of bytes"; combined in name order across shards
     for path in files:
         with safe_open(str(path), framework="pt") as f:
-            for name in f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not iterable
                 short = name.removeprefix("transformer.")
                 if short.endswith(_NOT_WEIGHTS):
                     continue
@@ -117,4 +117,4 @@ def tensor_shapes(safetensors_file: Path) -> dict[str, list[int]]:
     from safetensors import safe_open
 
     with safe_open(str(safetensors_file), framework="pt") as f:
-        return {name: list(f.get_slice(name).get_shape()) for name in f}
+        return {name: list(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 - safe_open is not iterable
