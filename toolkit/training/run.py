@@ -13,7 +13,6 @@ import logging
 import math
 import shutil
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from ..files import read_json
 from ..modeling.base import load_base, load_config
 from ..modeling.fingerprints import tokenizer_fingerprint, weights_fingerprint
 from ..modeling.lora import AdapterShape, attach_lora, describe_adapter
-from ..modeling.precision import resolve_precision
+from ..modeling.precision import training_precision
 from ..modeling.tokenizer import tokenizer_from
 from ..records import Kept, Protocol, RunIdentity, Score, TrainingMetrics, TrainStats
 from ..sources.models import model_source, recorded_name
@@ -62,22 +61,18 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     allow_changed: bool = False,
-    force: bool | None = None,
     callbacks: tuple = (),
 ) -> TrainResult:
     """Train the recipe's adapter into the store. `resume` continues the run from its newest complete
     checkpoint; `overwrite` replaces an existing adapter (it stays in place until the new one is saved);
-    `allow_changed` resumes even if the recipe, the data or the base changed since the checkpoint (`force`
-    is its older name). `callbacks` are more Trainer callbacks (the benchmark's timer)."""
-    if force is not None:
-        warnings.warn("train(force=...) is deprecated: use allow_changed=...", DeprecationWarning, stacklevel=2)
-        allow_changed = allow_changed or force
+    `allow_changed` resumes even if the recipe, the data or the base changed since the checkpoint.
+    `callbacks` are more Trainer callbacks (the benchmark's timer)."""
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     name = recipe.adapter_name
     _check_request(recipe, store, resume, overwrite)
 
     # Everything that can fail on bad input happens before anything is written to the store.
-    precision = resolve_precision(recipe.training.precision)
+    precision = training_precision(recipe.training.precision)
     _check_loggers(recipe)
     load_config(recipe)
     source = model_source(recipe.model.name, recipe.model.revision)
