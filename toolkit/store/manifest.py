@@ -238,10 +238,10 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
-        created = _text(data, "created", "")
+        created = _field(data, "created", "", (object,), "")
         try:
             datetime.datetime.fromisoformat(created)
-        except ValueError:
+        except (TypeError, ValueError):
             raise _damaged("created", created, "a date and time (ISO 8601)") from None
         files = _object(data, "files")
         tensors = _object(data, "tensors")

@@ -189,22 +189,20 @@ class AdapterStore:
         )
 
     def recorded_base(self, name: str) -> BaseRecord | None:
-        """The base an adapter records: its manifest's or, without a manifest, the one peft's adapter_config
-        names (an adapter written elsewhere); None when its manifest is damaged or nothing names one."""
+        """The base an adapter records: its manifest's or, without a readable one (written elsewhere, or
+        damaged), the one peft's adapter_config names; None when nothing names one."""
         folder = self.require(name)
         try:
             manifest = read_manifest(folder)
         except RecordError:
-            return None
+            manifest = None
         if manifest is not None:
             return manifest.base
         config = read_json(folder / "adapter_config.json")
         named, revision = config.get("base_model_name_or_path"), config.get("revision")
-        return (
-            BaseRecord(named, revision if isinstance(revision, str) and revision else "main")
-            if (isinstance(named, str) and named)
-            else None
-        )
+        if not isinstance(named, str) or not named:
+            return None
+        return BaseRecord(named, revision if isinstance(revision, str) and revision else "main")
 
     def base_for(self, names: Sequence[str], base: str | None = None) -> BaseRecord | None:
         """The base to run adapters `names` on: `base` when given, else the one most of them record (a tie
