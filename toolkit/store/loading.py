@@ -62,9 +62,9 @@ def load(
     if len(set(names)) != len(names):
         raise ToolkitError(f"adapters {', '.join(names)}: each adapter may be named once")
     for name in names:
-        recorded = _recorded(store.require(name))
-        if strict and isinstance(recorded, str):  # say so now, before choosing a base finds none recorded
-            raise ToolkitError(f"adapter {name!r}: {recorded}; pass {param('strict', False)} to load it anyway")
+        manifest = _recorded(store.require(name))
+        if strict and isinstance(manifest, str):  # say so now, before choosing a base finds none recorded
+            raise ToolkitError(f"adapter {name!r}: {manifest}; pass {param('strict', False)} to load it anyway")
     if precision.quantization != "none" and not torch.cuda.is_available():
         dora = [name for name in names if read_json(store.path(name) / "adapter_config.json").get("use_dora")]
         if dora:
@@ -121,7 +121,7 @@ def check_adapters(store: AdapterStore, names: Sequence[str], source: ModelSourc
                 f"adapter {name!r}: {folder} has no {WEIGHTS}; only safetensors weights are read (never pickle "
                 "files such as adapter_model.bin): retrain it or import it again"
             )
-        problems += [f"adapter {name!r}: {p}" for p in verify(folder, _recorded(folder), source, base)]
+        problems += [f"adapter {name!r}: {p}" for p in verify(folder, source, base)]
     if problems and strict:
         raise ToolkitError(*[f"{p}; pass {param('strict', False)} to load it anyway" for p in problems])
     for problem in problems:
@@ -172,10 +172,10 @@ def prompt_templates(model) -> dict[str, str]:
     return {name: spec.template for name, spec in examples_formats(model).items()}
 
 
-def verify(folder: Path, manifest: Manifest | str, source: ModelSource, base: dict) -> list[str]:
+def verify(folder: Path, source: ModelSource, base: dict) -> list[str]:
     """What differs between an adapter and what it was trained with: its files, the base, the tokenizer.
-    `manifest`: the adapter's, or what keeps it from being read. `base` holds the fingerprints of the base in
-    use: {"weights": ..., "tokenizer": ...}."""
+    `base` holds the fingerprints of the base in use: {"weights": ..., "tokenizer": ...}."""
+    manifest = _recorded(folder)
     if isinstance(manifest, str):
         return [manifest]
     problems = manifest.problems(folder)
@@ -199,7 +199,7 @@ def _recorded(folder: Path) -> Manifest | str:
         return str(err)
 
 
-def _choose_base(store: AdapterStore, names: list[str], base: str | None) -> tuple[str, str]:
+def _choose_base(store: AdapterStore, names: Sequence[str], base: str | None) -> tuple[str, str]:
     """The base (name, revision) to load `names` on, refusing adapters trained on different bases."""
     bases = {name: store.recorded_base(name) for name in names}
     weights = {b.weights_sha256 for b in bases.values() if b is not None and b.weights_sha256}

@@ -238,10 +238,10 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
-        created = _field(data, "created", "", (object,), "")
+        created = _field(data, "created", "", (str,), "a date and time (ISO 8601)")
         try:
             datetime.datetime.fromisoformat(created)
-        except (TypeError, ValueError):
+        except ValueError:
             raise _damaged("created", created, "a date and time (ISO 8601)") from None
         files = _object(data, "files")
         tensors = _object(data, "tensors")
