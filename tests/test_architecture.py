@@ -135,6 +135,93 @@ def test_only_toolkit_distributed_reads_torchrun_or_owns_the_process_group():
     assert found == []
 
 
+MANIFEST_KEYS = {
+    *("format", "name", "created", "base", "dataset", "recipe_sha256", "trained_with", "versions", "files", "tensors"),
+}
+
+
+def manifest_key_reads(source: str) -> list[str]:
+    """Where a module reads a manifest's keys by hand: `x["base"]` or `x.get("base")` where `x` comes from a
+    manifest: an expression that names one (`manifest`, `manifests[name]`, `info.manifest`, a file read
+    through `MANIFEST`), or a name bound from such an expression (`for name, m in manifests.items()`)."""
+    tree = ast.parse(source)
+    derived: set[str] = set()
+
+    def bound_names(target: ast.AST) -> list[str]:
+        """The names an assignment binds: `a`, `a, (b, *c)`; not `d` of `x[d] = ...`, which it only reads."""
+        if isinstance(target, ast.Name):
+            return [target.id]
+        if isinstance(target, ast.Starred):
+            return bound_names(target.value)
+        if isinstance(target, (ast.Tuple, ast.List)):
+            return [name for element in target.elts for name in bound_names(element)]
+        return []
+
+    def from_manifest(node: ast.AST) -> bool:
+        return any(
+            (isinstance(n, ast.Name) and ("manifest" in n.id.lower() or n.id in derived))
+            or (isinstance(n, ast.Attribute) and "manifest" in n.attr.lower())
+            for n in ast.walk(node)
+        )
+
+    for _ in range(3):  # names bound from names bound from a manifest
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+                bound, value = (node.targets if isinstance(node, ast.Assign) else [node.target]), node.value
+            elif isinstance(node, (ast.For, ast.comprehension)):
+                bound, value = [node.target], node.iter
+            else:
+                continue
+            if from_manifest(value):
+                derived |= {name for target in bound for name in bound_names(target)}
+
+    def key(node: ast.AST) -> str | None:
+        return node.value if isinstance(node, ast.Constant) and node.value in MANIFEST_KEYS else None
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and key(node.slice) and from_manifest(node.value):
+            found.append(f"line {node.lineno}: [{key(node.slice)!r}]")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+            and key(node.args[0])
+            and from_manifest(node.func.value)
+        ):
+            found.append(f"line {node.lineno}: .get({key(node.args[0])!r})")
+    return found
+
+
+def test_only_the_manifest_module_reads_a_manifests_keys():
+    """A manifest is read through its record (toolkit.store.manifest.Manifest), never walked as a dict."""
+    found = [
+        f"{name} {where}"
+        for name, path in modules().items()
+        if name != "toolkit.store.manifest"
+        for where in manifest_key_reads(path.read_text())
+    ]
+    assert found == []
+
+
+def test_the_manifest_check_sees_a_manifest_walked_by_hand():
+    """The check above catches each way a manifest was read before it had a record, and nothing else."""
+    readers = [
+        'base = info.manifest.get("base", {})',
+        'm = read_json(folder / MANIFEST)\nname = m.get("name")',
+        'label = manifests[first].get("base", {}).get("name")',
+        'bases = {n: m.get("base", {}) for n, m in manifests.items()}',
+        'created = self.manifest["created"]',
+    ]
+    others = [
+        'row = info.summary()\nbase = row["base"]\nsteps = metrics.get("train")',
+        "name = info.manifest.base.name",
+    ]
+    assert [source for source in readers if not manifest_key_reads(source)] == []
+    assert [source for source in others if manifest_key_reads(source)] == []
+
+
 def _strings(tree: ast.AST):
     """String constants of a module, docstrings left out (they may show how the CLI is used)."""
     docstrings = set()

@@ -27,7 +27,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import toolkit
 from toolkit.cli import main
 from toolkit.errors import ToolkitError
+from toolkit.records import RecordError
 from toolkit.sources import builtin
+from toolkit.store.manifest import BaseRecord, DataRecord, FileRecord, Manifest, TrainedWith
 
 TEXT = "The cat sees the moon. A dog finds a red ball."
 NAMES = ["elsewhere", "poems", "poems8", "quickstart"]  # `trained_adapters` in conftest
@@ -234,7 +236,7 @@ def test_adapter_store_api(store):
     folder = store / "quickstart"
     assert info.path == str(folder) and adapters.path("quickstart") == folder
     assert info.metrics == json.loads((folder / "metrics.json").read_text())
-    assert info.manifest["name"] == "quickstart" and info.adapter_config["r"] == 2
+    assert info.manifest.name == "quickstart" and info.adapter_config["r"] == 2
     assert info.bytes == sum(info.files.values()) == sum(p.stat().st_size for p in folder.iterdir())
     assert info.recipe == (folder / "recipe.toml").read_text()
     assert info.problems == []
@@ -587,6 +589,8 @@ def test_import_brings_in_a_peft_adapter(store, cli, peft_adapter, tiny_model):
     manifest = json.loads((store / "ext" / "manifest.json").read_text())
     assert manifest["base"]["name"] == str(tiny_model.resolve())
     assert set(manifest["files"]) == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+    text = (store / "ext" / "manifest.json").read_text()
+    assert json.dumps(Manifest.from_json(json.loads(text)).to_json(), indent=2) == text  # the import's kind too
     copied = (store / "ext" / "adapter_model.safetensors").read_bytes()
     assert copied == (folder / "adapter_model.safetensors").read_bytes()
     rows = {row["name"]: row for row in json.loads(cli("adapters", "list", "--json").stdout)}
@@ -655,3 +659,120 @@ def test_import_refuses_pickles_and_non_lora_adapters(store, cli, peft_adapter, 
         assert len(error_lines(result.output)) == 1 and expected in result.output, result.output
     assert "LoRA" in result.output
     assert tree(store) == before
+
+
+# 8. The manifest record ------------------------------------------------------------------------------
+
+
+def test_a_manifest_written_by_training_reads_back_to_the_same_file(store):
+    """Manifest.to_json of a parsed manifest is the file training wrote, byte for byte (json.dumps, indent 2,
+    as written); the record it reads is the one the store gives."""
+    for name in NAMES:
+        text = (store / name / "manifest.json").read_text()
+        manifest = Manifest.from_json(json.loads(text))
+        assert json.dumps(manifest.to_json(), indent=2) == text, name
+        assert Manifest.from_json(manifest.to_json()) == manifest == toolkit.AdapterStore().info(name).manifest
+    assert Manifest.from_json(json.loads((store / "poems8" / "manifest.json").read_text())).trained_with == (
+        TrainedWith(quantization="int8")
+    )
+
+
+def test_every_kind_of_manifest_round_trips():
+    """from_json(to_json(m)) == m for each kind of data (hub dataset, files, import) and of training."""
+    base = BaseRecord("gpt2", "0123abc", "w" * 64, "t" * 64)
+    files = {"adapter_model.safetensors": FileRecord("s" * 64, 1234)}
+    kinds = [
+        (DataRecord("Salesforce/wikitext", "wikitext-2-raw-v1", "train", "validation", text_column="text"), None),
+        (DataRecord(dataset="tiny-stories"), TrainedWith("nf4", use_dora=True, format="examples", template="Q: ")),
+        (DataRecord(train_files=("/a.txt",), eval_files=("/b.txt",), fingerprint="f"), TrainedWith(template="")),
+        (DataRecord(imported_from="/elsewhere/adapter"), None),
+    ]
+    for dataset, trained_with in kinds:
+        manifest = Manifest(
+            "x", "2026-12-07T10:00:00+00:00", base, dataset, None, files, {"w": [2, 8]}, {"torch": "2.13"}, trained_with
+        )
+        written = json.loads(json.dumps(manifest.to_json()))
+        assert Manifest.from_json(written) == manifest
+        assert ("template" in written.get("trained_with", {})) == (
+            trained_with is not None and trained_with.template is not None
+        )
+    assert DataRecord("Salesforce/wikitext", "wikitext-2-raw-v1").label == "Salesforce/wikitext (wikitext-2-raw-v1)"
+
+
+DAMAGES = [
+    ({"created": 12345}, "manifest.json is damaged: created is '12345', not a date and time (ISO 8601)"),
+    ({"created": "yesterday"}, "manifest.json is damaged: created is 'yesterday', not a date and time (ISO 8601)"),
+    ({"base": {"name": 5}}, "manifest.json is damaged: base.name is '5', not text"),
+    ({"base": "gpt2"}, "manifest.json is damaged: base is 'gpt2', not an object"),
+    ({"files": []}, "manifest.json is damaged: files is '[]', not an object"),
+    ({"tensors": None}, "manifest.json is damaged: tensors is 'None', not an object"),
+    (
+        {"trained_with": {"use_dora": "yes"}},
+        "manifest.json is damaged: trained_with.use_dora is 'yes', not true or false",
+    ),
+    (
+        {"dataset": {"train_files": "a.txt"}},
+        "manifest.json is damaged: dataset.train_files is 'a.txt', not a list of text",
+    ),
+]
+
+
+@pytest.mark.parametrize("damage, message", DAMAGES, ids=[next(iter(d)) + str(i) for i, (d, _) in enumerate(DAMAGES)])
+def test_a_damaged_manifest_is_one_line_naming_the_field(store, damage, message):
+    path = store / "quickstart" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **damage}))
+    with pytest.raises(RecordError) as parsed:
+        Manifest.from_json(json.loads(path.read_text()))
+    assert str(parsed.value) == message
+    info = toolkit.AdapterStore().info("quickstart")
+    assert info.manifest is None and info.problems == [message]
+
+
+def test_a_damaged_manifest_is_refused_by_load_and_show(store, cli, load_warnings):
+    path = store / "quickstart" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "created": 12345}))
+    message = "manifest.json is damaged: created is '12345', not a date and time (ISO 8601)"
+    with pytest.raises(ToolkitError) as refused:
+        toolkit.load("quickstart")
+    assert str(refused.value) == f"adapter 'quickstart': {message}; pass strict=False to load it anyway"
+    toolkit.load("quickstart", strict=False)  # onto the base its adapter_config names
+    assert [w for w in warnings_of(load_warnings) if message in w]
+    shown = cli("adapters", "show", "quickstart")  # last: the CLI stops the toolkit logger propagating
+    assert shown.exit_code == 2 and error_lines(shown.stderr) == [
+        f"error: adapter 'quickstart': {message}; retrain it or remove it"
+    ]
+
+
+def test_a_missing_key_is_named(store):
+    data = json.loads((store / "quickstart" / "manifest.json").read_text())
+    del data["tensors"]
+    with pytest.raises(RecordError, match=r"^manifest.json is damaged: it has no tensors$"):
+        Manifest.from_json(data)
+
+
+def test_base_for_is_the_base_most_adapters_record(store, tiny_model, other_model):
+    """One rule for the base of several adapters: the one given, else the one most of them record (a tie:
+    the first named's), at the revision they record for it; an adapter without a readable manifest counts
+    with the base its adapter_config names."""
+    adapters = toolkit.AdapterStore()
+    tiny, other = str(tiny_model.resolve()), str(other_model.resolve())
+    assert adapters.base_for(["quickstart"]) == adapters.info("quickstart").manifest.base
+    assert adapters.base_for(["elsewhere", "quickstart", "poems"]).name == tiny
+    assert adapters.base_for(["elsewhere", "quickstart"]).name == other
+    assert adapters.base_for(["elsewhere"], base="gpt2") == BaseRecord("gpt2", "main")
+    assert adapters.base_for([]) is None
+
+    config = json.loads((store / "poems" / "adapter_config.json").read_text())
+    (store / "poems" / "adapter_config.json").write_text(json.dumps({**config, "revision": "v2"}))
+    path = store / "poems" / "manifest.json"
+    path.write_text(path.read_text().replace('"revision": "main"', '"revision": "v2"'))
+    assert adapters.base_for(["quickstart", "poems"], base=tiny) == BaseRecord(tiny, "main")
+    assert adapters.base_for(["poems", "poems8", "quickstart"]).revision == "main"
+    assert adapters.base_for(["poems", "quickstart"]).revision == "v2"
+    assert adapters.base_for(["quickstart", "poems", "poems"], base=tiny).revision == "v2"
+    path.unlink()  # peft's config names the base (with the revision written into it above)
+    assert adapters.base_for(["poems"]) == BaseRecord(config["base_model_name_or_path"], "v2")
+    (store / "elsewhere" / "manifest.json").write_text('{"name": "elsewhere"}')  # damaged: peft's config
+    assert adapters.base_for(["elsewhere"]) == BaseRecord(other, "main")
+    (store / "elsewhere" / "adapter_config.json").write_text("{}")  # and nothing names a base
+    assert adapters.base_for(["elsewhere"]) is None

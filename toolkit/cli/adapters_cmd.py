@@ -118,10 +118,9 @@ def show(name: str, store: str | None, as_json: bool) -> None:
         # The adapted perplexity above is the kept step's, which need not be the last.
         which = "the best evaluation" if kept["keep"] == "best" else "the last step"
         click.echo(f"  kept: the adapter of step {kept['step']}, {which}")
-    base = info.manifest.get("base", {})
-    if base:
-        click.echo(f"  base weights sha256: {base.get('weights_sha256')}")
-        click.echo(f"  tokenizer sha256: {base.get('tokenizer_sha256')}")
+    if info.manifest:
+        click.echo(f"  base weights sha256: {info.manifest.base.weights_sha256}")
+        click.echo(f"  tokenizer sha256: {info.manifest.base.tokenizer_sha256}")
     click.echo("  files:")
     for file_name, size in info.files.items():
         click.echo(f"    {file_name}  {_size(size)}")

@@ -444,5 +444,5 @@ def _naming(text: Text):
 
 def _recorded_base(adapter: str, store: AdapterStore) -> str | None:
     """The base as the adapter's manifest names it (a hub id or builtin as given, a folder as a path)."""
-    base = store.info(adapter).manifest.get("base", {})
-    return base.get("name") if isinstance(base, dict) else None
+    base = store.base_for([adapter])
+    return base.name if base else None

@@ -22,7 +22,6 @@ from ..errors import ToolkitError, param
 from ..files import atomic_folder, read_json, write_json
 from ..generation.merging import batch_logits, check_out, load_to_merge, trained_quantized, verify_batches
 from ..generation.mixing import parse_weights
-from ..store.manifest import MANIFEST
 from ..store.store import AdapterStore
 from . import gguf_files, onnx_files, runtimes
 
@@ -91,14 +90,14 @@ def export(
     _check_request(format, tensor_type, adapter_file, base_file, merged)
     if format == "gguf" and adapter_file:
         _check_adapter_files(store, weights)
-    manifests = {name: read_json(store.require(name) / MANIFEST) for name in weights}
     out = Path(out).expanduser()
     replace_out = check_out(out, overwrite, store, marker=RECORD, kind="an export")
     full_precision = [name for name in weights if trained_quantized(store, name)]
 
     model, tokenizer, adapter = load_to_merge(weights, base=base, store=store, strict=strict)
     config = model.get_base_model().config
-    base_label = base or manifests[next(iter(weights))].get("base", {}).get("name") or config.name_or_path
+    recorded = store.base_for(list(weights))
+    base_label = base or (recorded.name if recorded else config.name_or_path)
     batches = [batch.tolist() for batch in verify_batches(config)] if verify else []
     reference = {"adapter": _reference(model, batches)}
     if verify and format == "gguf" and base_file:

@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 
 from ..errors import ToolkitError, param
-from ..files import atomic_folder, read_json
+from ..files import atomic_folder
 from ..modeling.precision import FULL_PRECISIONS, checkpoint_precision, torch_dtype
 from ..sources.models import model_source
 from ..store import card
 from ..store.loading import load
-from ..store.manifest import MANIFEST
 from ..store.store import AdapterStore
 from .mixing import mix, parse_weights
 from .switching import use
@@ -64,7 +63,7 @@ def merge(
     weights = parse_weights([adapters] if isinstance(adapters, str) else adapters, label="merge")
     if precision is not None and precision not in FULL_PRECISIONS:
         raise ToolkitError(f"{param('precision')}: {precision!r} is not one of {', '.join(FULL_PRECISIONS)}")
-    manifests = {name: read_json(store.require(name) / MANIFEST) for name in weights}
+    manifests = {name: store.info(name).manifest for name in weights}
     out = Path(out).expanduser()
     replace_out = check_out(out, overwrite, store)
     full_precision = [name for name in weights if trained_quantized(store, name)]
@@ -72,14 +71,14 @@ def merge(
     model, tokenizer, merged_name = load_to_merge(weights, base=base, store=store, strict=strict)
     base_model = model.get_base_model()
     out_precision = precision or checkpoint_precision(_checkpoint_config(base_model.config.name_or_path))
-    only = next(iter(weights))
     batches = verify_batches(base_model.config) if verify else []
     reference = [batch_logits(model, batch) for batch in batches]
 
     merged = model.merge_and_unload(adapter_names=[merged_name])  # a new model, no peft layers left
     merged = merged.to(device="cpu", dtype=torch_dtype(out_precision))
     merged.generation_config.pad_token_id = tokenizer.pad_token_id  # batched generation needs one
-    base_label = base or manifests[only].get("base", {}).get("name") or base_model.config.name_or_path
+    recorded = store.base_for(list(weights))
+    base_label = base or (recorded.name if recorded else base_model.config.name_or_path)
     with atomic_folder(out, replace=replace_out) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

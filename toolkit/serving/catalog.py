@@ -10,14 +10,12 @@ thousands of adapters, is refused in a line.
 
 from __future__ import annotations
 
-import datetime
-from collections import Counter
 from dataclasses import dataclass
 
 from ..config.names import is_valid_name
 from ..errors import ToolkitError, param
 from ..generation.mixing import describe, parse_weights
-from ..store.manifest import MANIFEST
+from ..store.manifest import BaseRecord
 from ..store.store import AdapterStore
 from .errors import BadRequest, ModelNotFound, message
 from .types import ModelCard
@@ -68,14 +66,15 @@ class Catalog:
         cards = [ModelCard(id=self.base, created=self.started, root=self.base)]
         for name in self.names():
             try:
-                row = self.store.info(name).summary()
+                info = self.store.info(name)
             except ToolkitError:  # removed, or turned into a link, while the listing was read
                 continue
+            row = info.summary()
             try:
                 cards.append(
                     ModelCard(
                         id=name,
-                        created=_timestamp(row["created"]) or self.started,
+                        created=info.manifest.timestamp if info.manifest else self.started,
                         root=row["base"] or self.base,
                         parent=row["base"] or self.base,
                         dataset=row["dataset"] or None,
@@ -84,14 +83,14 @@ class Catalog:
                         error="; ".join(row["problems"]) or None,
                     )
                 )
-            except ValueError as err:  # a manifest whose fields have the wrong types (pydantic's error is one)
+            except ValueError as err:  # figures or a base name of the wrong type (pydantic's error says which)
                 cards.append(
                     ModelCard(
                         id=name,
                         created=self.started,
                         root=self.base,
                         parent=self.base,
-                        error=f"{MANIFEST} is damaged: {_field_problem(err)}",
+                        error=f"its records are damaged: {_field_problem(err)}",
                     )
                 )
         return cards
@@ -153,52 +152,24 @@ class Catalog:
         raise ModelNotFound(f"{what}; this server has: {known} (GET /v1/models lists them)", param="model")
 
 
-@dataclass(frozen=True)
-class ServedBase:
-    name: str  # a hub id or a folder, as the adapters record it (or as --base gives it)
-    revision: str = "main"  # the hub revision the adapters were trained on (ignored for a folder)
-
-
-def choose_base(store: AdapterStore, base: str | None, preload: tuple[str, ...] = ()) -> ServedBase:
+def choose_base(store: AdapterStore, base: str | None, preload: tuple[str, ...] = ()) -> BaseRecord:
     """The base to serve: the one given, else the one the preloaded adapters record, else the one most of
-    the store's adapters record; at the revision those adapters record (a pinned hub revision is kept)."""
-    recorded: dict[str, tuple[str, str]] = {}
-    for name in store.names():
-        record = store.info(name).manifest.get("base") if store.exists(name) and store.refusal(name) is None else None
-        if isinstance(record, dict) and isinstance(record.get("name"), str) and record["name"]:
-            revision = record.get("revision")
-            recorded[name] = (record["name"], revision if isinstance(revision, str) and revision else "main")
-    if base:
-        revisions = Counter(revision for name, revision in recorded.values() if name == base)
-        return ServedBase(base, revisions.most_common(1)[0][0] if revisions else "main")
-    for name in preload:
-        if name in recorded:
-            return ServedBase(*recorded[name])
-    counts = Counter(recorded.values())
-    if not counts:
+    the store's adapters record; at the revision those adapters record (a pinned hub revision is kept).
+    `store.base_for` decides, as it does for every command that loads adapters."""
+    chosen = store.base_for(list(preload) or [n for n in store.names() if store.refusal(n) is None], base)
+    if chosen is None:
         raise ToolkitError(
             f"nothing to serve: the store {store.root} holds no adapter that records its base; "
             f"train one into it, point {store.setting} at another store, or name the model with {param('base')}"
         )
-    return ServedBase(*counts.most_common(1)[0][0])
-
-
-def _timestamp(created) -> int | None:
-    if created is None:
-        return None
-    if not isinstance(created, str):
-        raise ValueError(f"created is {shown(str(created), 40)}, not a date and time (ISO 8601)")  # noqa: TRY004 - a bad value, read as one
-    try:
-        return int(datetime.datetime.fromisoformat(created).timestamp())
-    except ValueError:
-        raise ValueError(f"created is {shown(created, 40)}, not a date and time (ISO 8601)") from None
+    return chosen
 
 
 def _field_problem(err: ValueError) -> str:
-    """One line for what is wrong: pydantic's first error named by the manifest's field, or the message."""
+    """One line for what is wrong: pydantic's first error, named by the field of the records it came from."""
     errors = getattr(err, "errors", None)
     if errors is None:
         return str(err)
     first = errors()[0]
-    field = {"root": "base.name", "parent": "base.name"}.get(str(first["loc"][0]), str(first["loc"][0]))
+    field = {"root": "base", "parent": "base"}.get(str(first["loc"][0]), str(first["loc"][0]))
     return f"{field} is {shown(str(first.get('input')), 40)}: {first['msg'].lower()}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..config.recipe import Recipe
 from ..records import TrainingMetrics
+from .manifest import WEIGHTS, Manifest
 
 
 def render(recipe: Recipe, metrics: TrainingMetrics) -> str:
@@ -106,15 +107,17 @@ def render_merged(
     base: str,
     weights: dict[str, float],
     precision: str,
-    adapters: dict[str, dict],
+    adapters: dict[str, Manifest | None],
     full_precision: list[str],
 ) -> str:
-    """The card of a standalone model merged from adapters. `adapters`: name -> manifest."""
+    """The card of a standalone model merged from adapters. `adapters`: name -> manifest (None: none)."""
 
     def row(adapter: str, weight: float) -> str:
-        manifest = adapters.get(adapter, {})
-        sha256 = manifest.get("files", {}).get("adapter_model.safetensors", {}).get("sha256", "-")
-        return f"| {adapter} | {weight:g} | {_dataset(manifest)} | `{sha256[:16]}` |"
+        manifest = adapters.get(adapter)
+        weights = manifest.files.get(WEIGHTS) if manifest else None
+        sha256 = weights.sha256 if weights else "-"
+        data = (manifest.dataset.label if manifest else "") or "-"
+        return f"| {adapter} | {weight:g} | {data} | `{sha256[:16]}` |"
 
     rows = "\n".join(row(adapter, weight) for adapter, weight in weights.items())
     int8_note = (
@@ -149,9 +152,3 @@ generate = pipeline("text-generation", model="path/to/{name}")
 print(generate("The", max_new_tokens=20)[0]["generated_text"])
 ```
 """
-
-
-def _dataset(manifest: dict) -> str:
-    dataset = manifest.get("dataset", {})
-    text = dataset.get("dataset") or ", ".join(dataset.get("train_files", [])) or dataset.get("imported_from") or "-"
-    return text + (f" ({dataset['config']})" if dataset.get("config") else "")

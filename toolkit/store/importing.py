@@ -16,7 +16,7 @@ from ..modeling.lora import layer_names
 from ..modeling.tokenizer import tokenizer_from
 from ..sources.models import model_source, recorded_name
 from . import card
-from .manifest import write_manifest
+from .manifest import BaseRecord, DataRecord, write_manifest
 from .store import AdapterStore
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,13 @@ def import_adapter(
         write_manifest(
             tmp,
             name=name,
-            base={
-                "name": recorded_name(base_name),
-                "revision": config.get("revision") or "main",
-                "weights_sha256": weights_fingerprint(source),
-                "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
-            },
-            dataset={"imported_from": str(folder.resolve())},
+            base=BaseRecord(
+                recorded_name(base_name),
+                config.get("revision") or "main",
+                weights_fingerprint(source),
+                tokenizer_fingerprint(tokenizer),
+            ),
+            dataset=DataRecord(imported_from=str(folder.resolve())),
             recipe_sha256=None,
             versions={},
         )

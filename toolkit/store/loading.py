@@ -19,9 +19,9 @@ from ..modeling.base import base_from
 from ..modeling.fingerprints import tokenizer_fingerprint, weights_fingerprint
 from ..modeling.precision import LoadPrecision
 from ..modeling.tokenizer import tokenizer_from
-from ..records import ModelSource
+from ..records import ModelSource, RecordError
 from ..sources.models import model_source
-from .manifest import MANIFEST, folder_problems
+from .manifest import MANIFEST, Manifest, read_manifest
 from .store import AdapterStore
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,10 @@ def load(
     names = [adapters] if isinstance(adapters, str) else list(adapters or [])
     if len(set(names)) != len(names):
         raise ToolkitError(f"adapters {', '.join(names)}: each adapter may be named once")
-    manifests = {name: _manifest(store, name, strict) for name in names}
+    for name in names:
+        manifest = _recorded(store.require(name))
+        if strict and isinstance(manifest, str):  # say so now, before choosing a base finds none recorded
+            raise ToolkitError(f"adapter {name!r}: {manifest}; pass {param('strict', False)} to load it anyway")
     if precision.quantization != "none" and not torch.cuda.is_available():
         dora = [name for name in names if read_json(store.path(name) / "adapter_config.json").get("use_dora")]
         if dora:
@@ -69,7 +72,7 @@ def load(
                     for name in dora
                 )
             )
-    base_name, recorded = _choose_base(base, manifests)
+    base_name, recorded = _choose_base(store, names, base)
     revision = revision or recorded
     key = param("base") if base else f"the base of adapter {names[0]!r} (point {param('base')} at a copy of it)"
     source = model_source(base_name, revision, key=key)
@@ -100,8 +103,7 @@ def check_adapters(store: AdapterStore, names: Sequence[str], source: ModelSourc
                 f"adapter {name!r}: {folder} has no {WEIGHTS}; only safetensors weights are read (never pickle "
                 "files such as adapter_model.bin): retrain it or import it again"
             )
-        recorded = read_json(folder / MANIFEST)  # not the stand-in that strict=False makes
-        problems += [f"adapter {name!r}: {p}" for p in verify(folder, recorded, source, base)]
+        problems += [f"adapter {name!r}: {p}" for p in verify(folder, source, base)]
     if problems and strict:
         raise ToolkitError(*[f"{p}; pass {param('strict', False)} to load it anyway" for p in problems])
     for problem in problems:
@@ -152,50 +154,46 @@ def prompt_templates(model) -> dict[str, str]:
     return {name: spec.template for name, spec in examples_formats(model).items()}
 
 
-def verify(folder: Path, manifest: dict, source: ModelSource, base: dict) -> list[str]:
+def verify(folder: Path, source: ModelSource, base: dict) -> list[str]:
     """What differs between an adapter and what it was trained with: its files, the base, the tokenizer.
     `base` holds the fingerprints of the base in use: {"weights": ..., "tokenizer": ...}."""
-    if not manifest:
-        return [NO_MANIFEST]
-    problems = folder_problems(folder, manifest)
-    recorded = manifest.get("base", {}) if isinstance(manifest.get("base"), dict) else {}
+    manifest = _recorded(folder)
+    if isinstance(manifest, str):
+        return [manifest]
+    problems = manifest.problems(folder)
+    recorded = manifest.base
     actual = base["weights"]
-    if recorded.get("weights_sha256") != actual:
+    if recorded.weights_sha256 != actual:
         problems.append(
-            f"it was trained on base {recorded.get('name')!r} (weights {str(recorded.get('weights_sha256'))[:12]}), "
+            f"it was trained on base {recorded.name!r} (weights {str(recorded.weights_sha256)[:12]}), "
             f"but {source.path} has other weights ({actual[:12]})"
         )
-    if recorded.get("tokenizer_sha256") != base["tokenizer"]:
+    if recorded.tokenizer_sha256 != base["tokenizer"]:
         problems.append(f"the tokenizer of {source.path} differs from the one it was trained with")
     return problems
 
 
-def _manifest(store: AdapterStore, name: str, strict: bool) -> dict:
-    folder = store.require(name)
-    manifest = read_json(folder / MANIFEST)
-    if not manifest:
-        if strict:  # say so now, before choosing a base finds that the manifest names none
-            raise ToolkitError(f"adapter {name!r}: {NO_MANIFEST}; pass {param('strict', False)} to load it anyway")
-        # Without a record, the base can only come from peft's own config.
-        config = read_json(folder / "adapter_config.json")
-        manifest = {"base": {"name": config.get("base_model_name_or_path"), "revision": config.get("revision")}}
-    return manifest
+def _recorded(folder: Path) -> Manifest | str:
+    """The adapter's manifest, or what keeps it from being read: none, or a damaged one."""
+    try:
+        return read_manifest(folder) or NO_MANIFEST
+    except RecordError as err:
+        return str(err)
 
 
-def _choose_base(base: str | None, manifests: dict[str, dict]) -> tuple[str, str]:
-    bases = {name: m.get("base", {}) for name, m in manifests.items()}
-    weights = {b.get("weights_sha256") for b in bases.values() if b.get("weights_sha256")}
+def _choose_base(store: AdapterStore, names: Sequence[str], base: str | None) -> tuple[str, str]:
+    """The base (name, revision) to load `names` on, refusing adapters trained on different bases."""
+    bases = {name: store.recorded_base(name) for name in names}
+    weights = {b.weights_sha256 for b in bases.values() if b is not None and b.weights_sha256}
     if len(weights) > 1:
-        listing = ", ".join(f"{name} on {b.get('name')}" for name, b in bases.items())
+        listing = ", ".join(f"{name} on {b.name if b else None}" for name, b in bases.items())
         raise ToolkitError(
             f"these adapters were trained on different bases ({listing}); an update means something only on its "
             "own base: load, mix or merge adapters of one base together"
         )
-    if base:
-        return base, "main"
-    if not bases:
-        raise ToolkitError(f"nothing to load: name an adapter, or a base model with {param('base')}")
-    first = next(iter(bases.values()))
-    if not first.get("name"):
-        raise ToolkitError(f"adapter {next(iter(bases))!r} does not record its base; pass {param('base')}")
-    return first["name"], first.get("revision") or "main"
+    chosen = store.base_for(names, base)
+    if chosen is None:
+        if not names:
+            raise ToolkitError(f"nothing to load: name an adapter, or a base model with {param('base')}")
+        raise ToolkitError(f"adapter {names[0]!r} does not record its base; pass {param('base')}")
+    return chosen.name, chosen.revision

@@ -17,6 +17,8 @@ import os
 import shutil
 import tomllib
 import uuid
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from ..config.recipe import Recipe, parse_recipe
 from ..errors import ToolkitError, param
 from ..files import atomic_folder, json_problem, read_json
 from ..records import RecordError, TrainingMetrics
-from .manifest import MANIFEST
+from .manifest import MANIFEST, BaseRecord, Manifest, manifest_name, read_manifest
 
 STORE_ENV = "GPT2_ADAPT_STORE"
 DEFAULT_ROOT = "adapters"
@@ -38,7 +40,7 @@ class AdapterInfo:
 
     name: str
     path: str
-    manifest: dict
+    manifest: Manifest | None  # None: none, or a damaged one (its problem is in `problems`)
     metrics: dict
     adapter_config: dict
     recipe: str | None  # the resolved recipe's TOML, None when absent (imported adapters)
@@ -53,7 +55,7 @@ class AdapterInfo:
         return {
             "name": self.name,
             "path": self.path,
-            "manifest": self.manifest,
+            "manifest": self.manifest.to_json() if self.manifest else {},
             "metrics": self.metrics,
             "adapter_config": self.adapter_config,
             "recipe": self.recipe,
@@ -64,30 +66,24 @@ class AdapterInfo:
 
     def summary(self) -> dict:
         """One row of `adapters list`: what a person scans the store for."""
-        dataset = self.manifest.get("dataset", {}) if isinstance(self.manifest.get("dataset"), dict) else {}
-        data = dataset.get("dataset") or ", ".join(dataset.get("train_files", [])) or dataset.get("imported_from", "")
-        if dataset.get("config"):
-            data += f" ({dataset['config']})"
+        manifest = self.manifest
+        trained_with = manifest.trained_with if manifest else None
         targets = self.adapter_config.get("target_modules") or []
-        base = self.manifest.get("base", {}) if isinstance(self.manifest.get("base"), dict) else {}
         figures = self.metrics if not self.problems else {}
-        trained_with = (
-            self.manifest.get("trained_with", {}) if isinstance(self.manifest.get("trained_with"), dict) else {}
-        )
         variant = [v for v, key in (("DoRA", "use_dora"), ("rsLoRA", "use_rslora")) if self.adapter_config.get(key)]
         return {
             "name": self.name,
-            "base": base.get("name") or self.adapter_config.get("base_model_name_or_path"),
-            "dataset": data,
+            "base": manifest.base.name if manifest else self.adapter_config.get("base_model_name_or_path"),
+            "dataset": manifest.dataset.label if manifest else "",
             "rank": self.adapter_config.get("r"),
             "variant": "+".join(variant) or "LoRA",
-            "quantization": trained_with.get("quantization"),  # of the base it was trained on; None: imported
-            "format": trained_with.get("format"),
+            "quantization": trained_with.quantization if trained_with else None,  # of its base; None: imported
+            "format": trained_with.format if trained_with else None,
             "targets": sorted(targets) if isinstance(targets, list) else targets,
             "bytes": self.bytes,
             "base_perplexity": figures.get("base", {}).get("perplexity"),
             "adapted_perplexity": figures.get("adapted", {}).get("perplexity"),
-            "created": self.manifest.get("created"),
+            "created": manifest.created if manifest else None,
             "problems": self.problems,
         }
 
@@ -146,7 +142,7 @@ class AdapterStore:
                 f"adapter {name!r}: {inner} is a symbolic link (to {os.readlink(inner)}), not a file of the "
                 "store; remove the link, and bring the adapter in with `gpt2-adapt adapters import`"
             )
-        recorded = read_json(folder / MANIFEST).get("name")
+        recorded = manifest_name(folder)
         if recorded is not None and recorded != name:
             return (
                 f"adapter {name!r}: its manifest names adapter {recorded!r} (copied or renamed by hand); "
@@ -166,6 +162,12 @@ class AdapterStore:
                 TrainingMetrics.from_json(metrics)
             except RecordError as err:
                 problems.append(str(err))
+        manifest = None
+        if MANIFEST in files:
+            try:
+                manifest = read_manifest(folder)
+            except RecordError as err:
+                problems.append(str(err))
         recipe = None
         if "recipe.toml" in files:
             try:
@@ -178,13 +180,42 @@ class AdapterStore:
         return AdapterInfo(
             name=name,
             path=str(folder),
-            manifest=read_json(folder / MANIFEST),
+            manifest=manifest,
             metrics=metrics,
             adapter_config=read_json(folder / "adapter_config.json"),
             recipe=recipe,
             files=files,
             problems=problems,
         )
+
+    def recorded_base(self, name: str) -> BaseRecord | None:
+        """The base an adapter records: its manifest's or, without a readable one (written elsewhere, or
+        damaged), the one peft's adapter_config names; None when nothing names one."""
+        folder = self.require(name)
+        try:
+            manifest = read_manifest(folder)
+        except RecordError:
+            manifest = None
+        if manifest is not None:
+            return manifest.base
+        config = read_json(folder / "adapter_config.json")
+        named, revision = config.get("base_model_name_or_path"), config.get("revision")
+        if not isinstance(named, str) or not named:
+            return None
+        return BaseRecord(named, revision if isinstance(revision, str) and revision else "main")
+
+    def base_for(self, names: Sequence[str], base: str | None = None) -> BaseRecord | None:
+        """The base to run adapters `names` on: `base` when given, else the one most of them record (a tie
+        goes to the first named); at the revision they record for it, else main. None when none records one."""
+        recorded = [record for name in names if (record := self.recorded_base(name)) is not None]
+        if base:
+            revisions = Counter(record.revision for record in recorded if record.name == base)
+            return BaseRecord(base, revisions.most_common(1)[0][0] if revisions else "main")
+        counts = Counter((record.name, record.revision) for record in recorded)
+        if not counts:
+            return None
+        chosen = counts.most_common(1)[0][0]
+        return next(record for record in recorded if (record.name, record.revision) == chosen)
 
     def trained_recipe(self, name: str) -> Recipe | None:
         """The resolved recipe an adapter was trained from (its data format, template, quantization, ...), or

@@ -35,7 +35,7 @@ from ..modeling.tokenizer import tokenizer_from
 from ..records import Kept, Protocol, RunIdentity, Score, TrainingMetrics, TrainStats
 from ..sources.models import model_source, recorded_name
 from ..store import card
-from ..store.manifest import MANIFEST, run_identity, write_manifest
+from ..store.manifest import BaseRecord, DataRecord, TrainedWith, run_identity, write_manifest
 from ..store.store import AdapterStore
 from ..threads import set_threads
 from . import checkpoints, guards, plots
@@ -147,7 +147,7 @@ def _resume_point(store: AdapterStore, name: str, identity: RunIdentity, resume:
     is this very run's). Decided by the run's identity, never by step counts of whatever adapter is there."""
     if not resume:
         return None
-    stored = run_identity(read_json(store.path(name) / MANIFEST)) if store.exists(name) else None
+    stored = run_identity(store.path(name)) if store.exists(name) else None
     run_folder = store.checkpoints(name)
     checkpoint = checkpoints.latest_checkpoint(run_folder)
     if stored == identity and (
@@ -358,12 +358,9 @@ def _save_adapter(
         write_manifest(
             folder,
             name=recipe.adapter_name,
-            base={
-                "name": recorded_name(recipe.model.name),
-                "revision": recipe.model.revision,
-                "weights_sha256": identity.base,
-                "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
-            },
+            base=BaseRecord(
+                recorded_name(recipe.model.name), recipe.model.revision, identity.base, tokenizer_fingerprint(tokenizer)
+            ),
             dataset=_dataset_record(recipe, packed),
             recipe_sha256=identity.recipe,
             versions=metrics.versions,
@@ -371,34 +368,30 @@ def _save_adapter(
         )
 
 
-def _trained_with(recipe: Recipe) -> dict:
+def _trained_with(recipe: Recipe) -> TrainedWith:
     """What the manifest records of how the adapter was trained, beside what on."""
     d, lo = recipe.data, recipe.lora
-    return {
-        "quantization": recipe.quantization.mode,
-        "use_dora": lo.use_dora,
-        "use_rslora": lo.use_rslora,
-        "format": d.format,
-        **({"template": d.template} if d.examples else {}),
-    }
+    template = d.template if d.examples else None
+    return TrainedWith(recipe.quantization.mode, lo.use_dora, lo.use_rslora, d.format, template)
 
 
-def _dataset_record(recipe: Recipe, packed: PreparedData) -> dict:
+def _dataset_record(recipe: Recipe, packed: PreparedData) -> DataRecord:
     d = recipe.data
     if d.train_files:
-        files = {
-            "train_files": [str(p.resolve()) for p in packed.source.train_files],
-            "eval_files": [str(p.resolve()) for p in packed.source.eval_files],
-        }
-        return {**files, "text_column": d.text_column, "fingerprint": packed.fingerprint}
-    return {
-        "dataset": recorded_name(d.dataset),
-        "config": d.config,
-        "train_split": d.train_split,
-        "eval_split": d.eval_split,
-        "text_column": d.text_column,
-        "fingerprint": packed.fingerprint,
-    }
+        return DataRecord(
+            train_files=tuple(str(p.resolve()) for p in packed.source.train_files),
+            eval_files=tuple(str(p.resolve()) for p in packed.source.eval_files),
+            text_column=d.text_column,
+            fingerprint=packed.fingerprint,
+        )
+    return DataRecord(
+        dataset=recorded_name(d.dataset),
+        config=d.config,
+        train_split=d.train_split,
+        eval_split=d.eval_split,
+        text_column=d.text_column,
+        fingerprint=packed.fingerprint,
+    )
 
 
 def _report_data(recipe: Recipe, packed: PreparedData) -> None:
