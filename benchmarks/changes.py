@@ -75,13 +75,13 @@ def main() -> int:
 
 
 def one_run(variant, steps: int) -> dict:
-    import resource
     import warnings
 
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from toolkit.hardware import peak_resident_memory
     from toolkit.modeling import dropout as fast
     from toolkit.modeling import head_loss
 
@@ -123,7 +123,7 @@ def one_run(variant, steps: int) -> dict:
         started = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_resident_memory()
     return {"seconds": statistics.median(times), "loss": loss, "peak_rss": peak}
 
 

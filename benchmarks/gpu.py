@@ -296,11 +296,11 @@ def _tell(line: str) -> None:
 
 def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool, finished: bool = True) -> str:
     from benchmarks.targets import targets
-    from toolkit.bench.report import LORA_FLOPS_PER_PARAMETER, describe_machine, serving_table
+    from toolkit.bench.report import LORA_FLOPS_PER_PARAMETER, describe_machine, flops, serving_table
 
     s, machine, trained = results["setup"], results["machine"], results["training"]
     measured_peak = machine["gemm_peak_flops"]["bf16"]
-    nominal = next((flops for name, flops in NOMINAL_BF16.items() if name in machine["name"]), None)
+    nominal = next((peak for name, peak in NOMINAL_BF16.items() if name in machine["name"]), None)
     default = trained.get("toolkit")
     runs = f"median of {_runs(s['repeats'])}" + (" (the int8 and nf4 rows: 1 run)" if gpu else "")
     out = [
@@ -340,12 +340,11 @@ def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool, finished
         if case.name not in trained:
             continue
         r = trained[case.name]
-        flops = LORA_FLOPS_PER_PARAMETER * r["parameters"] * r["tokens_per_second"]
         versus = f"{100 * r['peak_memory'] / default['peak_memory']:.0f}%" if default and case.gpu_only else ""
         out.append(
             f"| {case.label} | {r['precision']} | {r['tokens_per_second']:,.0f} | "
-            f"{100 * flops / measured_peak:.3g}% | "
-            + (f"{100 * flops / nominal:.3g}% | " if nominal else "")
+            f"{100 * flops(r) / measured_peak:.3g}% | "
+            + (f"{100 * flops(r) / nominal:.3g}% | " if nominal else "")
             + f"{r['peak_memory'] / 2**30:.2f} GiB | {versus} |"
         )
     out += [

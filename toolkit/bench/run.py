@@ -154,8 +154,6 @@ def in_child(function, *args, openmp_defaults: bool = False):
 
 
 def _child(function, *args):
-    import sys
-
     sys.stdout = sys.stderr  # the Trainer prints its summary; standard output is the table's (or the JSON's)
     measure.quiet()
     return function(*args)
