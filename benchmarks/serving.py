@@ -56,7 +56,7 @@ def main() -> int:
     print(describe_machine(results["machine"]))
     print("model: GPT-2 124M (GPT2Config(), random weights), fp32; adapters: LoRA r=16 on c_attn")
     print("\n".join(serving_table(results["serving"])))
-    print("\n".join(targets.lines(results)[1:]))
+    print("\n".join(targets.lines(results)))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -10,11 +10,12 @@ WEIGHT_TARGETS = {"toolkit-int8": 0.55, "toolkit-nf4": 0.45}
 
 
 def lines(results: dict) -> list[str]:
-    """The targets as the end of a table: a heading, then one line each."""
-    return ["", "Targets"] + [
+    """The targets as the end of a table: a heading, then one line each (none where nothing was judged)."""
+    rows = [
         f"  {what:55s} {figure:>10s}   target {target:8s} {'met' if met else 'MISSED'}"
         for what, figure, target, met in targets(results)
     ]
+    return ["", "Targets", *rows] if rows else []
 
 
 def targets(results: dict) -> list[tuple[str, str, str, bool]]:
