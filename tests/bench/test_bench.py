@@ -8,7 +8,7 @@ import os
 import pytest
 
 from toolkit.bench.report import table
-from toolkit.modeling.precision import resolve_precision
+from toolkit.modeling.precision import training_precision
 from toolkit.threads import threads_sleep
 
 pytestmark = pytest.mark.slow  # real processes
@@ -47,7 +47,7 @@ def test_bench_measures_the_toolkits_training_cases_and_the_data_preparation(cli
     for name, run in training.items():
         assert run["tokens_per_second"] > 0 and 0 < run["training_memory"] < run["peak_memory"], name
         assert run["parameters"] == parameters and run["steps"] == 3, name  # steps the timer saw: warm-up + 2
-        assert run["precision"] == resolve_precision("auto"), name
+        assert run["precision"] == training_precision("auto"), name
     data = results["data"]
     assert data["tokens"] > 10_000 and data["cached_seconds"] < data["first_seconds"]
     assert results["machine"]["gemm_peak_flops"]["bf16"] > 0

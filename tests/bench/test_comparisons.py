@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from toolkit.modeling.precision import resolve_precision
+from toolkit.modeling.precision import training_precision
 
 
 @pytest.mark.slow  # real processes
@@ -31,7 +31,7 @@ def test_speed_script_runs_the_other_pipelines_beside_the_bench_and_judges_the_t
     )
     assert done.returncode == 0, done.stderr
     training = json.loads(out.read_text())["training"]
-    plain = ["peft", "peft-bf16"] if resolve_precision("auto") == "bf16" else ["peft"]  # bf16 where it is native
+    plain = ["peft", "peft-bf16"] if training_precision("auto") == "bf16" else ["peft"]  # bf16 where it is native
     # the bench's rows, then the plain script (the one the targets compare against also with one core busy), the seed
     assert list(training) == ["toolkit", "toolkit-busy", "toolkit-nodropout", *plain, f"{plain[-1]}-busy", "seed"]
     assert [training[name]["precision"] for name in plain] == ["fp32", "bf16"][: len(plain)]

@@ -12,15 +12,13 @@ from .options import (
     allow_unverified_option,
     base_option,
     emit_json,
-    force_option,
     int8_option,
     json_option,
     nf4_option,
     overrides_option,
+    precision_from_flags,
     precision_option,
-    resolve_allow_unverified,
-    resolve_base,
-    resolve_precision_flags,
+    refuse_model_with_adapters,
     store_option,
     threads_option,
 )
@@ -123,7 +121,6 @@ from .options import (
 @int8_option
 @nf4_option
 @allow_unverified_option
-@force_option
 @json_option
 @click.option(
     "--csv",
@@ -168,7 +165,6 @@ def eval_cmd(
     int8,
     nf4,
     allow_unverified,
-    force,
     as_json,
     csv_path,
     heatmap_path,
@@ -195,7 +191,7 @@ def eval_cmd(
     from ..evaluation.run import EvalOptions, examples_format, load_models, read_texts, run
     from ..store.store import AdapterStore
 
-    base, model = resolve_base(base, model, adapters or mix)
+    refuse_model_with_adapters(model, adapters, mix)
     if model and base:
         raise ToolkitError(
             "--model and --base: --model scores a plain model, --base is the base of --adapter; give one"
@@ -210,8 +206,8 @@ def eval_cmd(
         max_tokens=max_tokens,
         limit=limit,
         batch_size=batch_size,
-        precision=resolve_precision_flags(precision, int8, nf4=nf4),
-        strict=not resolve_allow_unverified(allow_unverified, force),
+        precision=precision_from_flags(precision, int8, nf4),
+        strict=not allow_unverified,
         as_text=as_text,
         progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO),
         threads=threads,
