@@ -2,7 +2,7 @@
 by another program, side by side, for docs/speed.md and BENCHMARKS.md. GPT-2 124M's architecture (random
 weights), the real GPT-2 tokenizer and WikiText-2 validation from ../shared/data.
 
-    .venv/bin/python benchmarks/busy.py [--steps 6] [--repeats 2] [--only training eval serving]
+    .venv/bin/python -m benchmarks.busy [--steps 6] [--repeats 2] [--only training eval serving]
                                         [--variants before passive-2 default plain]
 
 Each measurement is a fresh process (as `gpt2-adapt bench` runs them); every busy run follows its quiet twin
@@ -12,7 +12,7 @@ before the run and stopped after it. Variants, to show what each part of the cha
 - "passive, 2 threads": threads sleep at barriers (OMP_WAIT_POLICY=PASSIVE), the thread count fixed at 2;
 - "default": the toolkit now: PASSIVE, and the threads its policy picks (toolkit/threads.py: every core
   where threads sleep);
-- "plain peft + Trainer (bf16)": the plain script the bench's targets compare against, as its users run it.
+- "plain peft + Trainer (bf16)": the plain script the targets compare against (comparisons.py), as its users run it.
 Serving: `toolkit.serve` with 2 adapters, 4 clients each on its own, greedy. The load average of the machine
 is printed with each row: other programs (other users) add to it.
 """
@@ -24,15 +24,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from toolkit.threads import prepare_openmp
 
 if __name__ == "__main__":  # not in a spawned child, which imports this file as __mp_main__
     prepare_openmp()  # as the command line does, before torch is imported (the measured processes inherit it)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import gpt2_124m
+from benchmarks import gpt2_124m
 
 # variant: (label, recipe overrides, OpenMP defaults)
 TRAINING = {
@@ -61,8 +59,9 @@ def main() -> int:
     if not gpt2_124m.available():
         return 0
 
+    from benchmarks import comparisons
     from toolkit.bench import run as bench
-    from toolkit.bench.cases import Setup
+    from toolkit.bench.cases import Setup, train_case
 
     with tempfile.TemporaryDirectory(prefix="bench-busy-") as folder:
         model = gpt2_124m.write_model(folder)
@@ -75,7 +74,7 @@ def main() -> int:
             work=str(Path(folder) / "work"),
         )
         Path(setup.work).mkdir()
-        bench._prepare(setup)
+        bench.prepare(setup)
         print(
             f"GPT-2 124M architecture, batch {setup.batch_size} x {setup.block_size}, {setup.steps} timed steps; "
             f"median of {args.repeats} quiet/busy pairs; {len(os.sched_getaffinity(0))} cores"
@@ -107,17 +106,17 @@ def main() -> int:
             for variant, (label, overrides, defaults) in TRAINING.items():
 
                 def train(overrides=overrides, defaults=defaults):
-                    r = bench.training_run(setup, "toolkit", overrides, openmp_defaults=defaults)
+                    r = bench.in_child(train_case, setup, "toolkit", overrides, openmp_defaults=defaults)
                     return {"rate": r["tokens_per_second"], "threads": r["threads"]}
 
                 # evaluation scores the adapter the default run saved
                 if variant in args.variants and "training" in args.only or variant == "default":
                     pairs(f"training, {label}", train)
             if "training" in args.only and "plain" in args.variants:
-                plain = bench.plain_peft_cases(setup.device)[-1]
+                plain = comparisons.plain_peft_cases(setup.device)[-1]
 
-                def train_plain():
-                    r = bench.training_run(setup, plain, None)
+                def train_plain():  # as a script of its own starts: with OpenMP's defaults
+                    r = bench.in_child(comparisons.plain_peft_case, setup, plain, openmp_defaults=True)
                     return {"rate": r["tokens_per_second"], "threads": r["threads"]}
 
                 pairs(f"training, {PLAIN}", train_plain)
@@ -129,7 +128,7 @@ def main() -> int:
                 threads = 2 if defaults else 0
 
                 def evaluate(threads=threads, defaults=defaults):
-                    r = bench._in_child(eval_case, setup, "bf16", threads, openmp_defaults=defaults)
+                    r = bench.in_child(eval_case, setup, "bf16", threads, openmp_defaults=defaults)
                     return {"rate": r["tokens_per_second"], "threads": r["threads"]}
 
                 pairs(f"eval (bf16), {label}", evaluate)

@@ -2,7 +2,7 @@
 BENCHMARKS.md. One LoRA training step (forward, backward, AdamW) of the toolkit's default adapter (r=16 on
 c_attn) on the real 124M GPT-2 architecture (random weights), batch 2 x 512 random tokens.
 
-    .venv/bin/python benchmarks/changes.py [--steps 4] [--repeats 3] [--variants NAME ...]
+    .venv/bin/python -m benchmarks.changes [--steps 4] [--repeats 3] [--variants NAME ...]
 
 Every run is a fresh process; a run times `--steps` steps after one warm-up step and reports the median
 step; a variant's figure is the median over `--repeats` runs. The loss of the last step is printed too: a
@@ -16,9 +16,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # name: (precision, loss, base dropout, attention, compile)
 VARIANTS = {
@@ -78,13 +75,13 @@ def main() -> int:
 
 
 def one_run(variant, steps: int) -> dict:
-    import resource
     import warnings
 
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from toolkit.hardware import peak_resident_memory
     from toolkit.modeling import dropout as fast
     from toolkit.modeling import head_loss
 
@@ -126,7 +123,7 @@ def one_run(variant, steps: int) -> dict:
         started = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_resident_memory()
     return {"seconds": statistics.median(times), "loss": loss, "peak_rss": peak}
 
 

@@ -1,7 +1,7 @@
 """Benchmark (not a test): the scorer before the every-token windows (commit ba23ac9) against the current
 one, in one process, alternating, on the 124M architecture: does scoring every token cost speed?
 
-    .venv/bin/python benchmarks/eval_windows.py [--precision bf16|fp32] [--before ba23ac9]
+    .venv/bin/python -m benchmarks.eval_windows [--precision bf16|fp32] [--before ba23ac9]
 
 The model is `GPT2LMHeadModel(GPT2Config())` with random weights (seed 0), the real GPT-2 tokenizer and
 WikiText-2 validation from ../shared/data; 8,192 tokens at context 512, three rounds, each scorer once a

@@ -2,20 +2,17 @@
 ONNX model, each run by its runtime (`--verify`'s figures), and greedy text from llama.cpp against the
 toolkit's on WikiText-2 prompts (the real vocabulary and pre-tokenizer at work).
 
-    .venv/bin/python benchmarks/export_check.py
+    .venv/bin/python -m benchmarks.export_check
 
 The weights are random (no pretrained GPT-2 offline), the adapter is a random LoRA r=8 on every projection
 (peft's init_lora_weights=False: a large update). Prints one line per check; about 5 minutes on 2 cores.
 """
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gpt2_124m
+from benchmarks import gpt2_124m
 
 PROMPTS = 4  # WikiText-2 lines used as prompts
 NEW_TOKENS = 24

@@ -31,9 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's toolkit, here and in children
 
-import gpt2_124m
+from benchmarks import gpt2_124m
 
 # Shapes: batch_size x block_size tokens per step, `steps` timed steps after a warm-up step, `repeats` runs.
 FULL = {"block_size": 1024, "batch_size": 8, "steps": 10, "repeats": 3, "eval_tokens": 65536, "new_tokens": 64}
@@ -233,16 +232,16 @@ def measure(setup, gpu: bool, quick: bool, save) -> dict:
 
     def attempt(what: str, function, *args):
         try:
-            return _in_this_process(function, *args) if quick else bench._in_child(function, *args)
+            return _in_this_process(function, *args) if quick else bench.in_child(function, *args)
         except Exception as err:  # noqa: BLE001 - recorded in the report; the rest still runs
             message = str(err).strip().splitlines()
             results["failed"].append(f"{what}: {type(err).__name__}: {message[0] if message else ''}")
             _tell(f"  failed: {results['failed'][-1]}")
             return None
 
-    results["machine"] = _in_this_process(bench._machine, setup) if quick else bench._in_child(bench._machine, setup)
+    results["machine"] = _in_this_process(bench.machine, setup) if quick else bench.in_child(bench.machine, setup)
     _tell(describe_machine(results["machine"]))
-    bench._prepare(setup)
+    bench.prepare(setup)
     if quick:  # training scores eval.txt before and after, untimed: in a quick run that was most of its time
         eval_text = Path(setup.work) / "eval.txt"
         eval_text.write_text(
@@ -257,7 +256,7 @@ def measure(setup, gpu: bool, quick: bool, save) -> dict:
         while len(runs) < repeats and (run := attempt(case.label, cases.train_case, setup, case.name, case.overrides)):
             runs.append(run)
         if len(runs) == repeats:
-            results["training"][case.name] = bench._median_run(runs)
+            results["training"][case.name] = bench.median_run(runs)
             _tell(f"  {case.label}: {results['training'][case.name]['tokens_per_second']:,.0f} tokens/s")
         save(results)
     trained = results["training"]
@@ -296,11 +295,12 @@ def _tell(line: str) -> None:
 
 
 def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool, finished: bool = True) -> str:
-    from toolkit.bench.report import LORA_FLOPS_PER_PARAMETER, describe_machine, serving_table, targets
+    from benchmarks.targets import targets
+    from toolkit.bench.report import LORA_FLOPS_PER_PARAMETER, describe_machine, flops, serving_table
 
     s, machine, trained = results["setup"], results["machine"], results["training"]
     measured_peak = machine["gemm_peak_flops"]["bf16"]
-    nominal = next((flops for name, flops in NOMINAL_BF16.items() if name in machine["name"]), None)
+    nominal = next((peak for name, peak in NOMINAL_BF16.items() if name in machine["name"]), None)
     default = trained.get("toolkit")
     runs = f"median of {_runs(s['repeats'])}" + (" (the int8 and nf4 rows: 1 run)" if gpu else "")
     out = [
@@ -340,12 +340,11 @@ def write_report(results: dict, inputs: Inputs, gpu: bool, quick: bool, finished
         if case.name not in trained:
             continue
         r = trained[case.name]
-        flops = LORA_FLOPS_PER_PARAMETER * r["parameters"] * r["tokens_per_second"]
         versus = f"{100 * r['peak_memory'] / default['peak_memory']:.0f}%" if default and case.gpu_only else ""
         out.append(
             f"| {case.label} | {r['precision']} | {r['tokens_per_second']:,.0f} | "
-            f"{100 * flops / measured_peak:.3g}% | "
-            + (f"{100 * flops / nominal:.3g}% | " if nominal else "")
+            f"{100 * flops(r) / measured_peak:.3g}% | "
+            + (f"{100 * flops(r) / nominal:.3g}% | " if nominal else "")
             + f"{r['peak_memory'] / 2**30:.2f} GiB | {versus} |"
         )
     out += [

@@ -8,6 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$root/.venv/bin/python" ]]; then PYTHON="$root/.venv/bin/python"; else PYTHON=python3; fi
 fi
-# This checkout's toolkit in every process the benchmark starts (the spawned cases and the servers).
+# The repository on the path (of this process and of every one the benchmark starts): `-m benchmarks.gpu` from
+# any folder, and this checkout's toolkit for an interpreter that has not installed it.
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PYTHON" "$root/benchmarks/gpu.py" "$@"
+exec "$PYTHON" -m benchmarks.gpu "$@"

@@ -1,6 +1,6 @@
 """Benchmark (not a test): lm-evaluation-harness against `gpt2-adapt eval` on WikiText-2 test articles.
 
-    .venv/bin/python benchmarks/harness_parity.py [--articles 6] [--context 256]
+    .venv/bin/python -m benchmarks.harness_parity [--articles 6] [--context 256]
 
 The articles are the first ones of ../shared/data/wikitext-2/test.txt (an article starts at a " = Title = "
 line), one document each, as the harness's `EleutherAI/wikitext_document_level` pages are. The model is
@@ -21,7 +21,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 UTILS = """from lm_eval.tasks.wikitext.preprocess_wikitext import process_results, wikitext_detokenizer
 

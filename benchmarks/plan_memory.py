@@ -1,6 +1,6 @@
 """Benchmark (not a test): the data behind `plan`'s memory model, and how well it fits.
 
-    .venv/bin/python benchmarks/plan_memory.py [--shapes 2x512 1x256 4x256 1x1024] [--precisions fp32 bf16 int8]
+    .venv/bin/python -m benchmarks.plan_memory [--shapes 2x512 1x256 4x256 1x1024] [--precisions fp32 bf16 int8]
 
 For each batch shape and base precision, the benchmark's training case (`gpt2-adapt train` in a fresh
 process, the default adapter r=16 on c_attn, 5 steps) runs on the real 124M GPT-2 architecture (random
@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import gpt2_124m
+from benchmarks import gpt2_124m
 
 
 def main() -> int:
@@ -62,8 +61,8 @@ def main() -> int:
                         steps=4,
                         repeats=1,
                     )
-                    bench._prepare(setup)
-                    measured = bench._in_child(train_case, setup, f"memory-{precision}", overrides[precision])[
+                    bench.prepare(setup)
+                    measured = bench.in_child(train_case, setup, f"memory-{precision}", overrides[precision])[
                         "training_memory"
                     ]
                     base = Path(work) / "base"

@@ -1,7 +1,7 @@
 """Benchmark (not a test): `gpt2-adapt bench --only serving` on the real 124M GPT-2 architecture, printing the
 serving table of BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/serving.py [--new-tokens 64] [--clients 1 4 16] [--json FILE]
+    .venv/bin/python -m benchmarks.serving [--new-tokens 64] [--clients 1 4 16] [--json FILE]
 
 The model is `GPT2LMHeadModel(GPT2Config())` with random weights and the real GPT-2 tokenizer, read from
 ../shared/data (never copied here); the script says so and stops where that folder is absent. The server
@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: everything here is local
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import gpt2_124m
+from benchmarks import gpt2_124m
 
 
 def main() -> int:
@@ -39,9 +38,10 @@ def main() -> int:
         return 0
     text = gpt2_124m.TEXT
 
+    from benchmarks import targets
     from toolkit.bench import run as bench
     from toolkit.bench.cases import Setup
-    from toolkit.bench.report import describe_machine, serving_table, targets
+    from toolkit.bench.report import describe_machine, serving_table
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
         model = gpt2_124m.write_model(folder)  # config and tokenizer only: the benchmark draws the weights
@@ -56,9 +56,7 @@ def main() -> int:
     print(describe_machine(results["machine"]))
     print("model: GPT-2 124M (GPT2Config(), random weights), fp32; adapters: LoRA r=16 on c_attn")
     print("\n".join(serving_table(results["serving"])))
-    print("Targets")
-    for what, figure, target, met in targets(results):
-        print(f"  {what:55s} {figure:>10s}   target {target:8s} {'met' if met else 'MISSED'}")
+    print("\n".join(targets.lines(results)))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

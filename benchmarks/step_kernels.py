@@ -3,15 +3,13 @@ LoRA training step of GPT-2's 12 layers runs, for docs/speed.md. The count does 
 so a narrow model (n_embd 64) stands in for the 124M one; the default recipe's step: bf16 autocast, the
 chunked loss, the eager attention and the cheaper dropout masks, LoRA r=16 on c_attn, AdamW.
 
-    .venv/bin/python benchmarks/step_kernels.py
+    .venv/bin/python -m benchmarks.step_kernels
 """
 
 import sys
 import warnings
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Kernels that only describe memory (views, allocations): no parallel region, no barrier.
 NO_WORK = {
     "aten::empty",

@@ -1,20 +1,22 @@
-"""What each benchmark case measures, each run in a fresh process by `bench.run`."""
+"""What each benchmark case measures, each run in a fresh process by `bench.run`. The comparisons with other
+pipelines (benchmarks/comparisons.py) time their training with `timed_training` too."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
-from .report import BUSY, PARTS
+from ..hardware import memory_in_use, peak_memory
+from .report import PARTS
 
 # fp32 against an 8-bit base (without and with gradient checkpointing) and a 4-bit one, at the same precision
 MEMORY_CASES = {
@@ -27,9 +29,6 @@ MEMORY_CASES = {
     },
     "toolkit-nf4": {"training.precision": "fp32", "quantization.mode": "nf4"},
 }
-# The plain peft + Trainer script at each precision a user sets with one flag: fp32 (the examples' default)
-# and bf16 autocast (`bf16=True`) where the machine multiplies bf16 natively, as the default recipe does.
-PLAIN_PEFT = {"peft": "fp32", "peft-bf16": "bf16"}
 PROMPT = "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure in"
 
 
@@ -49,31 +48,10 @@ class Setup:
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_case(setup: Setup, name: str, overrides: dict | None) -> dict:
-    # What the process holds before any model or data (libraries imported): the peak's part that training
-    # did not add, the same for every case.
-    import datasets  # noqa: F401
-    import peft  # noqa: F401
-
-    with contextlib.suppress(ImportError):
-        import bitsandbytes  # noqa: F401
-    baseline = _memory_now(setup.device)
-    timer = StepTimer(setup.device)
-    case = name.removesuffix(BUSY)
-    if case == "seed":
-        result = _seed_pipeline(setup, timer)
-    elif case in PLAIN_PEFT:
-        result = _plain_peft(setup, timer, PLAIN_PEFT[case])
-    else:
-        result = _toolkit(setup, name, overrides, timer)
-    peak = _peak_memory(setup.device)
-    result |= {
-        "steps": len(timer.marks),
-        "tokens_per_second": timer.rate(),
-        "peak_memory": peak,
-        "training_memory": peak - baseline,
-        "threads": torch.get_num_threads(),
-    }
+def train_case(setup: Setup, name: str, overrides: dict) -> dict:
+    """`gpt2-adapt train` of the default recipe with `overrides`, timed (`name`: the row, and the adapter's
+    name but for "toolkit", whose adapter is "bench": eval and generation use it)."""
+    result = timed_training(setup, lambda timer: _toolkit(setup, name, overrides, timer))
     if name in MEMORY_CASES:  # after the peak is taken: what the base's weights alone occupy
         from ..modeling.base import base_from
         from ..records import ModelSource
@@ -82,6 +60,29 @@ def train_case(setup: Setup, name: str, overrides: dict | None) -> dict:
         base = base_from(ModelSource(str(Path(setup.work) / "base")), quantization=mode)
         result["weights_memory"] = base.get_memory_footprint()
     return result
+
+
+def timed_training(setup: Setup, train: Callable[[StepTimer], dict]) -> dict:
+    """train(timer)'s figures (it trains with the timer as a Trainer callback), with the tokens/s and memory
+    of the run: the process's peak, and that peak less what the process held before any model or data."""
+    # Libraries imported first: what they hold is the peak's part that training did not add, the same for
+    # every case.
+    import datasets  # noqa: F401
+    import peft  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        import bitsandbytes  # noqa: F401
+    baseline = memory_in_use(setup.device)
+    timer = StepTimer(setup.device)
+    result = train(timer)
+    peak = peak_memory(setup.device)
+    return result | {
+        "steps": len(timer.marks),
+        "tokens_per_second": timer.rate(),
+        "peak_memory": peak,
+        "training_memory": peak - baseline,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _toolkit(setup: Setup, name: str, overrides: dict, timer) -> dict:
@@ -114,92 +115,7 @@ def _toolkit(setup: Setup, name: str, overrides: dict, timer) -> dict:
     path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
     loaded = load_recipe(path, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
     train(loaded, AdapterStore(work / "store"), overwrite=True, callbacks=(timer,))
-    return {"parameters": _base_parameters(work / "base"), "precision": training_precision(loaded.training.precision)}
-
-
-def _plain_peft(setup: Setup, timer, precision: str) -> dict:
-    """LoRA the way the peft and transformers examples put it together: run_clm packing, the Trainer, at
-    `precision` (fp32, or bf16 autocast through TrainingArguments(bf16=True)), attention as the libraries
-    choose it by default."""
-    from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, default_data_collator
-
-    from ..config.recipe import TARGET_PRESETS, LoraSpec
-
-    base = Path(setup.work) / "base"
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    lines = Dataset.from_dict({"text": (Path(setup.work) / "train.txt").read_text(encoding="utf-8").splitlines()})
-    tokens = lines.map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
-
-    def group(batch):  # run_clm's group_texts: concatenate everything, cut into blocks, drop the remainder
-        ids = [t for row in batch["input_ids"] for t in row]
-        cut = len(ids) // setup.block_size * setup.block_size
-        blocks = [ids[i : i + setup.block_size] for i in range(0, cut, setup.block_size)]
-        return {"input_ids": blocks, "attention_mask": [[1] * setup.block_size for _ in blocks], "labels": blocks}
-
-    blocks = tokens.map(group, batched=True, remove_columns=tokens.column_names)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    lora = LoraSpec()  # the same adapter as the toolkit's default recipe
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=TARGET_PRESETS[lora.targets],
-        fan_in_fan_out=True,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, config)
-    args = _arguments(setup, f"peft-{precision}", bf16=precision == "bf16")
-    Trainer(
-        model=model, args=args, train_dataset=blocks, data_collator=default_data_collator, callbacks=[timer]
-    ).train()
-    return {"parameters": _base_parameters(base), "precision": precision}
-
-
-def _seed_pipeline(setup: Setup, timer) -> dict:
-    """The 2022 write-up's pipeline, mended only where today's libraries refuse it: pad = EOS (GPT-2 has
-    no pad token) and labels from the collator (the seed passed none, so nothing trained)."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
-
-    base = Path(setup.work) / "base"
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    tokenizer.pad_token = tokenizer.eos_token
-    lines = Dataset.from_dict({"text": (Path(setup.work) / "train.txt").read_text(encoding="utf-8").splitlines()})
-    padded = lines.map(
-        lambda b: tokenizer(b["text"], padding=True, truncation=True), batched=True, remove_columns=["text"]
-    )
-    masks = padded["attention_mask"]
-    useful, positions = sum(map(sum, masks)), sum(map(len, masks))
-    model = AutoModelForCausalLM.from_pretrained(base)  # every weight trains
-    Trainer(
-        model=model,
-        args=_arguments(setup, "seed", non_padding=True),
-        train_dataset=padded,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[timer],
-    ).train()
-    return {"parameters": _base_parameters(base), "precision": "fp32", "padding_share": 1 - useful / positions}
-
-
-def _arguments(setup: Setup, name: str, non_padding: bool = False, bf16: bool = False):
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(Path(setup.work) / name),
-        max_steps=setup.steps + 1,
-        per_device_train_batch_size=setup.batch_size,
-        learning_rate=2e-4,
-        save_strategy="no",
-        logging_steps=1_000_000,
-        report_to="none",
-        use_cpu=setup.device == "cpu",
-        seed=42,
-        include_num_input_tokens_seen="non_padding" if non_padding else "all",
-        disable_tqdm=True,
-        bf16=bf16,
-    )
+    return {"parameters": base_parameters(work / "base"), "precision": training_precision(loaded.training.precision)}
 
 
 def plan_case(setup: Setup) -> dict:
@@ -356,26 +272,12 @@ class StepTimer(TrainerCallback):
         return (total - seen) / (end - start)
 
 
-def _base_parameters(folder: Path) -> int:
+def base_parameters(folder: Path) -> int:
+    """The parameters of the model in `folder` (built on the meta device: nothing is allocated)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
         return sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).parameters())
-
-
-def _memory_now(device: str) -> int:
-    if device == "cuda":
-        return torch.cuda.memory_allocated()
-    try:  # resident pages x page size (Linux)
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
-
-
-def _peak_memory(device: str) -> int:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def sync(device: str) -> None:

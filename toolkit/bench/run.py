@@ -1,5 +1,5 @@
-"""`gpt2-adapt bench`: training, memory, evaluation, generation and data preparation speed on this machine,
-side by side with the two ways people train GPT-2 without the toolkit.
+"""`gpt2-adapt bench`: training, memory, evaluation, generation, data preparation and serving speed on this
+machine.
 
 The model has the architecture of `setup.model` (a hub id or a folder: only its config and tokenizer are
 read) with random weights: speed and memory do not depend on the weights. Every measurement runs in a
@@ -7,21 +7,11 @@ fresh process, so that each peak memory is its own (a CPU process's peak RSS nev
 failing case does not take the table with it. Training speed is timed from the end of the first step
 (warm-up) to the end of the last, over `steps` steps, and the median of `repeats` runs is reported.
 
-The cases:
-- seed: the 2022 write-up's pipeline. Each line is tokenized and padded to the longest line of its
-  `datasets.map` batch, batches are padded again by DataCollatorForLanguageModeling, and all of GPT-2 is
-  fine-tuned in fp32. Only its non-padding tokens count as useful.
-- peft, peft-bf16: plain peft + Trainer written the obvious way: run_clm's packing (concatenate, cut into
-  blocks), the same LoRA as the toolkit's default (r=16 on c_attn), in fp32 and, where the machine has
-  native bf16, with bf16 autocast (`bf16=True`): what a user who knows the libraries turns on with one flag.
-- toolkit: `gpt2-adapt train` with the default recipe at the same batch shape; then with
-  training.base_dropout=false, and the fp32, 8-bit and 4-bit (nf4) bases for the memory comparison.
-- toolkit-busy and the plain script the targets compare against (bf16 where native), each run again
-  while another program (a bare loop, started by the benchmark and stopped after the run) keeps one core
-  busy; each busy run follows its quiet one, so that both see the same moment of a shared machine.
-
-The plain script and the seed run as a script that never ran `gpt2-adapt` would: with OpenMP's default
-wait policy (threads spin at barriers), which the command line changes for the toolkit's own processes.
+The training cases: `gpt2-adapt train` with the default recipe at the bench's batch shape, again while
+another program (a bare loop, started by the benchmark and stopped after the run) keeps one core busy (each
+busy run follows its quiet one, so that both see the same moment of a shared machine), then with
+training.base_dropout=false, and the fp32, 8-bit and 4-bit (nf4) bases for the memory comparison. The
+repository's benchmarks/comparisons.py adds other pipelines' rows through `run(..., comparisons=...)`.
 """
 
 from __future__ import annotations
@@ -34,64 +24,67 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from . import cases as measure
-from .cases import MEMORY_CASES, PLAIN_PEFT, Setup, sync
+from .cases import MEMORY_CASES, Setup, sync, train_case
 from .report import BUSY, describe_machine
 
 
-def run(setup: Setup, report=print) -> dict:
-    """Every measurement of `setup.parts`, in fresh processes; `report` is called with each line of progress."""
+@dataclass(frozen=True)
+class TrainingCase:
+    """A row of the training table: function(setup, name, *args) -> its figures, in a fresh process per run."""
+
+    name: str
+    function: Callable[..., dict]  # a module's top-level function: the fresh process imports it
+    args: tuple = ()
+    once: bool = False  # one run, not the median of `repeats` (memory does not vary from run to run)
+    busy: bool = False  # each run is followed by a twin, name + BUSY, with one core kept busy
+    openmp_defaults: bool = False  # started as a script that never ran gpt2-adapt would (see `in_child`)
+
+
+def run(setup: Setup, report=print, comparisons: Sequence[TrainingCase] = ()) -> dict:
+    """Every measurement of `setup.parts`, in fresh processes; `report` is called with each line of progress.
+    `comparisons`: more training rows, measured after the toolkit's default runs and before the memory ones."""
     with tempfile.TemporaryDirectory(prefix="gpt2-adapt-bench-") as work:
-        setup = Setup(**{**asdict(setup), "work": work})
-        results: dict = {"setup": asdict(setup) | {"work": None}, "machine": _in_child(_machine, setup)}
+        setup = replace(setup, work=work)
+        results: dict = {"setup": asdict(setup) | {"work": None}, "machine": in_child(machine, setup)}
         report(describe_machine(results["machine"]))
-        _prepare(setup)
+        prepare(setup)
+        parts = set(setup.parts)
         # The toolkit's runs come first: eval uses the default run's adapter, generation switches between both.
         cases = []
-        if {"training", "eval", "generation", "memory"} & set(setup.parts):
-            cases.append(("toolkit", {}))
-        if {"training", "generation"} & set(setup.parts):
-            cases.append(("toolkit-nodropout", {"training.base_dropout": False}))
-        busy = set()  # the cases measured again with one core busy
-        if "training" in setup.parts:
-            plain = plain_peft_cases(setup.device)
-            cases += [(name, None) for name in plain] + [("seed", None)]
-            busy = {"toolkit", plain[-1]}
-        if "memory" in setup.parts:
-            cases += list(MEMORY_CASES.items())
-        training = results["training"] = {}
-        for name, overrides in cases:
-            repeats = 1 if name in MEMORY_CASES else setup.repeats  # memory does not vary from run to run
-            runs, busy_runs = [], []
-            for _ in range(repeats):
-                runs.append(training_run(setup, name, overrides))
-                if name in busy:
-                    with one_core_busy():
-                        busy_runs.append(training_run(setup, name + BUSY, overrides))
-            for case, case_runs in ((name, runs), (name + BUSY, busy_runs)):
-                if case_runs:
-                    training[case] = _median_run(case_runs)
-                    report(
-                        f"  {case}: {training[case]['tokens_per_second']:,.1f} useful tokens/s, "
-                        f"peak {training[case]['peak_memory'] / 2**30:.2f} GiB"
-                    )
-        if "memory" in setup.parts:
-            results["plan"] = _in_child(measure.plan_case, setup)
-        if "eval" in setup.parts:
-            results["eval"] = [_in_child(measure.eval_case, setup, precision) for precision in ("fp32", "bf16")]
-        if "generation" in setup.parts:
-            results["generation"] = _in_child(measure.generation_case, setup)
-        if "data" in setup.parts:
-            results["data"] = _in_child(measure.data_case, setup)
-        if "serving" in setup.parts:
+        if {"training", "eval", "generation", "memory"} & parts:
+            cases.append(TrainingCase("toolkit", train_case, ({},), busy="training" in parts))
+        if {"training", "generation"} & parts:
+            cases.append(TrainingCase("toolkit-nodropout", train_case, ({"training.base_dropout": False},)))
+        cases += comparisons
+        if "memory" in parts:
+            cases += [TrainingCase(name, train_case, (o,), once=True) for name, o in MEMORY_CASES.items()]
+        results["training"] = {}
+        for case in cases:
+            for name, figures in training_rows(setup, case).items():
+                results["training"][name] = figures
+                report(
+                    f"  {name}: {figures['tokens_per_second']:,.1f} useful tokens/s, "
+                    f"peak {figures['peak_memory'] / 2**30:.2f} GiB"
+                )
+        if "memory" in parts:
+            results["plan"] = in_child(measure.plan_case, setup)
+        if "eval" in parts:
+            results["eval"] = [in_child(measure.eval_case, setup, precision) for precision in ("fp32", "bf16")]
+        if "generation" in parts:
+            results["generation"] = in_child(measure.generation_case, setup)
+        if "data" in parts:
+            results["data"] = in_child(measure.data_case, setup)
+        if "serving" in parts:
             from .serving import serving_case
 
-            results["serving"] = _in_child(serving_case, setup)
+            results["serving"] = in_child(serving_case, setup)
             report(
                 "  serving: "
                 + ", ".join(
@@ -102,11 +95,20 @@ def run(setup: Setup, report=print) -> dict:
     return results
 
 
-def training_run(setup: Setup, name: str, overrides, openmp_defaults: bool = False) -> dict:
-    """One run of a training case in a fresh process. The plain script and the seed start as a script of
-    their own would, with OpenMP's defaults; `openmp_defaults` starts a toolkit case that way too."""
-    toolkit = name.removesuffix(BUSY) not in (*PLAIN_PEFT, "seed")
-    return _in_child(measure.train_case, setup, name, overrides, openmp_defaults=openmp_defaults or not toolkit)
+def training_rows(setup: Setup, case: TrainingCase) -> dict[str, dict]:
+    """The case's row (the median run), and its busy twin's where it has one."""
+    runs, busy_runs = [], []
+    for _ in range(1 if case.once else setup.repeats):
+        runs.append(in_child(case.function, setup, case.name, *case.args, openmp_defaults=case.openmp_defaults))
+        if case.busy:
+            with one_core_busy():
+                busy_runs.append(
+                    in_child(case.function, setup, case.name + BUSY, *case.args, openmp_defaults=case.openmp_defaults)
+                )
+    rows = {case.name: median_run(runs)}
+    if busy_runs:
+        rows[case.name + BUSY] = median_run(busy_runs)
+    return rows
 
 
 @contextlib.contextmanager
@@ -125,20 +127,12 @@ def one_core_busy(limit: float = 3600.0):
         process.wait()
 
 
-def plain_peft_cases(device: str) -> list[str]:
-    """fp32, and bf16 where the device computes it natively (elsewhere bf16 is emulated: nobody would pick it)."""
-    from ..hardware import cpu_has_native_bf16
-
-    native_bf16 = cpu_has_native_bf16() if device == "cpu" else torch.cuda.is_bf16_supported()
-    return ["peft", "peft-bf16"] if native_bf16 else ["peft"]
-
-
 # Imported once by the fork server, so that each measurement's fresh process starts without paying for them
 # (about 8 s each on a 2-core machine); no model, data or thread pool exists in the server to be inherited.
 PRELOADED = ["torch", "transformers", "peft", "datasets", "accelerate"]
 
 
-def _in_child(function, *args, openmp_defaults: bool = False):
+def in_child(function, *args, openmp_defaults: bool = False):
     """Run function(*args) in a new process (forked from a server that only imported the libraries: no state
     shared with this one or with another measurement) and return its result. `openmp_defaults`: where this
     process changed OpenMP's wait policy (the command line does), the child is a new interpreter without
@@ -160,14 +154,13 @@ def _in_child(function, *args, openmp_defaults: bool = False):
 
 
 def _child(function, *args):
-    import sys
-
     sys.stdout = sys.stderr  # the Trainer prints its summary; standard output is the table's (or the JSON's)
     measure.quiet()
     return function(*args)
 
 
-def _median_run(runs: list[dict]) -> dict:
+def median_run(runs: list[dict]) -> dict:
+    """The run of median speed, with every run's speed."""
     ordered = sorted(runs, key=lambda r: r["tokens_per_second"])
     median = dict(ordered[len(ordered) // 2])
     median["runs"] = [r["tokens_per_second"] for r in runs]
@@ -177,7 +170,7 @@ def _median_run(runs: list[dict]) -> dict:
 # ---------------------------------------------------------------- set-up (in this process)
 
 
-def _prepare(setup: Setup) -> None:
+def prepare(setup: Setup) -> None:
     """The random-weight base folder, the training text and a small evaluation text."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -201,7 +194,8 @@ def _prepare(setup: Setup) -> None:
 # ---------------------------------------------------------------- the machine
 
 
-def _machine(setup: Setup) -> dict:
+def machine(setup: Setup) -> dict:
+    """The device, its threads, and the matrix-product peaks the training figures are measured against."""
     return {
         "device": setup.device,
         "name": torch.cuda.get_device_name() if setup.device == "cuda" else _cpu_name(),

@@ -203,11 +203,10 @@ class Server:
         return time.perf_counter() - started, usage["completion_tokens"]
 
     def rss(self) -> int:
-        """The server process's resident set, in bytes (Linux)."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        """The server process's resident set, in bytes."""
+        from ..hardware import resident_memory
+
+        return resident_memory(self.process.pid)
 
 
 def _clients(server: Server, models: list[str], tokens: int) -> dict:

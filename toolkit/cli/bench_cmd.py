@@ -40,9 +40,10 @@ from .options import emit_json, json_option
 def bench(model, texts, block_size, batch_size, steps, repeats, parts, as_json) -> None:
     """Training, memory, evaluation, generation, data preparation and serving speed on this machine.
 
-    Trains the default recipe side by side with a plain peft + Trainer script and the 2022 seed's
-    padded full fine-tune, each in a fresh process, and prints one table with the targets. The model has
-    the architecture of --model with random weights. A few minutes on a laptop for GPT-2 (124M). Examples:
+    Trains the default recipe (also with one core kept busy, without GPT-2's dropout, and on fp32, 8-bit
+    and 4-bit bases), evaluates, generates, packs data and serves, each measurement in a fresh process,
+    and prints one table. The model has the architecture of --model with random weights. A few minutes
+    on a laptop for GPT-2 (124M). Examples:
 
         gpt2-adapt bench
 

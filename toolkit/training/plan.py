@@ -10,7 +10,6 @@ of the blocks packing left empty.
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import torch
@@ -18,6 +17,7 @@ import torch
 from ..config.recipe import Recipe
 from ..data.packing import prepare_data
 from ..distributed import launched_world
+from ..hardware import peak_memory, resident_memory
 from ..modeling import head_loss
 from ..modeling.base import load_base, load_config
 from ..modeling.lora import attach_lora
@@ -143,7 +143,7 @@ def outside_fit(precision: str, estimate: int) -> bool:
 def _measure_steps(recipe: Recipe, steps: int) -> tuple[float, int]:
     """Median seconds of a few optimizer steps (forward, backward, AdamW) on random tokens, and the peak
     memory they added to this process (allocated on a GPU; resident on a CPU)."""
-    before = _resident_bytes()
+    before = resident_memory()
     model = attach_lora(load_base(recipe), recipe)
     device = "cuda" if torch.cuda.is_available() and recipe.quantization.mode == "none" else None  # else device_map
     if device:
@@ -169,18 +169,5 @@ def _measure_steps(recipe: Recipe, steps: int) -> tuple[float, int]:
         if device:
             torch.cuda.synchronize()
         timings.append(time.perf_counter() - started)
-    peak = torch.cuda.max_memory_allocated() if device else _peak_resident_bytes() - before
+    peak = peak_memory("cuda") if device else peak_memory("cpu") - before
     return sorted(timings[1:])[len(timings[1:]) // 2], int(peak)
-
-
-def _resident_bytes() -> int:
-    try:  # resident pages x page size (Linux)
-        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
-
-
-def _peak_resident_bytes() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
