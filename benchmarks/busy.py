@@ -60,7 +60,7 @@ def main() -> int:
         return 0
 
     from benchmarks import comparisons
-    from toolkit.bench import run as bench
+    from toolkit.bench import runner as bench
     from toolkit.bench.cases import Setup, train_case
 
     with tempfile.TemporaryDirectory(prefix="bench-busy-") as folder:

@@ -1,5 +1,5 @@
 """`gpt2-adapt bench`'s rows beside the two ways people train GPT-2 without the toolkit, each in a fresh
-process as the bench runs its own (`run` passes them to toolkit.bench.run):
+process as the bench runs its own (`run` passes them to toolkit.bench.runner):
 - seed: the 2022 write-up's pipeline. Each line is tokenized and padded to the longest line of its
   `datasets.map` batch, batches are padded again by DataCollatorForLanguageModeling, and all of GPT-2 is
   fine-tuned in fp32. Only its non-padding tokens count as useful.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit.bench import run as bench
+from toolkit.bench import runner as bench
 from toolkit.bench.cases import Setup, base_parameters, timed_training
 from toolkit.bench.report import BUSY
 from toolkit.bench.report import LABELS as BENCH_LABELS
@@ -37,8 +37,8 @@ LABELS = BENCH_LABELS | OTHER_PIPELINES | {n + BUSY: f"{label}, one core busy" f
 
 
 def run(setup: Setup, report=print) -> dict:
-    """toolkit.bench.run's measurements, with the other pipelines' training rows where training is measured."""
-    return bench.run(setup, report, training_cases(setup.device) if "training" in setup.parts else ())
+    """toolkit.bench.runner's measurements, with the other pipelines' training rows where training is measured."""
+    return bench.measure(setup, report, training_cases(setup.device) if "training" in setup.parts else ())
 
 
 def table(results: dict) -> str:

@@ -225,7 +225,7 @@ def measure(setup, gpu: bool, quick: bool, save) -> dict:
     that its `targets` reads them), plus "failed": one line per measurement that raised (the others still run).
     `save(results)` is called after each measurement."""
     from toolkit.bench import cases
-    from toolkit.bench import run as bench
+    from toolkit.bench import runner as bench
     from toolkit.bench.report import describe_machine
 
     results = {"setup": asdict(setup) | {"work": None}, "training": {}, "failed": []}

@@ -31,7 +31,7 @@ def main() -> int:
     import numpy as np
     from transformers import AutoConfig
 
-    from toolkit.bench import run as bench
+    from toolkit.bench import runner as bench
     from toolkit.bench.cases import Setup, train_case
     from toolkit.config.recipe import DataSpec, ModelSpec, Recipe, TrainingSpec
     from toolkit.training import plan

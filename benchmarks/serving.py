@@ -39,7 +39,7 @@ def main() -> int:
     text = gpt2_124m.TEXT
 
     from benchmarks import targets
-    from toolkit.bench import run as bench
+    from toolkit.bench import runner as bench
     from toolkit.bench.cases import Setup
     from toolkit.bench.report import describe_machine, serving_table
 
@@ -52,7 +52,7 @@ def main() -> int:
             clients=tuple(args.clients),
             parts=("serving",),
         )
-        results = bench.run(setup, report=lambda line: print(line, file=sys.stderr, flush=True))
+        results = bench.measure(setup, report=lambda line: print(line, file=sys.stderr, flush=True))
     print(describe_machine(results["machine"]))
     print("model: GPT-2 124M (GPT2Config(), random weights), fp32; adapters: LoRA r=16 on c_attn")
     print("\n".join(serving_table(results["serving"])))

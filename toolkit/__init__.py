@@ -25,7 +25,7 @@ _WHERE = {
     "TrainingMetrics": "records",
     "create_app": "serving.app",
     "evaluate": "evaluation.run",
-    "export": "exporting.run",
+    "export": "exporting.export",
     "generate": "generation.generate",
     "generate_batch": "generation.generate",
     "load": "store.loading",
@@ -34,7 +34,7 @@ _WHERE = {
     "merge": "generation.merging",
     "mix": "generation.mixing",
     "serve": "serving.server",
-    "train": "training.run",
+    "train": "training.train",
     "use": "generation.switching",
 }
 __all__ = sorted(_WHERE)  # noqa: PLE0605 - the public names are the keys above

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 
 # A parameter inside a message: NUL, its name, optionally "=" and the value's repr, NUL. NUL never
-# occurs in the text around it, and a message is always rendered before anyone reads it.
+# occurs in the text around it, and a message is always spelled out before anyone reads it.
 _PARAM = re.compile(r"\x00([A-Za-z_]+)(?:=([^\x00]*))?\x00")
 
 Spelling = Callable[[str, "str | None"], str]
@@ -27,7 +27,7 @@ def python_spelling(name: str, value: str | None) -> str:
     return name if value is None else f"{name}={value}"
 
 
-def render(text: str, spelling: Spelling = python_spelling) -> str:
+def spell_parameters(text: str, spelling: Spelling = python_spelling) -> str:
     return _PARAM.sub(lambda m: spelling(m.group(1), m.group(2)), text)
 
 
@@ -37,17 +37,17 @@ class ToolkitError(Exception):
     exit_code = 2
 
     def __init__(self, *problems: str):
-        self.raw = [p for p in problems if p]  # with parameter placeholders; see render()
+        self.raw = [p for p in problems if p]  # with parameter placeholders; see spell_parameters()
         super().__init__("\n".join(self.problems))
 
     @property
     def problems(self) -> list[str]:
         """One line per problem, parameters spelled as Python names them."""
-        return [render(p) for p in self.raw]
+        return [spell_parameters(p) for p in self.raw]
 
     def spelled(self, spelling: Spelling) -> list[str]:
         """One line per problem, parameters spelled by `spelling` (the CLI's options)."""
-        return [render(p, spelling) for p in self.raw]
+        return [spell_parameters(p, spelling) for p in self.raw]
 
     def prefixed(self, prefix: str) -> ToolkitError:
         """The same problems, each put after `prefix` (the name of the text or file they were found in)."""

@@ -18,7 +18,7 @@ from serving.servers import add_adapter
 
 import toolkit
 from toolkit.exporting import runtimes
-from toolkit.exporting.run import TOLERANCES
+from toolkit.exporting.export import TOLERANCES
 
 pytestmark = pytest.mark.skipif(
     not (runtimes.installed(runtimes.LLAMA) and runtimes.installed(runtimes.ONNX)),

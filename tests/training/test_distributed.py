@@ -15,7 +15,7 @@ PER_RANK = """
 import json, os, sys
 from toolkit.config.recipe import load_recipe
 from toolkit.store.store import AdapterStore
-from toolkit.training.run import train
+from toolkit.training.train import train
 
 result = train(load_recipe(sys.argv[1], sys.argv[2:]), AdapterStore("store"))
 with open(f"metrics-rank{os.environ['RANK']}.json", "w") as f:
@@ -73,7 +73,7 @@ def test_the_cli_runs_unchanged_under_torchrun_and_overwrites_an_earlier_run(wri
 
 NAN_ON_ONE_RANK = """
 import os, sys, torch
-import toolkit.training.run as train
+import toolkit.training.train as train
 
 compute = train.AdapterTrainer.compute_loss
 def compute_loss(self, *args, **kwargs):

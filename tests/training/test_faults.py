@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # real processes
 HARNESS = r"""
 import os, signal, sys
 moment, at = sys.argv[1], int(sys.argv[2])
-import toolkit.training.run as train
+import toolkit.training.train as train
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)

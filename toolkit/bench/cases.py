@@ -1,4 +1,4 @@
-"""What each benchmark case measures, each run in a fresh process by `bench.run`. The comparisons with other
+"""What each benchmark case measures, each run in a fresh process by `bench.runner`. The comparisons with other
 pipelines (benchmarks/comparisons.py) time their training with `timed_training` too."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _toolkit(setup: Setup, name: str, overrides: dict, timer) -> dict:
     from ..config.recipe import load_recipe
     from ..modeling.precision import training_precision
     from ..store.store import AdapterStore
-    from ..training.run import train
+    from ..training.train import train
 
     work = Path(setup.work)
     os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
@@ -199,7 +199,7 @@ def _llama_cpp_rates(setup: Setup, store: str) -> dict | None:
     """The same greedy generation in llama.cpp, on the adapter exported as GGUF (f32 and q8_0): a reference for
     what a CPU runtime built for inference does with this model. None where llama.cpp is not installed."""
     from ..exporting import runtimes
-    from ..exporting.run import ADAPTER_FILE, BASE_FILE, MERGED_FILE, export
+    from ..exporting.export import ADAPTER_FILE, BASE_FILE, MERGED_FILE, export
 
     if not runtimes.installed(runtimes.LLAMA):
         return None

@@ -49,7 +49,7 @@ def bench(model, texts, block_size, batch_size, steps, repeats, parts, as_json) 
 
         gpt2-adapt bench --model gpt2-medium --text notes.txt --only training --json
     """
-    from ..bench import run as benchmark
+    from ..bench import runner
     from ..bench.cases import Setup
     from ..bench.report import table
     from ..errors import ToolkitError
@@ -77,7 +77,7 @@ def bench(model, texts, block_size, batch_size, steps, repeats, parts, as_json) 
         repeats=repeats,
         parts=tuple(parts) or PARTS,
     )
-    results = benchmark.run(setup, report=lambda line: click.echo(line, err=True))
+    results = runner.measure(setup, report=lambda line: click.echo(line, err=True))
     if as_json:
         emit_json(results)
     else:

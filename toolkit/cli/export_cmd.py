@@ -76,7 +76,7 @@ def export(
         gpt2-adapt export wikitext103 --format onnx --out export/onnx --verify
     """
     from ..errors import ToolkitError
-    from ..exporting.run import export as export_adapters
+    from ..exporting.export import export as export_adapters
     from ..generation.mixing import describe
 
     if bool(adapters) == bool(mix):

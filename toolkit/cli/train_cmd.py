@@ -54,7 +54,7 @@ def train(
         return
     from ..config.recipe import load_recipe
     from ..store.store import AdapterStore
-    from ..training.run import train as run_training
+    from ..training.train import train as run_training
 
     recipe = load_recipe(recipe_path, overrides)
     result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite, allow_changed=allow_changed)

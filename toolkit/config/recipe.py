@@ -531,7 +531,7 @@ def _check_template(template: str) -> list[str]:
 
 def _check_report_to(targets: list[str]) -> list[str]:
     """Trainer loggers that transformers knows ("none" and "all" too); whether they are installed is
-    checked when training starts (`training.run`), since a recipe may be written on another machine."""
+    checked when training starts (`training.train`), since a recipe may be written on another machine."""
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
     return [

@@ -82,7 +82,7 @@ def merge(
     with atomic_folder(out, replace=replace_out) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        text = card.render_merged(out.resolve().name, base_label, weights, out_precision, manifests, full_precision)
+        text = card.merged_card(out.resolve().name, base_label, weights, out_precision, manifests, full_precision)
         (tmp / "README.md").write_text(text, encoding="utf-8")
 
     difference = None

@@ -82,10 +82,10 @@ class Chat:
 
     def _tokens(self, body: ChatCompletionRequest) -> tuple[Target, list[int]]:
         target = self.completions.catalog.target(body.model)
-        return target, self.completions.tokens(render(target, body.messages), target.template)
+        return target, self.completions.tokens(chat_prompt(target, body.messages), target.template)
 
 
-def render(target: Target, messages: list[ChatMessage]) -> str:
+def chat_prompt(target: Target, messages: list[ChatMessage]) -> str:
     """The prompt a conversation stands for: its one user message."""
     if target.template is None:
         raise BadRequest(

@@ -44,7 +44,7 @@ class NoRoom(Exception):
 
 
 @dataclass
-class Loaded:
+class LoadedAdapter:
     peft_name: str  # the name peft knows it by: "poems@3", or "mix-<hash>"
     adapters: tuple[str, ...]  # the store's adapters it was made of
     versions: tuple[Version, ...]  # of those adapters when it was loaded
@@ -57,8 +57,8 @@ class Registry:
     ):
         self.model, self.tokenizer, self.store, self.source = model, tokenizer, store, source
         self.max_loaded, self.strict = max_loaded, strict
-        self.current: OrderedDict[str, Loaded] = OrderedDict()  # target name -> entry; least recently used first
-        self.retired: list[Loaded] = []  # older versions still generating; unloaded when their last row ends
+        self.current: OrderedDict[str, LoadedAdapter] = OrderedDict()  # target name -> entry; least recently used first
+        self.retired: list[LoadedAdapter] = []  # older versions still generating; unloaded when their last row ends
         self._loads = itertools.count(1)
 
     @property
@@ -109,7 +109,7 @@ class Registry:
 
     # ---------------------------------------------------------------- loading and unloading
 
-    def _load(self, name: str, versions: tuple[Version, ...]) -> Loaded:
+    def _load(self, name: str, versions: tuple[Version, ...]) -> LoadedAdapter:
         self._make_room(1)
         peft_name = f"{name}@{next(self._loads)}"
         try:
@@ -122,9 +122,9 @@ class Registry:
             raise AdapterRefused(message(err), param="model") from None
         self._settle()
         log.info("loaded adapter %s (%s)", name, peft_name)
-        return Loaded(peft_name, (name,), versions)
+        return LoadedAdapter(peft_name, (name,), versions)
 
-    def _mix(self, target: Target, versions: tuple[Version, ...]) -> Loaded:
+    def _mix(self, target: Target, versions: tuple[Version, ...]) -> LoadedAdapter:
         """Build the mix from its adapters, loaded (and held) for the time it takes."""
         parts = [Target(name, ((name, 1.0),)) for name in target.adapters]
         self._make_room(1 + sum(part.name not in self.current for part in parts))
@@ -139,7 +139,7 @@ class Registry:
             for peft in held:
                 self.release(peft)
         log.info("built mix %s (%s)", target.name, peft_name)
-        return Loaded(peft_name, target.adapters, versions)
+        return LoadedAdapter(peft_name, target.adapters, versions)
 
     def _make_room(self, needed: int) -> None:
         """Unload the least recently used idle entries until `needed` more fit; NoRoom when the rest are
@@ -166,7 +166,7 @@ class Registry:
         else:
             self._unload(entry)
 
-    def _unload(self, entry: Loaded) -> None:
+    def _unload(self, entry: LoadedAdapter) -> None:
         with warnings.catch_warnings():  # peft warns when the "active" adapter goes; rows name theirs
             warnings.simplefilter("ignore")
             self.model.delete_adapter(entry.peft_name)
@@ -189,7 +189,7 @@ class Registry:
             raise ModelNotFound(f"adapter {name!r} was removed from the store", param="model")
         return version
 
-    def _up_to_date(self, entry: Loaded) -> bool:
+    def _up_to_date(self, entry: LoadedAdapter) -> bool:
         try:
             return tuple(self._version(a) for a in entry.adapters) == entry.versions
         except ModelNotFound:

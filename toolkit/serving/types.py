@@ -52,7 +52,7 @@ class StreamOptions(Strict):
     include_usage: bool = False  # a last chunk with the usage and no choices
 
 
-class Request(Strict):
+class GenerationRequest(Strict):
     """What every request may carry: here, the OpenAI fields this server accepts at their neutral value only."""
 
     presence_penalty: float = 0.0
@@ -69,7 +69,7 @@ class Request(Strict):
         return value
 
 
-class CompletionRequest(Request):
+class CompletionRequest(GenerationRequest):
     model: Text = Field(min_length=1, max_length=MAX_MODEL_CHARS)  # an adapter, the base, or a mix "a=0.7,b=0.3"
     prompt: Prompt
     echo: bool = False  # the prompt is returned before the completion (and scored, with logprobs)
@@ -139,7 +139,7 @@ class ChatMessage(Strict):
     content: Text
 
 
-class ChatCompletionRequest(Request):
+class ChatCompletionRequest(GenerationRequest):
     """Generated only for models with a prompt template (chat.py says what the messages may be)."""
 
     model: Text = Field(min_length=1, max_length=MAX_MODEL_CHARS)

@@ -90,13 +90,13 @@ def build_tiny_gpt2(corpus: Path, vocabulary: list[Path] = (), plan: Pretraining
                     embd_pdrop=0.0,
                     attn_pdrop=0.0,
                 )
-                pretrain(model, token_stream(tokenizer, corpus), plan)
+                pretrain(model, corpus_tokens(tokenizer, corpus), plan)
                 model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
     return folder
 
 
-def token_stream(tokenizer, corpus: Path):
+def corpus_tokens(tokenizer, corpus: Path):
     """The corpus as one tensor of token ids, EOS after each line (each paragraph is a document)."""
     import torch
 

@@ -9,7 +9,7 @@ from ..records import TrainingMetrics
 from .manifest import WEIGHTS, Manifest
 
 
-def render(recipe: Recipe, metrics: TrainingMetrics) -> str:
+def trained_card(recipe: Recipe, metrics: TrainingMetrics) -> str:
     data = recipe.data
     source = (
         data.dataset + (f" ({data.config})" if data.config else "") if data.dataset else ", ".join(data.train_files)
@@ -86,7 +86,7 @@ def _kept(metrics: TrainingMetrics) -> str:
     return note + (f"; the adapter is that of step {kept.step}, the best evaluation" if kept.keep == "best" else "")
 
 
-def render_imported(name: str, base: str, source: Path) -> str:
+def imported_card(name: str, base: str, source: Path) -> str:
     return f"""---
 base_model: {base}
 library_name: peft
@@ -102,7 +102,7 @@ base. It was trained elsewhere: its data and figures are not recorded here.
 """
 
 
-def render_merged(
+def merged_card(
     name: str,
     base: str,
     weights: dict[str, float],

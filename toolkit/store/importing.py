@@ -55,7 +55,7 @@ def import_adapter(
     with store.lock(name), store.saving(name) as tmp:
         for file_name in PEFT_FILES:
             shutil.copyfile(folder / file_name, tmp / file_name)
-        (tmp / "README.md").write_text(card.render_imported(name, base_name, folder), encoding="utf-8")
+        (tmp / "README.md").write_text(card.imported_card(name, base_name, folder), encoding="utf-8")
         write_manifest(
             tmp,
             name=name,

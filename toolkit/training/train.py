@@ -353,7 +353,7 @@ def _save_adapter(
         # Every logged step (loss, learning rate, evaluations) of the whole run, resumes included.
         lines = "".join(json.dumps(entry) + "\n" for entry in log_history)
         (folder / "metrics.jsonl").write_text(lines, encoding="utf-8")
-        (folder / "README.md").write_text(card.render(recipe, metrics), encoding="utf-8")
+        (folder / "README.md").write_text(card.trained_card(recipe, metrics), encoding="utf-8")
         plots.training_curves(log_history, metrics.base.perplexity, folder / "training.png")
         write_manifest(
             folder,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from . import cases as measure
+from . import cases
 from .cases import MEMORY_CASES, Setup, sync, train_case
 from .report import BUSY, describe_machine
 
@@ -47,7 +47,7 @@ class TrainingCase:
     openmp_defaults: bool = False  # started as a script that never ran gpt2-adapt would (see `in_child`)
 
 
-def run(setup: Setup, report=print, comparisons: Sequence[TrainingCase] = ()) -> dict:
+def measure(setup: Setup, report=print, comparisons: Sequence[TrainingCase] = ()) -> dict:
     """Every measurement of `setup.parts`, in fresh processes; `report` is called with each line of progress.
     `comparisons`: more training rows, measured after the toolkit's default runs and before the memory ones."""
     with tempfile.TemporaryDirectory(prefix="gpt2-adapt-bench-") as work:
@@ -57,16 +57,16 @@ def run(setup: Setup, report=print, comparisons: Sequence[TrainingCase] = ()) ->
         prepare(setup)
         parts = set(setup.parts)
         # The toolkit's runs come first: eval uses the default run's adapter, generation switches between both.
-        cases = []
+        training_cases = []
         if {"training", "eval", "generation", "memory"} & parts:
-            cases.append(TrainingCase("toolkit", train_case, ({},), busy="training" in parts))
+            training_cases.append(TrainingCase("toolkit", train_case, ({},), busy="training" in parts))
         if {"training", "generation"} & parts:
-            cases.append(TrainingCase("toolkit-nodropout", train_case, ({"training.base_dropout": False},)))
-        cases += comparisons
+            training_cases.append(TrainingCase("toolkit-nodropout", train_case, ({"training.base_dropout": False},)))
+        training_cases += comparisons
         if "memory" in parts:
-            cases += [TrainingCase(name, train_case, (o,), once=True) for name, o in MEMORY_CASES.items()]
+            training_cases += [TrainingCase(name, train_case, (o,), once=True) for name, o in MEMORY_CASES.items()]
         results["training"] = {}
-        for case in cases:
+        for case in training_cases:
             for name, figures in training_rows(setup, case).items():
                 results["training"][name] = figures
                 report(
@@ -74,13 +74,13 @@ def run(setup: Setup, report=print, comparisons: Sequence[TrainingCase] = ()) ->
                     f"peak {figures['peak_memory'] / 2**30:.2f} GiB"
                 )
         if "memory" in parts:
-            results["plan"] = in_child(measure.plan_case, setup)
+            results["plan"] = in_child(cases.plan_case, setup)
         if "eval" in parts:
-            results["eval"] = [in_child(measure.eval_case, setup, precision) for precision in ("fp32", "bf16")]
+            results["eval"] = [in_child(cases.eval_case, setup, precision) for precision in ("fp32", "bf16")]
         if "generation" in parts:
-            results["generation"] = in_child(measure.generation_case, setup)
+            results["generation"] = in_child(cases.generation_case, setup)
         if "data" in parts:
-            results["data"] = in_child(measure.data_case, setup)
+            results["data"] = in_child(cases.data_case, setup)
         if "serving" in parts:
             from .serving import serving_case
 
@@ -155,7 +155,7 @@ def in_child(function, *args, openmp_defaults: bool = False):
 
 def _child(function, *args):
     sys.stdout = sys.stderr  # the Trainer prints its summary; standard output is the table's (or the JSON's)
-    measure.quiet()
+    cases.quiet()
     return function(*args)
 
 
@@ -178,7 +178,7 @@ def prepare(setup: Setup) -> None:
     from ..modeling.tokenizer import tokenizer_from
     from ..sources.models import model_source
 
-    measure.quiet()
+    cases.quiet()
     work = Path(setup.work)
     source = model_source(setup.model, "main", key=param("model"))
     config = AutoConfig.from_pretrained(**source.from_pretrained())
