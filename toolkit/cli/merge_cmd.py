@@ -55,7 +55,7 @@ def merge(
     """
     from ..generation.merging import VERIFY_BATCHES, VERIFY_ROWS
     from ..generation.merging import merge as merge_adapters
-    from ..generation.mixing import describe
+    from ..modeling.mixing import describe
 
     if dtype:
         precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype]

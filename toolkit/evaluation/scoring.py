@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..data.streams import TokenStream
 from ..distributed import process
 from ..errors import ToolkitError, param
+from ..modeling.switching import base_of
 from ..records import Protocol, Score
 from .metric import load_metric
 from .protocol import Window, windows
@@ -75,7 +76,7 @@ def score(
     rank, world = process()
     # Longest first, so that a batch pads little; order does not change the sums.
     mine = sorted(todo[rank::world], key=lambda w: w.hi - w.start, reverse=True)
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = base_of(model)
     device = lm.get_output_embeddings().weight.device
     budget = CUDA_TOKENS_PER_BATCH if device.type == "cuda" else CPU_TOKENS_PER_BATCH
     byte_sums = np.concatenate([[0], np.cumsum(stream.nbytes)])

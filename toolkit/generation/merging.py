@@ -18,14 +18,14 @@ import torch
 
 from ..errors import ToolkitError, param
 from ..files import atomic_folder, read_json
+from ..modeling.mixing import mix, parse_weights
 from ..modeling.precision import DTYPES
+from ..modeling.switching import use
 from ..sources.models import model_source
 from ..store import card
 from ..store.loading import load
 from ..store.manifest import MANIFEST
 from ..store.store import AdapterStore
-from .mixing import mix, parse_weights
-from .switching import use
 
 # The older spellings of the output precision (`dtype`), mapped onto the toolkit's one vocabulary.
 OLD_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
