@@ -48,7 +48,6 @@ from .options import (
 )
 @click.option(
     "--recipe",
-    "recipe_path",
     metavar="RECIPE",
     type=click.Path(dir_okay=False),
     help="Score on a recipe's evaluation text (its block size is the default context).",
@@ -118,31 +117,7 @@ from .options import (
     "--overwrite", is_flag=True, help="Replace existing --csv/--heatmap files that are not earlier outputs of eval."
 )
 @store_option
-def eval_cmd(
-    adapters,
-    mix,
-    base,
-    model,
-    recipe_path,
-    overrides,
-    datasets,
-    config,
-    split,
-    text_column,
-    files,
-    tasks,
-    include_paths,
-    int8,
-    nf4,
-    allow_unverified,
-    force,
-    as_json,
-    csv_path,
-    heatmap_path,
-    overwrite,
-    store,
-    **values,
-) -> None:
+def eval_cmd(int8, nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite, **values) -> None:
     """Perplexity of adapters, their base, a mix or any GPT-2 model, on any text, by a stated protocol;
     and lm-evaluation-harness tasks on the same rows.
 
@@ -161,7 +136,7 @@ def eval_cmd(
     from ..evaluation.run import evaluate
     from ..store.store import AdapterStore
 
-    base, model = resolve_base(base, model, adapters or mix)
+    values["base"], values["model"] = resolve_base(values["base"], values["model"], values["adapters"] or values["mix"])
     values.update(
         precision=resolve_precision_flags(values["precision"], int8, nf4=nf4),
         strict=not resolve_allow_unverified(allow_unverified, force),
@@ -170,24 +145,8 @@ def eval_cmd(
     heatmap_path = heatmap_path or (str(Path(csv_path).with_suffix(".png")) if csv_path else None)
     for path, kind, name in ((csv_path, "csv", "csv"), (heatmap_path, "png", "heatmap")):
         if path:  # before anything is scored
-            report.check_output(Path(path), kind, name, AdapterStore(store).root, overwrite)
-    results = evaluate(
-        list(adapters),
-        mix=mix,
-        model=model,
-        base=base,
-        datasets=datasets,
-        files=files,
-        recipe=recipe_path,
-        overrides=overrides,
-        tasks=tasks,
-        include_paths=include_paths,
-        config=config,
-        split=split,
-        text_column=text_column,
-        store=store,
-        **values,
-    )
+            report.check_output(Path(path), kind, name, AdapterStore(values["store"]).root, overwrite)
+    results = evaluate(**values)  # the options are evaluate's parameters and EvalOptions' fields
     if not is_main_process():
         return  # every process holds the same figures; the first reports them
     if csv_path:
