@@ -1,5 +1,6 @@
 """The shape of the package: no import cycle, no module importing from a layer above its own, click only
-in the CLI, and no library message that spells a command-line option (the CLI maps parameters to options)."""
+in the CLI, torch's precision names in one module, and no library message that spells a command-line option
+(the CLI maps parameters to options)."""
 
 import ast
 from pathlib import Path
@@ -145,6 +146,40 @@ def _strings(tree: ast.AST):
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             yield node
+
+
+TORCH_PRECISION_NAMES = {"float32", "bfloat16", "float16"}  # torch's: the toolkit says fp32, bf16, fp16
+
+
+def _is_torch_precision(node) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr in TORCH_PRECISION_NAMES
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "torch"
+    )
+
+
+def test_only_modeling_precision_translates_between_the_toolkits_precisions_and_torchs():
+    """torch's names of the precisions (a string "bfloat16" or "torch.bfloat16") and tables of torch dtypes
+    (`{"bf16": torch.bfloat16}`) live in toolkit/modeling/precision.py alone; everything else asks it, so the
+    aliases cannot spread again. (Passing `dtype=torch.float32` to a library is no translation.)"""
+    found = []
+    for name, path in modules().items():
+        if name == "toolkit.modeling.precision":
+            continue
+        tree = ast.parse(path.read_text())
+        found += [
+            f"{name} line {node.lineno}: {node.value!r}"
+            for node in _strings(tree)
+            if node.value.removeprefix("torch.") in TORCH_PRECISION_NAMES
+        ]
+        found += [
+            f"{name} line {node.lineno}: a table of torch dtypes"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Dict) and any(_is_torch_precision(n) for n in [*node.keys, *node.values] if n)
+        ]
+    assert found == []
 
 
 @pytest.mark.parametrize("module", sorted(m for m in modules() if not m.startswith("toolkit.cli")))

@@ -11,7 +11,7 @@ toolkit.serve(store="adapters", port=8000)              # every adapter behind a
 store = toolkit.AdapterStore("adapters")                 # names(), info(name), path(name), remove(name)
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # The public API: name -> the module that defines it. Imported lazily, so that `gpt2-adapt --help` and
 # `import toolkit` do not pay for importing torch.

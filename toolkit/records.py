@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar, Self
 
 
 class RecordError(ValueError):
@@ -32,12 +33,27 @@ def _fields(cls, data: dict, what: str) -> dict:
     return out
 
 
+class JsonRecord:
+    """A flat record's JSON: its fields in order, read back by name (unknown keys ignored, missing ones named)."""
+
+    described_as: ClassVar[str]  # how an error names it: "a run identity"
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data) -> Self:
+        return cls(**_fields(cls, _require_object(data, cls.described_as), cls.described_as))
+
+
 # ---------------------------------------------------------------- where a model comes from
 
 
 @dataclass(frozen=True)
-class ModelSource:
+class ModelSource(JsonRecord):
     """What `from_pretrained` is given for a model: a local folder or a hub id (with its revision)."""
+
+    described_as = "a model source"
 
     path: str  # pretrained_model_name_or_path
     revision: str | None = None  # hub revision; None for a local folder
@@ -56,21 +72,16 @@ class ModelSource:
             kwargs["local_files_only"] = True
         return kwargs
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> ModelSource:
-        return cls(**_fields(cls, _require_object(data, "a model source"), "a model source"))
-
 
 # ---------------------------------------------------------------- what a run is
 
 
 @dataclass(frozen=True)
-class RunIdentity:
+class RunIdentity(JsonRecord):
     """What decides a training run's result: the resolved recipe, the packed data and the base's weights
     (sha256 fingerprints each). Two runs with the same identity train the same adapter."""
+
+    described_as = "a run identity"
 
     recipe: str
     data: str
@@ -83,13 +94,6 @@ class RunIdentity:
             for f in dataclasses.fields(self)
             if getattr(other, f.name) and getattr(self, f.name) and getattr(other, f.name) != getattr(self, f.name)
         ]
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> RunIdentity:
-        return cls(**_fields(cls, _require_object(data, "a run identity"), "a run identity"))
 
 
 # ---------------------------------------------------------------- what a score is
@@ -178,8 +182,10 @@ class Protocol:
 
 
 @dataclass(frozen=True)
-class Score:
+class Score(JsonRecord):
     """A text's score: token perplexity from summed NLL, and the tokenizer-free figures where counted."""
+
+    described_as = "a score"
 
     perplexity: float
     mean_nll: float  # nats per scored token
@@ -193,10 +199,6 @@ class Score:
     def to_json(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k in _SCORE_CORE}
 
-    @classmethod
-    def from_json(cls, data: dict) -> Score:
-        return cls(**_fields(cls, _require_object(data, "a score"), "a score"))
-
 
 _SCORE_CORE = ("perplexity", "mean_nll", "tokens")
 
@@ -205,7 +207,9 @@ _SCORE_CORE = ("perplexity", "mean_nll", "tokens")
 
 
 @dataclass(frozen=True)
-class TrainStats:
+class TrainStats(JsonRecord):
+    described_as = "its train record"
+
     steps: int
     epochs: float
     tokens: int  # tokens trained on, all processes, resumes included
@@ -217,8 +221,10 @@ class TrainStats:
 
 
 @dataclass(frozen=True)
-class Kept:
+class Kept(JsonRecord):
     """Which of a run's adapters was saved (`training.keep`), and why the run ended where it did."""
+
+    described_as = "its kept record"
 
     keep: str  # "last" or "best"
     step: int  # the step whose weights were saved: the last, or that of the best evaluation
@@ -269,12 +275,10 @@ class TrainingMetrics:
                 adapted=Score.from_json(data["adapted"]),
                 protocol=Protocol.from_json(data["protocol"]),
                 precision=str(data.get("precision", "fp32")),
-                train=TrainStats(**_fields(TrainStats, _require_object(data["train"], "its train record"), "train")),
+                train=TrainStats.from_json(data["train"]),
                 data=data.get("data", {}),
                 versions=data.get("versions", {}),
-                kept=Kept(**_fields(Kept, _require_object(data["kept"], "its kept record"), "kept"))
-                if "kept" in data
-                else None,
+                kept=Kept.from_json(data["kept"]) if "kept" in data else None,
                 quantization=str(data.get("quantization", "none")),
             )
         except KeyError as err:
@@ -287,9 +291,11 @@ class TrainingMetrics:
 
 
 @dataclass(frozen=True)
-class TaskScore:
+class TaskScore(JsonRecord):
     """An lm-evaluation-harness task's figures, named as the harness names them ("acc", "word_perplexity";
     a metric under a filter other than "none" is "metric,filter")."""
+
+    described_as = "a task score"
 
     metrics: dict[str, float]  # name -> value, in the harness's order: the first is the task's headline
     stderr: dict[str, float] = field(default_factory=dict)  # name -> standard error, where the harness gives one
@@ -301,13 +307,6 @@ class TaskScore:
         """The first metric: the one a matrix shows ("", None when the harness reported no number)."""
         name = next(iter(self.metrics), "")
         return name, self.metrics.get(name)
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> TaskScore:
-        return cls(**_fields(cls, _require_object(data, "a task score"), "a task score"))
 
 
 @dataclass(frozen=True)

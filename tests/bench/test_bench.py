@@ -7,7 +7,7 @@ import os
 import pytest
 
 from toolkit.bench.report import table
-from toolkit.modeling.precision import resolve_precision
+from toolkit.modeling.precision import training_precision
 from toolkit.threads import threads_sleep
 
 pytestmark = pytest.mark.slow  # real processes
@@ -35,7 +35,7 @@ def test_bench_measures_each_training_case_and_the_data_preparation(cli, tiny_mo
     assert result.exit_code == 0, result.output
     results = json.loads(result.stdout)
     training = results["training"]
-    plain = ["peft", "peft-bf16"] if resolve_precision("auto") == "bf16" else ["peft"]  # bf16 where it is native
+    plain = ["peft", "peft-bf16"] if training_precision("auto") == "bf16" else ["peft"]  # bf16 where it is native
     # the default and the plain script the targets compare against, each also with one core kept busy
     assert list(training) == ["toolkit", "toolkit-busy", "toolkit-nodropout", *plain, f"{plain[-1]}-busy", "seed"]
     assert training[f"{plain[-1]}-busy"]["precision"] == training[plain[-1]]["precision"]
@@ -49,7 +49,7 @@ def test_bench_measures_each_training_case_and_the_data_preparation(cli, tiny_mo
     for name, run in training.items():
         assert run["tokens_per_second"] > 0 and 0 < run["training_memory"] < run["peak_memory"], name
         assert run["parameters"] == parameters and run["steps"] == 3, name  # steps the timer saw: warm-up + 2
-    assert training["toolkit"]["precision"] == resolve_precision("auto")
+    assert training["toolkit"]["precision"] == training_precision("auto")
     assert 0.2 < training["seed"]["padding_share"] < 1  # the corpus' lines vary from one to three sentences
     data = results["data"]
     assert data["tokens"] > 10_000 and data["cached_seconds"] < data["first_seconds"]

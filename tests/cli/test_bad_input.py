@@ -906,6 +906,22 @@ CASES = [
         marks=NO_CUDA,
     ),
     case("generate-int8-and-nf4", lambda w: w.stored(*w.generate("--int8", "--nf4")), "--int8 and --nf4"),
+    # the spellings of 0.1, removed in 0.3.0 (CHANGELOG.md): unknown options now, refused before anything runs
+    case("removed-train-force", lambda w: w.train("--force"), "No such option '--force'"),
+    case("removed-eval-force", lambda w: w.eval("--force"), "No such option '--force'"),
+    case("removed-generate-force", lambda w: w.generate("--force"), "No such option '--force'"),
+    case("removed-generate-dtype", lambda w: w.generate("--dtype", "bfloat16"), "No such option '--dtype'"),
+    case("removed-merge-force", lambda w: w.merge("--force"), "No such option '--force'"),
+    case("removed-merge-dtype", lambda w: w.merge("--dtype", "bfloat16"), "No such option '--dtype'"),
+    case("removed-merge-model", lambda w: w.merge("--model", str(w.tiny_model)), "No such option '--model'"),
+    # --model is a plain model: beside adapters it no longer stands for their base
+    case("eval-model-beside-adapter", lambda w: w.eval("--model", str(w.tiny_model)), "--model and --adapter"),
+    case("generate-model-beside-adapter", lambda w: w.generate("--model", str(w.tiny_model)), "--model and --adapter"),
+    case(
+        "generate-model-beside-mix",
+        lambda w: ["generate", "--mix", "tiny=0.5", "--model", str(w.tiny_model), "--prompt", "The"],
+        "--model and --mix",
+    ),
     # damaged checkpoints, resumed
     case(
         "checkpoint-garbage-trainer-state",

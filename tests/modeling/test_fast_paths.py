@@ -14,7 +14,7 @@ from toolkit.hardware import cpu_has_native_bf16
 from toolkit.modeling import head_loss
 from toolkit.modeling.base import load_base, scoring_attention, training_attention
 from toolkit.modeling.dropout import ATTENTION
-from toolkit.modeling.precision import resolve_precision
+from toolkit.modeling.precision import training_precision
 from toolkit.records import Protocol
 from toolkit.training.checkpoints import CheckpointKeeper
 from toolkit.training.trainer import AdapterTrainer
@@ -123,13 +123,13 @@ def test_base_dropout_false_switches_the_bases_dropout_off(tiny_model, corpus_di
 
 def test_auto_precision_is_bf16_exactly_where_the_cpu_multiplies_bf16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_precision("auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert training_precision("auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert resolve_precision("auto") == "fp32"
+    assert training_precision("auto") == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert resolve_precision("auto") == "bf16"
-    assert resolve_precision("fp32") == "fp32"
+    assert training_precision("auto") == "bf16"
+    assert training_precision("fp32") == "fp32"
 
 
 def test_training_attention_and_scoring_attention_agree(tiny_model, write_recipe):

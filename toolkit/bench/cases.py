@@ -88,7 +88,7 @@ def _toolkit(setup: Setup, name: str, overrides: dict, timer) -> dict:
     import tomli_w
 
     from ..config.recipe import load_recipe
-    from ..modeling.precision import resolve_precision
+    from ..modeling.precision import training_precision
     from ..store.store import AdapterStore
     from ..training.run import train
 
@@ -114,7 +114,7 @@ def _toolkit(setup: Setup, name: str, overrides: dict, timer) -> dict:
     path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
     loaded = load_recipe(path, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
     train(loaded, AdapterStore(work / "store"), overwrite=True, callbacks=(timer,))
-    return {"parameters": _base_parameters(work / "base"), "precision": resolve_precision(loaded.training.precision)}
+    return {"parameters": _base_parameters(work / "base"), "precision": training_precision(loaded.training.precision)}
 
 
 def _plain_peft(setup: Setup, timer, precision: str) -> dict:

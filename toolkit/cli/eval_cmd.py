@@ -12,15 +12,12 @@ from .options import (
     allow_unverified_option,
     base_option,
     emit_json,
-    force_option,
     int8_option,
     json_option,
     nf4_option,
     overrides_option,
+    precision_from_flags,
     precision_option,
-    resolve_allow_unverified,
-    resolve_base,
-    resolve_precision_flags,
     setting_options,
     store_option,
     threads_option,
@@ -99,7 +96,6 @@ from .options import (
 @int8_option
 @nf4_option
 @allow_unverified_option
-@force_option
 @json_option
 @click.option(
     "--csv",
@@ -117,7 +113,7 @@ from .options import (
     "--overwrite", is_flag=True, help="Replace existing --csv/--heatmap files that are not earlier outputs of eval."
 )
 @store_option
-def eval_cmd(int8, nf4, allow_unverified, force, as_json, csv_path, heatmap_path, overwrite, **values) -> None:
+def eval_cmd(int8, nf4, allow_unverified, as_json, csv_path, heatmap_path, overwrite, **values) -> None:
     """Perplexity of adapters, their base, a mix or any GPT-2 model, on any text, by a stated protocol;
     and lm-evaluation-harness tasks on the same rows.
 
@@ -136,10 +132,9 @@ def eval_cmd(int8, nf4, allow_unverified, force, as_json, csv_path, heatmap_path
     from ..evaluation.run import evaluate
     from ..store.store import AdapterStore
 
-    values["base"], values["model"] = resolve_base(values["base"], values["model"], values["adapters"] or values["mix"])
     values.update(
-        precision=resolve_precision_flags(values["precision"], int8, nf4=nf4),
-        strict=not resolve_allow_unverified(allow_unverified, force),
+        precision=precision_from_flags(values["precision"], int8, nf4),
+        strict=not allow_unverified,
         progress=logging.getLogger("toolkit").isEnabledFor(logging.INFO),
     )
     heatmap_path = heatmap_path or (str(Path(csv_path).with_suffix(".png")) if csv_path else None)

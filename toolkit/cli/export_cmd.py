@@ -9,7 +9,6 @@ from .options import (
     base_option,
     emit_json,
     json_option,
-    resolve_allow_unverified,
     store_option,
 )
 
@@ -92,7 +91,7 @@ def export(
         merged=merged,
         base=base,
         store=store,
-        strict=not resolve_allow_unverified(allow_unverified, False),
+        strict=not allow_unverified,
         verify=verify,
         overwrite=overwrite,
     )

@@ -18,19 +18,15 @@ from ..generation.settings import GenerationSettings
 from .options import (
     allow_unverified_option,
     base_option,
-    force_option,
     int8_option,
     nf4_option,
+    precision_from_flags,
     precision_option,
-    resolve_allow_unverified,
-    resolve_base,
-    resolve_precision_flags,
+    refuse_model_with_adapters,
     setting_options,
     settings_from,
     store_option,
 )
-
-OLD_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @click.command()
@@ -73,9 +69,7 @@ OLD_DTYPES = ("float32", "bfloat16", "float16")
 @precision_option()
 @int8_option
 @nf4_option
-@click.option("--dtype", type=click.Choice(OLD_DTYPES), hidden=True)
 @allow_unverified_option
-@force_option
 @store_option
 def generate(
     adapters,
@@ -91,9 +85,7 @@ def generate(
     precision,
     int8,
     nf4,
-    dtype,
     allow_unverified,
-    force,
     store,
     **values,
 ) -> None:
@@ -110,13 +102,13 @@ def generate(
     """
     settings = settings_from(GenerationSettings, values)
     _check_modes(interactive, batch_path, compare, prompt, prompt_file, adapters, mix, as_json)
-    base, model = resolve_base(base, model, adapters or mix)
+    refuse_model_with_adapters(model, adapters, mix)
     if model and base:
         raise ToolkitError(
             "--model and --base: --model generates with a plain model, --base is the base of --adapter; give one"
         )
-    strict = not resolve_allow_unverified(allow_unverified, force)
-    precision = resolve_precision_flags(precision, int8, dtype, nf4)
+    strict = not allow_unverified
+    precision = precision_from_flags(precision, int8, nf4)
     from ..generation import generate as generation
     from ..modeling.mixing import parse_weights
     from ..modeling.switching import active_adapter

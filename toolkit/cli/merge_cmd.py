@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import (
-    allow_unverified_option,
-    base_option,
-    emit_json,
-    force_option,
-    json_option,
-    resolve_allow_unverified,
-    resolve_base,
-    store_option,
-)
-from .vocabulary import deprecated
-
-OUTPUT_PRECISIONS = ("fp32", "bf16", "fp16")
+from ..modeling.precision import FULL_PRECISIONS
+from .options import allow_unverified_option, base_option, emit_json, json_option, store_option
 
 
 @click.command()
@@ -24,12 +13,10 @@ OUTPUT_PRECISIONS = ("fp32", "bf16", "fp16")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The model folder to write.")
 @click.option(
     "--precision",
-    type=click.Choice(OUTPUT_PRECISIONS),
+    type=click.Choice(FULL_PRECISIONS),
     help="Of the saved weights [default: the base checkpoint's own].",
 )
-@click.option("--dtype", type=click.Choice(("float32", "float16", "bfloat16")), hidden=True)
 @base_option
-@click.option("--model", hidden=True)
 @click.option(
     "--verify",
     is_flag=True,
@@ -37,12 +24,9 @@ OUTPUT_PRECISIONS = ("fp32", "bf16", "fp16")
 )
 @click.option("--overwrite", is_flag=True, help="Replace a model folder that exists.")
 @allow_unverified_option
-@force_option
 @json_option
 @store_option
-def merge(
-    adapters, out, precision, dtype, base, model, verify, overwrite, allow_unverified, force, as_json, store
-) -> None:
+def merge(adapters, out, precision, base, verify, overwrite, allow_unverified, as_json, store) -> None:
     """Merge adapters into their base: a standalone model folder that transformers loads without peft.
 
     One adapter merges as it is; several (NAME=WEIGHT, a bare NAME weighing 1) merge as the exact weighted
@@ -57,17 +41,13 @@ def merge(
     from ..generation.merging import merge as merge_adapters
     from ..modeling.mixing import describe
 
-    if dtype:
-        precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype]
-        deprecated(f"--dtype {dtype}", f"--precision {precision}")
-    base, _ = resolve_base(base, model, adapters)
     result = merge_adapters(
         list(adapters),
         out,
         precision=precision,
         base=base,
         store=store,
-        strict=not resolve_allow_unverified(allow_unverified, force),
+        strict=not allow_unverified,
         verify=verify,
         overwrite=overwrite,
     )

@@ -8,9 +8,9 @@ from dataclasses import MISSING, fields
 
 import click
 
-from ..config.recipe import LOAD_PRECISIONS
-from ..errors import render
-from .vocabulary import deprecated, option
+from ..errors import ToolkitError, render
+from ..modeling.precision import LOAD_PRECISIONS
+from .vocabulary import option
 
 store_option = click.option(
     "--store",
@@ -36,8 +36,6 @@ base_option = click.option("--base", metavar="ID_OR_DIR", help="A local copy of 
 allow_unverified_option = click.option(
     "--allow-unverified", is_flag=True, help="Load adapters that fail verification against their base (with a warning)."
 )
-# Older spellings: they work as before for this release, with a warning.
-force_option = click.option("--force", is_flag=True, hidden=True)
 
 
 def precision_option(
@@ -57,33 +55,20 @@ int8_option = click.option("--int8", is_flag=True, help="Short for --precision i
 nf4_option = click.option("--nf4", is_flag=True, help="Short for --precision nf4.")
 
 
-def resolve_precision_flags(
-    precision: str | None, int8: bool, dtype: str | None = None, nf4: bool = False
-) -> str | None:
-    """--int8, --nf4 and the older --dtype mapped onto --precision."""
-    from ..errors import ToolkitError
-
+def precision_from_flags(precision: str | None, int8: bool, nf4: bool = False) -> str | None:
+    """--precision, or what its shorthands --int8 and --nf4 say."""
     if int8 and nf4:
         raise ToolkitError("--int8 and --nf4: choose one precision")
-    if dtype is not None:
-        new = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
-        deprecated(f"--dtype {dtype}", f"--precision {new}")
-        precision = new
     return "int8" if int8 else "nf4" if nf4 else precision
 
 
-def resolve_allow_unverified(allow_unverified: bool, force: bool) -> bool:
-    if force:
-        deprecated("--force", "--allow-unverified")
-    return allow_unverified or force
-
-
-def resolve_base(base: str | None, model: str | None, adapters) -> tuple[str | None, str | None]:
-    """(base, model): --model given with adapters is the older spelling of --base."""
-    if model and adapters:
-        deprecated("--model with --adapter", "--base")
-        return base or model, None
-    return base, model
+def refuse_model_with_adapters(model: str | None, adapters, mix: str | None = None) -> None:
+    """--model runs a plain model, without adapters; the adapters' base is --base."""
+    if model and (adapters or mix):
+        raise ToolkitError(
+            f"--model and {'--adapter' if adapters else '--mix'}: --model runs a plain model without adapters; "
+            "name the adapters' base with --base"
+        )
 
 
 def emit_json(value) -> None:

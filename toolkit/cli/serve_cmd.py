@@ -11,8 +11,8 @@ import click
 from ..serving.settings import ServerSettings
 from .options import (
     int8_option,
+    precision_from_flags,
     precision_option,
-    resolve_precision_flags,
     setting_options,
     settings_from,
     store_option,
@@ -37,7 +37,7 @@ def serve(int8: bool, **values) -> None:
     """
     from ..serving.server import serve as run
 
-    values["precision"] = resolve_precision_flags(values["precision"], int8)
+    values["precision"] = precision_from_flags(values["precision"], int8)
     run(settings_from(ServerSettings, values))
     # Stopped cleanly: the worker, the model and the connections are closed. What is left is the interpreter
     # tearing down torch and its threads, which takes seconds on a busy machine and would push the exit past

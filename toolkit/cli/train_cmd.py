@@ -7,7 +7,6 @@ import click
 from ..distributed import is_main_process
 from .options import emit_json, json_option, overrides_option, store_option
 from .plan_cmd import plan
-from .vocabulary import deprecated
 
 
 @click.command()
@@ -21,7 +20,6 @@ from .vocabulary import deprecated
     "--overwrite", is_flag=True, help="Retrain an adapter that exists; the old one stays until the new one is saved."
 )
 @click.option("--allow-changed", is_flag=True, help="With --resume: continue even if the recipe, data or base changed.")
-@click.option("--force", is_flag=True, hidden=True)
 @click.option(
     "--threads",
     type=int,
@@ -39,7 +37,6 @@ def train(
     resume: bool,
     overwrite: bool,
     allow_changed: bool,
-    force: bool,
     threads: int | None,
     dry_run: bool,
     as_json: bool,
@@ -55,16 +52,12 @@ def train(
     if dry_run:
         ctx.invoke(plan, recipe_path=recipe_path, overrides=overrides, as_json=as_json)
         return
-    if force:
-        deprecated("--force", "--allow-changed")
     from ..config.recipe import load_recipe
     from ..store.store import AdapterStore
     from ..training.run import train as run_training
 
     recipe = load_recipe(recipe_path, overrides)
-    result = run_training(
-        recipe, AdapterStore(store), resume=resume, overwrite=overwrite, allow_changed=allow_changed or force
-    )
+    result = run_training(recipe, AdapterStore(store), resume=resume, overwrite=overwrite, allow_changed=allow_changed)
     if not is_main_process():  # under torchrun, rank 0 reports for all
         return
     m = result.metrics

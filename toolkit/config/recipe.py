@@ -28,11 +28,13 @@ TARGET_PRESETS = {
     "attn+proj": ["attn.c_attn", "attn.c_proj"],
     "all": ["c_attn", "c_proj", "c_fc"],
 }
-# One precision vocabulary: training's (fp32 weights, 16-bit autocast) and loading's (weights in that dtype,
-# or an 8-bit base) share their words.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LOAD_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
 QUANTIZATION_MODES = ("none", "int8", "nf4", "fp4")
+# One precision vocabulary: training's (fp32 weights, 16-bit autocast) and loading's (weights in that dtype,
+# or a quantized base) share their words. Declared here because recipes are checked against them; their
+# meaning and their torch dtypes: toolkit/modeling/precision.py, which the other modules import them from.
+FULL_PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", *FULL_PRECISIONS)
+LOAD_PRECISIONS = (*FULL_PRECISIONS, *QUANTIZATION_MODES[1:])
 FOUR_BIT = ("nf4", "fp4")  # bitsandbytes 4-bit types: normal float (QLoRA's) and plain float
 DATA_FORMATS = ("text", "prompt_completion")
 TRUNCATIONS = ("none", "prompt_left")

@@ -300,8 +300,8 @@ def evaluate(
     weights = parse_weights(mix) if mix else {}
     if model and (names or weights or in_memory):
         raise ToolkitError(
-            f"{param('model')} and {param('adapters')}: a plain model has no adapters; "
-            f"give the adapters' base as {param('base')}"
+            f"{param('model')} and {param('mix') if weights and not names else param('adapters')}: "
+            f"{param('model')} runs a plain model without adapters; name the adapters' base with {param('base')}"
         )
     if model and base:
         raise ToolkitError(

@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,10 +80,8 @@ def score(
     lm = base_of(model)
     device = lm.get_output_embeddings().weight.device
     budget = CUDA_TOKENS_PER_BATCH if device.type == "cuda" else CPU_TOKENS_PER_BATCH
-    byte_sums = np.concatenate([[0], np.cumsum(stream.nbytes)])
-    word_sums = np.concatenate([[0], np.cumsum(stream.words)])
     scored = np.ones(len(stream.ids), dtype=bool) if stream.scored is None else stream.scored
-    token_sums = np.concatenate([[0], np.cumsum(scored)])  # of a text every token a window scores counts
+    totals = _RunningTotals.along(stream, scored)
     sums = []  # per window: nll, tokens, bytes, words
     was_training = model.training
     model.eval()
@@ -90,35 +89,8 @@ def score(
     try:
         total = sum(w.hi - w.lo for w in mine)
         with tqdm(total=total, unit="tok", unit_scale=True, desc=label, disable=not progress, leave=False) as bar:
-            queue = collections.deque(_batches(mine, batch_size, budget))
-            while queue:
-                batch = queue.popleft()
-                try:
-                    with autocast():
-                        nll = _score_windows(lm, stream.ids, scored, batch, device)
-                except torch.OutOfMemoryError:
-                    if len(batch) == 1:
-                        raise ToolkitError(
-                            f"one window of {protocol.context} tokens does not fit in GPU memory; "
-                            f"lower {param('context')}"
-                        ) from None
-                    torch.cuda.empty_cache()
-                    batch_size = len(batch) // 2
-                    log.info("out of memory: batches of %d windows from here on", batch_size)
-                    # Re-plan everything not yet scored at the smaller size, not just this batch.
-                    queue = collections.deque(
-                        _batches([*batch, *itertools.chain.from_iterable(queue)], batch_size, budget)
-                    )
-                    continue
-                for w, value in zip(batch, nll.tolist()):
-                    sums.append(
-                        (
-                            value,
-                            int(token_sums[w.hi] - token_sums[w.lo]),
-                            int(byte_sums[w.hi] - byte_sums[w.lo]),
-                            int(word_sums[w.hi] - word_sums[w.lo]),
-                        )
-                    )
+            for batch, nll in _scored_batches(lm, stream.ids, scored, mine, batch_size, budget, device, autocast):
+                sums.extend(totals.row(w, value) for w, value in zip(batch, nll.tolist()))
                 bar.update(sum(w.hi - w.lo for w in batch))
     finally:
         model.train(was_training)
@@ -129,6 +101,56 @@ def score(
     nll, tokens, nbytes, words = (list(column) for column in zip(*sums))
     metric.add_batch(nll=nll, tokens=tokens, bytes=nbytes, words=words)
     return Scored(Score(**metric.compute()), seconds)
+
+
+@dataclass(frozen=True)
+class _RunningTotals:
+    """Sums along the stream from its start, so that a window's scored tokens, bytes and words are two
+    lookups each (of a text every token a window scores counts; of examples the completions')."""
+
+    tokens: np.ndarray
+    nbytes: np.ndarray
+    words: np.ndarray
+
+    @classmethod
+    def along(cls, stream: TokenStream, scored: np.ndarray) -> _RunningTotals:
+        def running(counts) -> np.ndarray:
+            return np.concatenate([[0], np.cumsum(counts)])
+
+        return cls(running(scored), running(stream.nbytes), running(stream.words))
+
+    def row(self, w: Window, nll: float) -> tuple[float, int, int, int]:
+        return (
+            nll,
+            int(self.tokens[w.hi] - self.tokens[w.lo]),
+            int(self.nbytes[w.hi] - self.nbytes[w.lo]),
+            int(self.words[w.hi] - self.words[w.lo]),
+        )
+
+
+def _scored_batches(
+    lm, ids: np.ndarray, scored: np.ndarray, todo: list[Window], batch_size: int, budget: int, device, autocast
+) -> Iterator[tuple[list[Window], torch.Tensor]]:
+    """Each batch of windows with its windows' NLL. A batch that runs out of GPU memory is split, and
+    everything not yet scored is planned again at the smaller size, not just that batch."""
+    queue = collections.deque(_batches(todo, batch_size, budget))
+    while queue:
+        batch = queue.popleft()
+        try:
+            with autocast():
+                nll = _score_windows(lm, ids, scored, batch, device)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                context = batch[0].hi - 1 - batch[0].start
+                raise ToolkitError(
+                    f"one window of {context} tokens does not fit in GPU memory; lower {param('context')}"
+                ) from None
+            torch.cuda.empty_cache()
+            batch_size = len(batch) // 2
+            log.info("out of memory: batches of %d windows from here on", batch_size)
+            queue = collections.deque(_batches([*batch, *itertools.chain.from_iterable(queue)], batch_size, budget))
+            continue
+        yield batch, nll
 
 
 def _gather(rows: list) -> list:

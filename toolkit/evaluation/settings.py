@@ -11,6 +11,7 @@ from ..config.fields import setting
 from ..config.recipe import Recipe
 from ..data.detokenize import DETOKENIZERS
 from ..errors import ToolkitError, param
+from ..modeling.precision import LoadPrecision
 from ..records import Protocol
 
 
@@ -52,13 +53,11 @@ class EvalOptions:
 
     def __post_init__(self):
         problems = []
-        if self.precision is not None:
-            from ..modeling.precision import LoadPrecision  # here: the CLI's help must not import torch
-
-            try:
+        try:
+            if self.precision is not None:
                 LoadPrecision(self.precision)
-            except ToolkitError as err:
-                problems += err.raw
+        except ToolkitError as err:
+            problems += err.raw
         for name in ("max_tokens", "limit", "context", "stride"):
             value = getattr(self, name)
             if value is not None and value < 1:

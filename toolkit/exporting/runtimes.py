@@ -40,46 +40,18 @@ def missing(runtime: str) -> str:
 def llama_logits(model: Path, rows: list[list[int]], lora: Path | None = None) -> np.ndarray:
     """llama.cpp's logits (rows, tokens, vocabulary) for each row of token ids, from a GGUF model and
     optionally a GGUF LoRA file applied at scale 1."""
-    with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
-        out = Path(scratch) / "logits.npy"
-        _child({"task": "logits", "model": str(model), "lora": lora and str(lora), "rows": rows, "out": str(out)})
-        return np.load(out)
+    return _ask("logits", model, lora, rows=rows)
 
 
 def llama_greedy(model: Path, prompts: list[str], max_new_tokens: int, lora: Path | None = None) -> list[str]:
     """The texts llama.cpp generates greedily after each prompt (tokenized by the GGUF file's own vocabulary)."""
-    with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
-        out = Path(scratch) / "texts.json"
-        _child(
-            {
-                "task": "greedy",
-                "model": str(model),
-                "lora": lora and str(lora),
-                "prompts": prompts,
-                "max_new_tokens": max_new_tokens,
-                "out": str(out),
-            }
-        )
-        return json.loads(out.read_text(encoding="utf-8"))
+    return _ask("greedy", model, lora, prompts=prompts, max_new_tokens=max_new_tokens)
 
 
 def llama_rate(model: Path, prompt: str, new_tokens: int, repeats: int, lora: Path | None = None) -> float:
     """New tokens/s of llama.cpp generating exactly `new_tokens` tokens greedily after `prompt`, single stream,
     the prompt's processing included (as the toolkit's generation benchmark counts it); median of `repeats`."""
-    with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
-        out = Path(scratch) / "rate.json"
-        _child(
-            {
-                "task": "rate",
-                "model": str(model),
-                "lora": lora and str(lora),
-                "prompt": prompt,
-                "new_tokens": new_tokens,
-                "repeats": repeats,
-                "out": str(out),
-            }
-        )
-        return json.loads(out.read_text(encoding="utf-8"))
+    return _ask("rate", model, lora, prompt=prompt, new_tokens=new_tokens, repeats=repeats)
 
 
 def onnx_logits(folder: Path, rows: list[list[int]], past_from: int | None = None) -> np.ndarray:
@@ -110,14 +82,19 @@ def onnx_logits(folder: Path, rows: list[list[int]], past_from: int | None = Non
     return np.concatenate(logits, axis=1)
 
 
-def _child(request: dict) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", __name__], input=json.dumps(request), text=True, capture_output=True, check=False
-    )
-    if result.returncode != 0:
-        tail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        crashed = " (it crashed: the LoRA file may not have loaded)" if result.returncode < 0 else ""
-        raise ToolkitError(f"{LLAMA} could not run {Path(request['model']).name}{crashed}: {tail}")
+def _ask(task: str, model: Path, lora: Path | None, **fields):
+    """Run one task in a llama.cpp child process; its answer comes back through a file (logits are large)."""
+    with tempfile.TemporaryDirectory(prefix="gpt2-adapt-llama-") as scratch:
+        out = Path(scratch) / ("answer.npy" if task == "logits" else "answer.json")
+        request = {"task": task, "model": str(model), "lora": lora and str(lora), "out": str(out), **fields}
+        result = subprocess.run(
+            [sys.executable, "-m", __name__], input=json.dumps(request), text=True, capture_output=True, check=False
+        )
+        if result.returncode != 0:
+            tail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            crashed = " (it crashed: the LoRA file may not have loaded)" if result.returncode < 0 else ""
+            raise ToolkitError(f"{LLAMA} could not run {Path(model).name}{crashed}: {tail}")
+        return np.load(out) if task == "logits" else json.loads(out.read_text(encoding="utf-8"))
 
 
 def _serve(request: dict) -> None:
@@ -160,9 +137,8 @@ def _serve(request: dict) -> None:
             rows.append(np.array(llm.scores[: len(row)], dtype=np.float32))
         np.save(request["out"], np.stack(rows))
     elif task == "rate":
-        Path(request["out"]).write_text(
-            json.dumps(_rate(llm, request["prompt"], request["new_tokens"], request["repeats"]))
-        )
+        rate = _rate(llm, request["prompt"], request["new_tokens"], request["repeats"])
+        Path(request["out"]).write_text(json.dumps(rate), encoding="utf-8")
     else:
         texts = [_greedy(llm, prompt, request["max_new_tokens"]) for prompt in request["prompts"]]
         Path(request["out"]).write_text(json.dumps(texts), encoding="utf-8")

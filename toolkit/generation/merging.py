@@ -10,7 +10,6 @@ W + sum_i w_i s_i B_i A_i in float32 is exact. The result is cast to the output 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from ..errors import ToolkitError, param
 from ..files import atomic_folder, read_json
 from ..modeling.mixing import mix, parse_weights
-from ..modeling.precision import DTYPES
+from ..modeling.precision import FULL_PRECISIONS, checkpoint_precision, torch_dtype
 from ..modeling.switching import use
 from ..sources.models import model_source
 from ..store import card
@@ -27,8 +26,6 @@ from ..store.loading import load
 from ..store.manifest import MANIFEST
 from ..store.store import AdapterStore
 
-# The older spellings of the output precision (`dtype`), mapped onto the toolkit's one vocabulary.
-OLD_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 # verify: batches x rows of random token ids (at most the context long), the same on every run
 VERIFY_BATCHES, VERIFY_ROWS, VERIFY_TOKENS = 3, 2, 128
 
@@ -55,24 +52,18 @@ def merge(
     strict: bool = True,
     verify: bool = False,
     overwrite: bool = False,
-    dtype: str | None = None,
 ) -> Merged:
     """Write the base with `adapters` merged in to the folder `out` and return what was done.
 
     `adapters`: a name, names, "a=0.7,b=0.3", or {name: weight}; several are mixed first (peft's `cat`,
-    the exact weighted sum). `precision`: fp32, bf16 or fp16 (default: the base checkpoint's own; `dtype`
-    float32/bfloat16/float16 is its older spelling). `base` points at a local copy of the base. `verify`
-    reloads the saved folder and compares its logits with the unmerged adapters' on a few batches.
+    the exact weighted sum). `precision`: fp32, bf16 or fp16 (default: the base checkpoint's own). `base`
+    points at a local copy of the base. `verify` reloads the saved folder and compares its logits with the
+    unmerged adapters' on a few batches.
     """
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     weights = parse_weights([adapters] if isinstance(adapters, str) else adapters, label="merge")
-    if dtype is not None:
-        warnings.warn(
-            "merge(dtype=...) is deprecated: use precision='fp32', 'bf16' or 'fp16'", DeprecationWarning, stacklevel=2
-        )
-        precision = precision or OLD_DTYPES.get(dtype, dtype)
-    if precision is not None and precision not in DTYPES:
-        raise ToolkitError(f"{param('precision')}: {precision!r} is not one of {', '.join(DTYPES)}")
+    if precision is not None and precision not in FULL_PRECISIONS:
+        raise ToolkitError(f"{param('precision')}: {precision!r} is not one of {', '.join(FULL_PRECISIONS)}")
     manifests = {name: read_json(store.require(name) / MANIFEST) for name in weights}
     out = Path(out).expanduser()
     replace_out = check_out(out, overwrite, store)
@@ -80,13 +71,13 @@ def merge(
 
     model, tokenizer, merged_name = load_to_merge(weights, base=base, store=store, strict=strict)
     base_model = model.get_base_model()
-    out_precision = precision or _checkpoint_precision(base_model.config.name_or_path)
+    out_precision = precision or checkpoint_precision(_checkpoint_config(base_model.config.name_or_path))
     only = next(iter(weights))
     batches = verify_batches(base_model.config) if verify else []
     reference = [batch_logits(model, batch) for batch in batches]
 
     merged = model.merge_and_unload(adapter_names=[merged_name])  # a new model, no peft layers left
-    merged = merged.to(device="cpu", dtype=DTYPES[out_precision])
+    merged = merged.to(device="cpu", dtype=torch_dtype(out_precision))
     merged.generation_config.pad_token_id = tokenizer.pad_token_id  # batched generation needs one
     base_label = base or manifests[only].get("base", {}).get("name") or base_model.config.name_or_path
     with atomic_folder(out, replace=replace_out) as tmp:
@@ -156,13 +147,11 @@ def trained_quantized(store: AdapterStore, name: str) -> bool:
     return recipe is not None and recipe.quantization.mode != "none"
 
 
-def _checkpoint_precision(name_or_path: str) -> str:
-    """The precision the base checkpoint declares (fp32 when it declares none or another)."""
+def _checkpoint_config(name_or_path: str):
+    """The base checkpoint's config as saved (the loaded model's says fp32: it was loaded at full precision)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(**model_source(name_or_path).from_pretrained(), trust_remote_code=False)
-    declared = str(getattr(config, "dtype", None)).removeprefix("torch.")
-    return OLD_DTYPES.get(declared, "fp32")
+    return AutoConfig.from_pretrained(**model_source(name_or_path).from_pretrained(), trust_remote_code=False)
 
 
 def verify_batches(config) -> list[torch.Tensor]:

@@ -12,7 +12,7 @@ from ..errors import ToolkitError, first_line
 from ..records import ModelSource
 from ..sources.models import model_source
 from .dropout import register_attention, use_fast_dropout
-from .precision import DTYPES, resolve_precision
+from .precision import torch_dtype, training_precision
 from .quantization import keep_trainable, quantization_kwargs
 from .switching import base_of
 
@@ -67,7 +67,7 @@ def load_base(recipe: Recipe):
     model = base_from(
         source,
         quantization=q.mode,
-        compute_dtype=DTYPES[resolve_precision(recipe.training.precision)],
+        compute_dtype=torch_dtype(training_precision(recipe.training.precision)),
         double_quant=q.double_quant,
         attn_implementation=training_attention(),
         **no_dropout,

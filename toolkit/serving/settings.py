@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 
 from ..config.fields import setting
-from ..config.recipe import LOAD_PRECISIONS
 from ..errors import ToolkitError, param
+from ..modeling.precision import LOAD_PRECISIONS
 
 API_KEY_ENV = "GPT2_ADAPT_API_KEY"
 

@@ -190,15 +190,23 @@ class CompletionChoice(BaseModel):
     finish_reason: Literal["stop", "length"] | None = None
 
 
-class Completion(BaseModel):
-    """A response, or (object "text_completion" too, as OpenAI streams it) one chunk of a stream."""
+class Answer(BaseModel):
+    """What a completion, a chat completion and each chunk of a stream carry, in OpenAI's order; each kind
+    narrows `object` and `choices`."""
 
     id: str
-    object: Literal["text_completion"] = "text_completion"
+    object: str
     created: int
     model: str
-    choices: list[CompletionChoice]
+    choices: list
     usage: Usage | None = None
+
+
+class Completion(Answer):
+    """A response, or (object "text_completion" too, as OpenAI streams it) one chunk of a stream."""
+
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
 
 
 class AssistantMessage(BaseModel):
@@ -206,20 +214,21 @@ class AssistantMessage(BaseModel):
     content: str
 
 
-class ChatChoice(BaseModel):
+class ChatChoiceBase(BaseModel):
+    """What a chat choice and a chunk's choice share; each adds its text (`message`, `delta`) after these."""
+
     index: int
-    message: AssistantMessage
     logprobs: None = None
     finish_reason: Literal["stop", "length"] | None = None
 
 
-class ChatCompletion(BaseModel):
-    id: str
+class ChatChoice(ChatChoiceBase):
+    message: AssistantMessage
+
+
+class ChatCompletion(Answer):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
     choices: list[ChatChoice]
-    usage: Usage | None = None
 
 
 class ChatDelta(BaseModel):
@@ -227,22 +236,15 @@ class ChatDelta(BaseModel):
     content: str | None = None
 
 
-class ChatChunkChoice(BaseModel):
-    index: int
+class ChatChunkChoice(ChatChoiceBase):
     delta: ChatDelta
-    logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(Answer):
     """One event of a streamed chat completion; the last (with stream_options.include_usage) has no choices."""
 
-    id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
     choices: list[ChatChunkChoice]
-    usage: Usage | None = None
 
 
 class ModelCard(BaseModel):

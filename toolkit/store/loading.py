@@ -7,7 +7,6 @@ model, tokenizer = toolkit.load(["wikitext103", "poems"])   # both loaded once, 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,8 +39,6 @@ def load(
     store: AdapterStore | str | Path | None = None,
     strict: bool = True,
     precision: str = "fp32",
-    int8: bool | None = None,
-    dtype: torch.dtype | None = None,
 ):
     """Return (model, tokenizer): the base with each named adapter loaded under its own name, the first
     active (`toolkit.use(model, name)` switches; `toolkit.use(model, None)` runs the base alone).
@@ -50,10 +47,10 @@ def load(
     names the model to load when no adapter is given), at hub `revision` (None: the one the adapters record,
     else main). Every adapter is verified against its manifest,
     the base's weights and the tokenizer: a mismatch raises ToolkitError, or with `strict=False` only
-    warns. `precision`: "fp32", "bf16", "fp16" (the base's weights in that dtype) or "int8" (bitsandbytes).
-    `int8=True` and `dtype=` are the older spellings of `precision`.
+    warns. `precision`: "fp32", "bf16", "fp16" (the base's weights in that dtype), "int8", "nf4" or "fp4"
+    (bitsandbytes).
     """
-    precision = _precision(precision, int8, dtype)
+    precision = LoadPrecision(precision)
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     names = [adapters] if isinstance(adapters, str) else list(adapters or [])
     if len(set(names)) != len(names):
@@ -86,21 +83,6 @@ def load(
         model = attach(model, store, name)
     model.set_adapter(names[0])
     return model.eval(), tokenizer
-
-
-def _precision(precision: str, int8: bool | None, dtype: torch.dtype | None) -> LoadPrecision:
-    """The precision asked for, the older `int8` and `dtype` arguments mapped onto it with a warning."""
-    if int8 is not None or dtype is not None:
-        warnings.warn(
-            "load(int8=..., dtype=...) is deprecated: use precision='int8', 'bf16', 'fp16' or 'fp32'",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        if int8:
-            precision = "int8"
-        elif dtype is not None:
-            precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, precision)
-    return LoadPrecision(precision)
 
 
 def check_adapters(store: AdapterStore, names: Sequence[str], source: ModelSource, tokenizer, strict: bool) -> None:

@@ -21,7 +21,7 @@ from ..distributed import launched_world
 from ..modeling import head_loss
 from ..modeling.base import load_base, load_config
 from ..modeling.lora import attach_lora
-from ..modeling.precision import resolve_precision
+from ..modeling.precision import torch_dtype, training_precision
 from ..modeling.tokenizer import tokenizer_from
 from ..sources.models import model_source
 
@@ -87,15 +87,16 @@ def plan(recipe: Recipe, measure_steps: int = 3) -> dict:
         seconds, peak = _measure_steps(recipe, measure_steps)
         result["seconds_per_step"] = seconds
         result["estimated_seconds"] = seconds * steps
-        result["measured_memory_bytes"] = {resolved_precision(recipe): peak}
+        result["measured_memory_bytes"] = {planned_precision(recipe): peak}
     return result
 
 
-def resolved_precision(recipe: Recipe) -> str:
-    """The memory model's name for the recipe's own setting: its base quantization, else its precision."""
+def planned_precision(recipe: Recipe) -> str:
+    """Which of the memory plan's bases (PLANNED) the recipe trains on: its base quantization, else bf16 for
+    16-bit mixed precision, else fp32."""
     if recipe.quantization.mode != "none":
         return "nf4" if recipe.quantization.mode == "fp4" else recipe.quantization.mode  # fp4 plans as nf4
-    return "bf16" if resolve_precision(recipe.training.precision) in ("bf16", "fp16") else "fp32"
+    return "bf16" if training_precision(recipe.training.precision) in ("bf16", "fp16") else "fp32"
 
 
 def parameter_counts(recipe: Recipe, config) -> dict:
@@ -151,9 +152,9 @@ def _measure_steps(recipe: Recipe, steps: int) -> tuple[float, int]:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     shape = (recipe.training.batch_size, recipe.data.block_size)
     ids = torch.randint(0, model.config.vocab_size, shape, device=device or "cpu")
-    precision = resolve_precision(recipe.training.precision)
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    autocast = torch.autocast(device or "cpu", dtype=dtype, enabled=precision in ("bf16", "fp16"))
+    precision = training_precision(recipe.training.precision)
+    mixed = precision != "fp32"
+    autocast = torch.autocast(device or "cpu", dtype=torch_dtype(precision) if mixed else None, enabled=mixed)
     head = model.get_output_embeddings()
     timings = []
     for _ in range(steps + 1):  # the first step warms up allocators and kernels

@@ -13,9 +13,9 @@ import logging
 import math
 import shutil
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import default_data_collator, set_seed
@@ -30,9 +30,9 @@ from ..files import read_json
 from ..modeling.base import load_base, load_config
 from ..modeling.fingerprints import tokenizer_fingerprint, weights_fingerprint
 from ..modeling.lora import AdapterShape, attach_lora, describe_adapter
-from ..modeling.precision import resolve_precision
+from ..modeling.precision import training_precision
 from ..modeling.tokenizer import tokenizer_from
-from ..records import Kept, Protocol, RunIdentity, TrainingMetrics, TrainStats
+from ..records import Kept, Protocol, RunIdentity, Score, TrainingMetrics, TrainStats
 from ..sources.models import model_source, recorded_name
 from ..store import card
 from ..store.manifest import MANIFEST, run_identity, write_manifest
@@ -61,22 +61,18 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     allow_changed: bool = False,
-    force: bool | None = None,
     callbacks: tuple = (),
 ) -> TrainResult:
     """Train the recipe's adapter into the store. `resume` continues the run from its newest complete
     checkpoint; `overwrite` replaces an existing adapter (it stays in place until the new one is saved);
-    `allow_changed` resumes even if the recipe, the data or the base changed since the checkpoint (`force`
-    is its older name). `callbacks` are more Trainer callbacks (the benchmark's timer)."""
-    if force is not None:
-        warnings.warn("train(force=...) is deprecated: use allow_changed=...", DeprecationWarning, stacklevel=2)
-        allow_changed = allow_changed or force
+    `allow_changed` resumes even if the recipe, the data or the base changed since the checkpoint.
+    `callbacks` are more Trainer callbacks (the benchmark's timer)."""
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     name = recipe.adapter_name
     _check_request(recipe, store, resume, overwrite)
 
     # Everything that can fail on bad input happens before anything is written to the store.
-    precision = resolve_precision(recipe.training.precision)
+    precision = training_precision(recipe.training.precision)
     _check_loggers(recipe)
     load_config(recipe)
     source = model_source(recipe.model.name, recipe.model.revision)
@@ -107,7 +103,8 @@ def train(
     # One process per adapter name: a second run of the same name fails here instead of interleaving.
     with store.lock(name) if is_main_process() else contextlib.nullcontext(), group_closed_at_end():
         try:
-            return _run(recipe, store, resume_from, identity, model, tokenizer, packed, precision, callbacks)
+            run = _Prepared(recipe, store, identity, model, tokenizer, packed, precision)
+            return _run(run, resume_from, callbacks)
         except (OSError, RuntimeError) as err:
             if not guards.is_disk_full(err, store.root):
                 raise
@@ -194,74 +191,136 @@ def _describe_changes(changed: list[str]) -> str:
     return " and ".join(what[c] for c in changed) or "recipe"
 
 
-def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precision, callbacks=()) -> TrainResult:
+@dataclass(frozen=True)
+class _Prepared:
+    """What `train` settles, and checks, before anything is written to the store."""
+
+    recipe: Recipe
+    store: AdapterStore
+    identity: RunIdentity
+    model: Any  # the base with its LoRA layers attached
+    tokenizer: Any
+    packed: PreparedData
+    precision: str  # resolved: never "auto"
+
+    @property
+    def protocol(self) -> Protocol:
+        """How training's evaluations score: windows of the block size, no overlap."""
+        d = self.recipe.data
+        return Protocol(d.block_size, d.block_size, examples=d.examples)
+
+
+def _run(run: _Prepared, checkpoint: Path | None, callbacks: tuple) -> TrainResult:
     """Train (or resume) and save: the part of `train` that writes to the store."""
-    name = recipe.adapter_name
-    run_folder = store.checkpoints(name)
-    with rank_zero_first():  # one process removes (concurrent removals of one tree can fail), the others wait
-        if checkpoint is None and is_main_process() and run_folder.exists():
-            shutil.rmtree(run_folder)  # a fresh start must never pick up an older run's state
+    recipe, name = run.recipe, run.recipe.adapter_name
+    run_folder = run.store.checkpoints(name)
+    _clear_older_run(run_folder, checkpoint)
     best = BestAdapter(recipe.training, checkpoint) if tracks(recipe.training) else None
     keeper = CheckpointKeeper(
         recipe.training.keep_checkpoints,
         checkpoints.training_seconds(checkpoint),
         write_also=best.save if best else None,
     )
-    protocol = Protocol(recipe.data.block_size, recipe.data.block_size, examples=recipe.data.examples)
+    trainer = _assemble_trainer(run, run_folder, keeper, [*([best] if best else []), *callbacks])
+    record = _run_record(trainer, run, run_folder, checkpoint)
+    log.info("base perplexity: %.3f over %d tokens", record.base_score.perplexity, record.base_score.tokens)
+    _train_or_restore(trainer, run.model, run_folder, checkpoint)
+    adapted, kept = _kept_adapter(trainer, run.model, recipe, best)
+    metrics = _metrics(trainer, run, record, adapted, kept, keeper.seconds())
+    if trainer.is_world_process_zero():
+        _save_adapter(
+            run.store,
+            recipe,
+            run.model,
+            run.tokenizer,
+            run.identity,
+            metrics,
+            run.packed,
+            trainer.state.log_history,
+        )
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(name, run.store.path(name), metrics, trained=True)
+
+
+def _clear_older_run(run_folder: Path, checkpoint: Path | None) -> None:
+    """A fresh start must never pick up an older run's state. One process removes (concurrent removals of
+    one tree can fail); the others wait."""
+    with rank_zero_first():
+        if checkpoint is None and is_main_process() and run_folder.exists():
+            shutil.rmtree(run_folder)
+
+
+def _assemble_trainer(run: _Prepared, run_folder: Path, keeper: CheckpointKeeper, callbacks: list) -> AdapterTrainer:
     trainer = AdapterTrainer(
         keeper=keeper,
-        protocol=protocol,
-        eval_dataset=packed.eval,
-        model=model,
-        args=training_arguments(recipe, run_folder, precision),
-        train_dataset=packed.train,
+        protocol=run.protocol,
+        eval_dataset=run.packed.eval,
+        model=run.model,
+        args=training_arguments(run.recipe, run_folder, run.precision),
+        train_dataset=run.packed.train,
         data_collator=default_data_collator,
-        callbacks=[keeper, *([best] if best else []), *callbacks],
+        callbacks=[keeper, *callbacks],
     )
     # The Trainer prints raw metric dicts; keep its progress bar (when not -q) and print readable lines.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if log.isEnabledFor(logging.INFO):
         trainer.add_callback(ProgressLines(bar=sys.stderr.isatty()))
+    return trainer
 
+
+def _run_record(trainer: AdapterTrainer, run: _Prepared, run_folder: Path, checkpoint: Path | None) -> RunRecord:
+    """The run's identity and its base's score: read back on a resume, else scored now and written first, so
+    that every resume compares against the run that started."""
     record = checkpoints.read_run_record(run_folder) if checkpoint else None
     if record is None:
-        record = RunRecord(identity, trainer.score_evaluation_text("base"))
+        record = RunRecord(run.identity, trainer.score_evaluation_text("base"))
         if trainer.is_world_process_zero():
             checkpoints.write_run_record(run_folder, record)
-    log.info("base perplexity: %.3f over %d tokens", record.base_score.perplexity, record.base_score.tokens)
+    return record
 
+
+def _train_or_restore(trainer: AdapterTrainer, model, run_folder: Path, checkpoint: Path | None) -> None:
+    """Train to the end (from the checkpoint, if any); a run that had already ended is restored instead."""
     if checkpoint is not None and (checkpoints.is_finished(checkpoint) or stopped_early(checkpoint)):
         # The Trainer would train one more step; the weights are all there, so load them instead.
         checkpoints.load_weights(model, checkpoint)
         trainer.state = trainer.state.load_from_json(str(checkpoint / "trainer_state.json"))
-    else:
-        stop = guards.StopOnSignal()
-        trainer.add_callback(stop)
-        with stop:
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if stop.requested:
-            saved = checkpoints.latest_checkpoint(run_folder, report=False)
-            raise guards.Interrupted(
-                f"stopped at step {trainer.state.global_step}; checkpoint saved in {saved}. "
-                f"Continue with the same command and {param('resume', True)}",
-                exit_code=stop.exit_code,
-            )
-    adapted = trainer.final_evaluation()
-    kept = Kept("last", trainer.state.global_step, best.stopped if best else False)
-    if recipe.training.keep == "best":
-        best.load_best(model)
-        adapted, kept = best.score, Kept("best", best.step, best.stopped)
-        log.info("keeping the adapter of step %d (perplexity %.3f)", best.step, adapted.perplexity)
+        return
+    stop = guards.StopOnSignal()
+    trainer.add_callback(stop)
+    with stop:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if stop.requested:
+        saved = checkpoints.latest_checkpoint(run_folder, report=False)
+        raise guards.Interrupted(
+            f"stopped at step {trainer.state.global_step}; checkpoint saved in {saved}. "
+            f"Continue with the same command and {param('resume', True)}",
+            exit_code=stop.exit_code,
+        )
 
-    seconds = keeper.seconds()
+
+def _kept_adapter(trainer: AdapterTrainer, model, recipe: Recipe, best: BestAdapter | None) -> tuple[Score, Kept]:
+    """The adapter to save and its score: the last step's, or (`training.keep = "best"`) the best one's,
+    loaded back into the model."""
+    adapted = trainer.final_evaluation()
+    if recipe.training.keep != "best":
+        return adapted, Kept("last", trainer.state.global_step, best.stopped if best else False)
+    best.load_best(model)
+    log.info("keeping the adapter of step %d (perplexity %.3f)", best.step, best.score.perplexity)
+    return best.score, Kept("best", best.step, best.stopped)
+
+
+def _metrics(
+    trainer: AdapterTrainer, run: _Prepared, record: RunRecord, adapted: Score, kept: Kept, seconds: float
+) -> TrainingMetrics:
     tokens = int(trainer.state.num_input_tokens_seen)
-    metrics = TrainingMetrics(
+    return TrainingMetrics(
         base=record.base_score,
         adapted=adapted,
-        protocol=protocol,
-        precision=precision,
-        quantization=recipe.quantization.mode,
+        protocol=run.protocol,
+        precision=run.precision,
+        quantization=run.recipe.quantization.mode,
         train=TrainStats(
             steps=trainer.state.global_step,
             epochs=trainer.state.epoch,
@@ -269,14 +328,10 @@ def _run(recipe, store, checkpoint, identity, model, tokenizer, packed, precisio
             seconds=seconds,
             tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
         ),
-        data={"fingerprint": packed.fingerprint, **packed.stats},
+        data={"fingerprint": run.packed.fingerprint, **run.packed.stats},
         versions=_versions(),
         kept=kept,
     )
-    if trainer.is_world_process_zero():
-        _save_adapter(store, recipe, model, tokenizer, identity, metrics, packed, trainer.state.log_history)
-    trainer.accelerator.wait_for_everyone()
-    return TrainResult(name, store.path(name), metrics, trained=True)
 
 
 def _save_adapter(
