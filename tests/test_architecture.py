@@ -279,3 +279,17 @@ def test_library_messages_name_parameters_not_options(module):
         if re.search(r"(^|[\s(`'\"])--[a-z]", node.value)
     ]
     assert flagged == [], "use errors.param(name) instead of spelling an option"
+
+
+def test_only_modeling_switching_tells_a_peft_model_from_a_plain_one():
+    """Which model runs under an adapter is modeling/switching.py's (base_of, loaded_adapters): no module
+    asks `hasattr(model, "get_base_model")` on its own."""
+    found = [
+        f"{name}: line {node.lineno}"
+        for name, path in modules().items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "hasattr"
+        and any(isinstance(a, ast.Constant) and a.value == "get_base_model" for a in node.args)
+    ]
+    assert found == []

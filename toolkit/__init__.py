@@ -32,10 +32,10 @@ _WHERE = {
     "load_adapter": "generation.switching",
     "load_recipe": "config.recipe",
     "merge": "generation.merging",
-    "mix": "generation.mixing",
+    "mix": "modeling.mixing",
     "serve": "serving.server",
     "train": "training.train",
-    "use": "generation.switching",
+    "use": "modeling.switching",
 }
 __all__ = sorted(_WHERE)  # noqa: PLE0605 - the public names are the keys above
 

@@ -493,6 +493,38 @@ def test_matrix_of_two_adapters_on_two_texts(trained, tiny_model, corpus_dir, tm
     assert replaced.exit_code == 0 and mine.read_text().startswith("model,adapter,dataset")
 
 
+def test_python_evaluate_scores_a_mix_as_eval_does(trained, corpus_dir):
+    """toolkit.evaluate(adapters, mix=...) scores the base, the adapters, then the mix, as `eval --mix` does;
+    the mix row is the mix that toolkit.mix builds, scored in memory; a model in memory is scored as it runs
+    (the base alone after use(model, None)) and left running as it was."""
+    import toolkit
+    from toolkit.errors import ToolkitError
+    from toolkit.modeling.switching import active_adapter
+
+    valid = str(corpus_dir / "valid.txt")
+    rows = toolkit.evaluate(["alpha"], mix={"alpha": 0.5, "beta": 0.5}, files=[valid], store=trained.store, context=48)
+    assert [r.adapter for r in rows] == [None, "alpha", "mix alpha=0.5,beta=0.5"]
+    assert len({round(r.score.perplexity, 6) for r in rows}) == 3
+    cli = results_of(
+        "eval", "--adapter", "alpha", "--mix", "alpha=0.5,beta=0.5", "--files", valid, "--store", trained.store,
+        "--context", 48,
+    )  # fmt: skip
+    assert [r["adapter"] for r in cli] == [r.adapter for r in rows]
+    assert [r["perplexity"] for r in cli] == pytest.approx([r.score.perplexity for r in rows], rel=1e-9)
+
+    model, tokenizer = toolkit.load(["alpha", "beta"], store=trained.store)
+    mixed = toolkit.mix(model, "alpha=0.5,beta=0.5")
+    [row] = toolkit.evaluate(model, tokenizer=tokenizer, files=[valid], context=48)
+    assert row.adapter == "mix alpha=0.5,beta=0.5" and active_adapter(model) == mixed
+    assert row.score.perplexity == pytest.approx(rows[2].score.perplexity, rel=1e-9)
+    toolkit.use(model, None)
+    [row] = toolkit.evaluate(model, tokenizer=tokenizer, files=[valid], context=48)
+    assert row.adapter is None and active_adapter(model) is None
+    assert row.score.perplexity == pytest.approx(rows[0].score.perplexity, rel=1e-9)
+    with pytest.raises(ToolkitError, match="toolkit.mix"):
+        toolkit.evaluate(model, tokenizer=tokenizer, mix="alpha=1", files=[valid])
+
+
 def test_int8_and_bf16_bases_run_on_cpu(tiny_model, corpus_dir):
     """An 8-bit base (bitsandbytes) and a bf16 base score the same tokens close to the fp32 figure."""
     common = ["eval", "--model", tiny_model, "--files", corpus_dir / "valid.txt", "--max-tokens", 600]

@@ -13,7 +13,7 @@ import torch
 from helpers import error_lines
 
 import toolkit
-from toolkit.generation.switching import active_adapter
+from toolkit.modeling.switching import active_adapter
 
 PROMPTS = ["The cat sees", "A dog finds the small house and", "My", "The old man paints a green door. The bird"]
 

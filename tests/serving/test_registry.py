@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from toolkit import AdapterStore
-from toolkit.generation.switching import BASE
+from toolkit.modeling.switching import BASE
 from toolkit.serving.catalog import Catalog
 from toolkit.serving.engine import forward
 from toolkit.serving.registry import NoRoom, Registry

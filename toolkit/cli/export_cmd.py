@@ -77,7 +77,7 @@ def export(
     """
     from ..errors import ToolkitError
     from ..exporting.export import export as export_adapters
-    from ..generation.mixing import describe
+    from ..modeling.mixing import describe
 
     if bool(adapters) == bool(mix):
         raise ToolkitError("name the adapters to export (NAME or NAME=WEIGHT ...) or give --mix A=W,B=W, not both")

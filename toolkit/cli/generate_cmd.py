@@ -23,10 +23,10 @@ from .options import (
     precision_from_flags,
     precision_option,
     refuse_model_with_adapters,
+    setting_options,
+    settings_from,
     store_option,
 )
-
-DEFAULTS = GenerationSettings()
 
 
 @click.command()
@@ -47,34 +47,7 @@ DEFAULTS = GenerationSettings()
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Read the prompt from a file ('-': standard input).",
 )
-@click.option(
-    "--max-new-tokens",
-    type=int,
-    default=DEFAULTS.max_new_tokens,
-    show_default=True,
-    help="Tokens to generate per sequence.",
-)
-@click.option("--greedy", is_flag=True, help="Always take the likeliest token (the default samples).")
-@click.option(
-    "--temperature", type=float, default=DEFAULTS.temperature, show_default=True, help="Sampling temperature."
-)
-@click.option(
-    "--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="Sample among the k likeliest tokens (0: all)."
-)
-@click.option(
-    "--top-p", type=float, default=DEFAULTS.top_p, show_default=True, help="Nucleus sampling probability mass (1: off)."
-)
-@click.option(
-    "--repetition-penalty",
-    type=float,
-    default=DEFAULTS.repetition_penalty,
-    show_default=True,
-    help="> 1 discourages repeated tokens (1: off).",
-)
-@click.option(
-    "--num-sequences", type=int, default=DEFAULTS.num_sequences, show_default=True, help="Sequences per prompt."
-)
-@click.option("--seed", type=int, help="Seed the sampler: the same seed gives the same samples.")
+@setting_options(GenerationSettings)
 @click.option(
     "--mix",
     metavar="A=W,B=W",
@@ -104,14 +77,6 @@ def generate(
     model,
     prompt,
     prompt_file,
-    max_new_tokens,
-    greedy,
-    temperature,
-    top_k,
-    top_p,
-    repetition_penalty,
-    num_sequences,
-    seed,
     mix,
     compare,
     batch_path,
@@ -122,6 +87,7 @@ def generate(
     nf4,
     allow_unverified,
     store,
+    **values,
 ) -> None:
     """Generate text with adapters, their base, or any GPT-2 model.
 
@@ -134,16 +100,7 @@ def generate(
         gpt2-adapt generate --mix wikitext103=0.7,poems=0.3 --prompt "The"
         gpt2-adapt generate --batch requests.jsonl > out.jsonl
     """
-    settings = GenerationSettings(
-        max_new_tokens=max_new_tokens,
-        greedy=greedy,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        num_sequences=num_sequences,
-        seed=seed,
-    )
+    settings = settings_from(GenerationSettings, values)
     _check_modes(interactive, batch_path, compare, prompt, prompt_file, adapters, mix, as_json)
     refuse_model_with_adapters(model, adapters, mix)
     if model and base:
@@ -153,8 +110,8 @@ def generate(
     strict = not allow_unverified
     precision = precision_from_flags(precision, int8, nf4)
     from ..generation import generate as generation
-    from ..generation.mixing import parse_weights
-    from ..generation.switching import active_adapter
+    from ..modeling.mixing import parse_weights
+    from ..modeling.switching import active_adapter
     from ..store.store import AdapterStore
 
     requests = read_requests(batch_path) if batch_path else []
@@ -198,8 +155,8 @@ def generate(
 
 def _single(lm, tokenizer, prompt: str, settings: GenerationSettings, as_json: bool) -> None:
     from ..generation import generate as generation
-    from ..generation.mixing import label
-    from ..generation.switching import active_adapter
+    from ..modeling.mixing import label
+    from ..modeling.switching import active_adapter
 
     if sys.stdout.isatty() and settings.num_sequences == 1 and not as_json:
         generation.generate(lm, tokenizer, prompt, settings, stream=lambda text: click.echo(text, nl=False))
@@ -215,7 +172,7 @@ def _single(lm, tokenizer, prompt: str, settings: GenerationSettings, as_json: b
 def _compare(lm, tokenizer, prompt: str, contenders: list, settings: GenerationSettings, as_json: bool) -> None:
     """One batch: the prompt once per contender (None: the base)."""
     from ..generation import generate as generation
-    from ..generation.mixing import label
+    from ..modeling.mixing import label
 
     texts = generation.generate_batch(lm, tokenizer, [(prompt, name) for name in contenders], settings)
     n = settings.num_sequences

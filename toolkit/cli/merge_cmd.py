@@ -39,7 +39,7 @@ def merge(adapters, out, precision, base, verify, overwrite, allow_unverified, a
     """
     from ..generation.merging import VERIFY_BATCHES, VERIFY_ROWS
     from ..generation.merging import merge as merge_adapters
-    from ..generation.mixing import describe
+    from ..modeling.mixing import describe
 
     result = merge_adapters(
         list(adapters),

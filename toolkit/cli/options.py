@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import MISSING, fields
 
 import click
 
-from ..errors import ToolkitError
+from ..errors import ToolkitError, render
 from ..modeling.precision import LOAD_PRECISIONS
+from .vocabulary import option
 
 store_option = click.option(
     "--store",
@@ -75,8 +77,10 @@ def emit_json(value) -> None:
 
 def setting_options(record, **shared):
     """The options of a settings record's fields (toolkit.config.fields.setting): `--max-body` for
-    `max_body`, typed by the field's default, with its help; a tuple field is repeatable. `shared`: fields
-    whose option several commands spell alike (`store=store_option`), or None for a field with no option."""
+    `max_body`, typed by the field's annotation, with its help (parameters it names spelled as options); a
+    bool field is a flag, a tuple field repeatable. `shared`: fields whose option several commands spell
+    alike (`store=store_option`), or None for a field with no option."""
+    hints = typing.get_type_hints(record)
 
     def decorate(command):
         for f in reversed(fields(record)):
@@ -84,15 +88,23 @@ def setting_options(record, **shared):
                 command = shared[f.name](command) if shared[f.name] is not None else command
                 continue
             default = None if f.default is MISSING else f.default
-            kwargs = {"help": f.metadata.get("help"), **f.metadata.get("option", {})}
+            kwargs = {"help": render(f.metadata["help"], option)}
             if isinstance(default, tuple):
                 kwargs.update(multiple=True)
-            elif default is not None:
-                kwargs.update(type=type(default), default=default, show_default=True)
+            elif isinstance(default, bool):
+                kwargs.update(is_flag=True, default=default)
+            else:
+                kwargs.update(type=_scalar(hints[f.name]), default=default, show_default=default is not None)
+            kwargs.update(f.metadata.get("option", {}))
             command = click.option("--" + f.name.replace("_", "-"), f.name, **kwargs)(command)
         return command
 
     return decorate
+
+
+def _scalar(hint):
+    """int for `int` and for `int | None`."""
+    return next(arg for arg in typing.get_args(hint) or (hint,) if arg is not type(None))
 
 
 def settings_from(record, values: dict):

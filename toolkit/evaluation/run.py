@@ -16,28 +16,33 @@ recipe's columns and template, each example scored on its own, on its completion
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from ..config.recipe import DataSpec, Recipe
+from ..config.recipe import DataSpec, Recipe, load_recipe
 from ..data.detokenize import DETOKENIZERS
 from ..data.documents import open_source, read_files, read_split
 from ..data.examples import encode_examples, example_stream
 from ..data.streams import token_stream
-from ..distributed import process
+from ..distributed import launched, process
 from ..errors import ToolkitError, param
 from ..modeling.base import gpt2_config
-from ..modeling.precision import LoadPrecision
+from ..modeling.mixing import label as row_label
+from ..modeling.mixing import mix as mix_adapters
+from ..modeling.mixing import parse_weights
+from ..modeling.prompting import prompt_format
+from ..modeling.switching import active_adapter, base_of, running
 from ..records import EvalResult, Protocol
 from ..sources.models import model_source
-from ..store.loading import examples_formats, load
+from ..store.loading import load
 from ..store.store import AdapterStore
 from ..threads import set_threads
 from .harness import Tasks, prepare_tasks, run_tasks
 from .protocol import check_protocol, tokens_needed
 from .scoring import score
+from .settings import EvalOptions
 
 log = logging.getLogger(__name__)
 
@@ -51,93 +56,21 @@ class Text:
 
 
 @dataclass(frozen=True)
-class EvalOptions:
-    context: int | None = None  # positions per window; None: the recipe's block size, else the model's context
-    stride: int | None = None  # None: the context (disjoint windows)
-    by_document: bool = False  # score each document on its own, as lm-evaluation-harness does
-    detokenize: str | None = None  # rewrite the scored text first ("wikitext"); words and bytes stay the original's
-    max_tokens: int | None = None  # score only the first N tokens of each text; None: all
-    limit: int | None = None  # only the first N documents of each text and each task; None: all
-    batch_size: int = 0  # windows per forward pass; 0: as many as the device's token budget allows
-    # "fp32", "bf16", "fp16" (the base's weights), "int8", "nf4" or "fp4" (bitsandbytes); None: as a recipe's
-    # training loaded its base (its quantization) when a recipe is scored, else fp32 (see `settled`)
-    precision: str | None = None
-    strict: bool = True  # refuse an adapter that fails verification against its base
-    as_text: bool = False  # score prompt/completion adapters on plain text (every token), not on examples
-    progress: bool = False  # a progress bar on standard error
-    threads: int = 0  # CPU threads to score with; 0: chosen from the cores and their load (toolkit/threads.py)
-
-    def __post_init__(self):
-        problems = []
-        try:
-            if self.precision is not None:
-                LoadPrecision(self.precision)
-        except ToolkitError as err:
-            problems += err.raw
-        for name in ("max_tokens", "limit", "context", "stride"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                problems.append(f"{param(name)}: must be at least 1 (got {value})")
-        if self.batch_size < 0:
-            problems.append(f"{param('batch_size')}: must be >= 0, 0 meaning automatic (got {self.batch_size})")
-        if self.threads < 0:
-            problems.append(
-                f"{param('threads')}: must be >= 0, 0 choosing from the machine's load (got {self.threads})"
-            )
-        if self.detokenize is not None and self.detokenize not in DETOKENIZERS:
-            problems.append(
-                f"{param('detokenize')}: no detokenizer named {self.detokenize!r}; use {', '.join(DETOKENIZERS)}"
-            )
-        elif self.detokenize and self.max_tokens:
-            problems.append(
-                f"{param('max_tokens')} and {param('detokenize')}: the original's words and bytes cannot be "
-                f"split between tokens of the rewritten text, so documents are scored whole; "
-                f"use {param('limit')} N for the first N documents"
-            )
-        if problems:
-            raise ToolkitError(*problems)
-
-    def settled(self, recipe: Recipe | None = None) -> EvalOptions:
-        """The options with their precision decided: as given; else, scoring a recipe, its base quantized as
-        training quantized it (so that `metrics.json` is reproduced); else fp32."""
-        if self.precision is not None:
-            return self
-        mode = recipe.quantization.mode if recipe is not None else "none"
-        return replace(self, precision=mode if mode != "none" else "fp32")
-
-    def protocol(self, context: int) -> Protocol:
-        """The protocol at `context` (what the options say, or the default the caller found)."""
-        return Protocol(
-            self.context or context, self.stride or self.context or context, self.by_document, self.detokenize
-        )
-
-
-@dataclass(frozen=True)
 class Loaded:
-    """A loaded model and the rows to score with it: peft adapters by name, None for the base (every adapter
-    switched off, or a plain model as it is)."""
+    """A loaded model and the rows to score with it: peft adapters (mixes included) by name, None for the
+    base (every adapter switched off, or a plain model as it is)."""
 
     model: object
     tokenizer: object
     name: str  # how results name the model: the base of the adapters, or the plain model
     rows: tuple[str | None, ...]
-    labels: dict = field(default_factory=dict)  # adapter -> how results name it, where not by its name
 
     @property
     def config(self):
-        return (self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model).config
+        return base_of(self.model).config
 
-    def with_row(self, adapter: str, label: str) -> Loaded:
-        return dataclasses.replace(self, rows=(*self.rows, adapter), labels={**self.labels, adapter: label})
-
-    @contextlib.contextmanager
-    def using(self, adapter: str | None):
-        """Within: the model runs as the row says."""
-        peft = hasattr(self.model, "get_base_model")
-        if adapter is not None:
-            self.model.set_adapter(adapter)
-        with self.model.disable_adapter() if peft and adapter is None else contextlib.nullcontext():
-            yield
+    def with_row(self, adapter: str) -> Loaded:
+        return replace(self, rows=(*self.rows, adapter))
 
 
 def read_texts(
@@ -214,8 +147,7 @@ def load_models(
         gpt2_config(model_source(model, key=key), model, key=key)  # say so before loading any weights
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     lm, tokenizer = load(adapters or None, base=model, store=store, strict=strict, precision=precision)
-    base = lm.get_base_model() if adapters else lm
-    name = model or _recorded_base(adapters[0], store) or base.config.name_or_path
+    name = model or _recorded_base(adapters[0], store) or base_of(lm).config.name_or_path
     return Loaded(lm, tokenizer, name, (None, *adapters))
 
 
@@ -267,9 +199,9 @@ def run(
     rank, _ = process()
     results = []
     for adapter in loaded.rows:
-        label = loaded.labels.get(adapter, adapter)
+        label = None if adapter is None else row_label(adapter)
         common = {"model": loaded.name, "adapter": label, "precision": options.precision}
-        with loaded.using(adapter):
+        with running(loaded.model, adapter):
             for text, stream in zip(texts, streams):
                 with _naming(text):
                     scored = score(
@@ -327,13 +259,15 @@ def run(
 def evaluate(
     adapters=None,
     *,
+    mix: str | Sequence[str] | Mapping[str, float] | None = None,
     model: str | None = None,
     base: str | None = None,
     tokenizer=None,
     texts: Sequence[str] = (),
     files: Sequence[str] = (),
     datasets: Sequence[str] = (),
-    recipe: Recipe | None = None,
+    recipe: Recipe | str | Path | None = None,
+    overrides: Sequence[str] = (),
     tasks: Sequence[str] = (),
     include_paths: Sequence[str] = (),
     config: str = "",
@@ -344,56 +278,92 @@ def evaluate(
 ) -> list[EvalResult]:
     """Perplexity (and bits per byte, byte and word perplexity) on strings (`texts`, one document each),
     files, dataset splits or a recipe's evaluation text, and lm-evaluation-harness `tasks` (found among the
-    harness's and in `include_paths`), of adapters and their base, a plain `model`, or a model in memory.
+    harness's and in `include_paths`), of adapters and their base, a mix, a plain `model`, or a model in
+    memory.
 
     `adapters`: a name or names from the store (the base is scored beside them; `base` points at a local
     copy of it), or a model already loaded (`toolkit.load`, after `toolkit.mix` or `toolkit.use`, or any
-    GPT-2 model with its `tokenizer`), scored as it is. `options` are EvalOptions fields: context, stride,
-    by_document, detokenize, max_tokens, limit, batch_size, precision, strict, as_text. Returns one
-    EvalResult per (row, text or task).
+    GPT-2 model with its `tokenizer`), scored as it is. `mix`: weights of stored adapters, as toolkit.mix
+    takes them ("a=0.7,b=0.3" or {"a": 0.7, "b": 0.3}), scored as one more row after the adapters. `recipe`:
+    a Recipe, or the path of a recipe file (with `overrides`, "key=value"). `options` are EvalOptions
+    fields: context, stride, by_document, detokenize, max_tokens, limit, batch_size, precision, strict,
+    as_text, threads, progress. Returns one EvalResult per (row, text or task). Under torchrun the windows
+    are shared among the processes, and every process returns the same results.
 
     Prompt/completion adapters (by name, or loaded by `toolkit.load`: the active one) are scored on examples
     read with their recipe's columns and template, as `gpt2-adapt eval` scores them; `as_text=True` scores
     them on plain text instead (`text_column`, every token).
     """
-    settings = EvalOptions(**options).settled(recipe)
+    settings = EvalOptions(**options)
     in_memory = adapters is not None and not isinstance(adapters, (str, list, tuple))
     names = [] if in_memory else [adapters] if isinstance(adapters, str) else list(adapters or [])
-    if model and (names or in_memory):
+    weights = parse_weights(mix) if mix else {}
+    if model and (names or weights or in_memory):
         raise ToolkitError(
-            f"{param('model')} and {param('adapters')}: a plain model has no adapters; "
-            f"give the adapters' base as {param('base')}"
+            f"{param('model')} and {param('mix') if weights and not names else param('adapters')}: "
+            f"{param('model')} runs a plain model without adapters; name the adapters' base with {param('base')}"
+        )
+    if model and base:
+        raise ToolkitError(
+            f"{param('model')} and {param('base')}: {param('model')} scores a plain model, {param('base')} is "
+            f"the base of {param('adapters')}; give one"
         )
     if in_memory and tokenizer is None:
         raise ToolkitError(f"{param('tokenizer')}: a model in memory needs its tokenizer too")
+    if in_memory and weights:
+        raise ToolkitError(f"{param('mix')}: mix a model in memory with toolkit.mix(model, weights), then score it")
+    if overrides and not isinstance(recipe, (str, Path)):
+        raise ToolkitError(
+            f"{param('overrides')}: changes a recipe's keys; give {param('recipe')} too, or drop {param('overrides')}"
+        )
+    if include_paths and not tasks:
+        raise ToolkitError(
+            f"{param('include_paths')}: adds a folder of harness tasks; name the tasks with {param('tasks')}"
+        )
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
+    recipe_label = ""
+    if isinstance(recipe, (str, Path)):  # results name its text by the file
+        recipe_label, recipe = str(recipe), load_recipe(recipe, overrides)
+    settings = settings.settled(recipe)
     if not (recipe or datasets or files or texts or tasks):  # before the adapters are read for their format
         raise ToolkitError(
-            f"no text to score: give {param('recipe')}, {param('datasets')}, {param('files')}, "
-            f"{param('texts')} or {param('tasks')}"
+            f"no text to score: give {param('recipe')}, {param('datasets')}, {param('files')} or {param('tasks')}"
         )
+    stored = list(dict.fromkeys([*names, *weights]))
     if settings.as_text:
         examples = None
     elif in_memory:  # as its loading recorded: how its active adapter reads text (generate prompts it so too)
-        examples = examples_formats(adapters).get(getattr(adapters, "active_adapter", None))
+        examples = prompt_format(adapters, active_adapter(adapters))
     else:
-        examples = examples_format(names, store)
+        examples = examples_format(stored, store)
     chosen = read_texts(
-        recipe, "", datasets, config, split, text_column, files, texts, examples=examples, as_text=settings.as_text
+        recipe,
+        recipe_label,
+        datasets,
+        config,
+        split,
+        text_column,
+        files,
+        texts,
+        examples=examples,
+        as_text=settings.as_text,
     )
     found = prepare_tasks(tasks, include_paths) if tasks else None
-    if in_memory:
-        active = adapters.active_adapter if hasattr(adapters, "get_base_model") else None  # a peft model's
-        loaded = Loaded(adapters, tokenizer, str(adapters.config.name_or_path), (active,))
-    else:
-        loaded = load_models(
-            names,
-            model or base or (recipe.model.name if recipe and not names else None),
-            store,
-            settings.strict,
-            settings.precision,
-        )
-    return run(loaded, settings, chosen, found, default_context=recipe.data.block_size if recipe else None)
+    with launched():
+        if in_memory:
+            loaded = Loaded(adapters, tokenizer, str(adapters.config.name_or_path), (active_adapter(adapters),))
+        else:
+            loaded = load_models(
+                stored,
+                model or base or (recipe.model.name if recipe and not stored else None),
+                store,
+                settings.strict,
+                settings.precision,
+            )
+            loaded = replace(loaded, rows=(None, *names))
+        if weights:
+            loaded = loaded.with_row(mix_adapters(loaded.model, weights))
+        return run(loaded, settings, chosen, found, default_context=recipe.data.block_size if recipe else None)
 
 
 def _examples_protocol(protocol: Protocol, options: EvalOptions, texts: Sequence[Text]) -> Protocol:

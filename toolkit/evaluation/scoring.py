@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ..data.streams import TokenStream
 from ..distributed import process
 from ..errors import ToolkitError, param
+from ..modeling.switching import base_of
 from ..records import Protocol, Score
 from .metric import load_metric
 from .protocol import Window, windows
@@ -76,7 +77,7 @@ def score(
     rank, world = process()
     # Longest first, so that a batch pads little; order does not change the sums.
     mine = sorted(todo[rank::world], key=lambda w: w.hi - w.start, reverse=True)
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = base_of(model)
     device = lm.get_output_embeddings().weight.device
     budget = CUDA_TOKENS_PER_BATCH if device.type == "cuda" else CPU_TOKENS_PER_BATCH
     scored = np.ones(len(stream.ids), dtype=bool) if stream.scored is None else stream.scored

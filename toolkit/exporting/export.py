@@ -21,7 +21,7 @@ import torch
 from ..errors import ToolkitError, param
 from ..files import atomic_folder, read_json, write_json
 from ..generation.merging import batch_logits, check_out, load_to_merge, trained_quantized, verify_batches
-from ..generation.mixing import parse_weights
+from ..modeling.mixing import parse_weights
 from ..store.store import AdapterStore
 from . import gguf_files, onnx_files, runtimes
 

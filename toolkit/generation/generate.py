@@ -22,11 +22,12 @@ import torch
 
 from ..data.examples import prompt_ids
 from ..errors import ToolkitError, param
-from ..store.loading import load, prompt_templates
+from ..modeling.mixing import mix, parse_weights
+from ..modeling.prompting import prompt_template
+from ..modeling.switching import BASE, active_adapter, base_alone, base_of, layers_enabled, require_loaded
+from ..store.loading import load
 from ..store.store import AdapterStore
-from .mixing import mix, parse_weights
 from .settings import GenerationSettings
-from .switching import BASE, active_adapter, base_alone, base_of, layers_enabled, require_loaded
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def generate(
     settings = replace(settings or GenerationSettings(), **overrides)
     if stream is not None and settings.num_sequences > 1:
         raise ToolkitError("streaming shows one sequence; use num_sequences=1 or no stream")
-    ids = prompt_tokens(tokenizer, prompt, prompt_templates(model).get(active_adapter(model)))
+    ids = prompt_tokens(tokenizer, prompt, prompt_template(model, active_adapter(model)))
     return _run(model, tokenizer, [ids] * settings.num_sequences, settings, stream=stream)
 
 
@@ -105,9 +106,9 @@ def generate_batch(
     settings = replace(settings or GenerationSettings(), **overrides)
     if not requests:
         return []
-    prompts, names, templates = [], [], prompt_templates(model)
+    prompts, names = [], []
     for prompt, adapter in requests:
-        prompts += [prompt_tokens(tokenizer, prompt, templates.get(adapter))] * settings.num_sequences
+        prompts += [prompt_tokens(tokenizer, prompt, prompt_template(model, adapter))] * settings.num_sequences
         names += [adapter or BASE] * settings.num_sequences
     wanted = sorted({n for n in names if n != BASE})
     if not wanted:

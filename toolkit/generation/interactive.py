@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..errors import ToolkitError
+from ..modeling.mixing import label, mix, parse_weights
+from ..modeling.switching import active_adapter, loaded_adapters, use
 from ..store.store import AdapterStore
 from .generate import generate
-from .mixing import label, mix, parse_weights
 from .settings import GenerationSettings
-from .switching import active_adapter, load_adapter, loaded_adapters, use
+from .switching import load_adapter
 
 HELP = """commands:
   /adapter NAME       generate with NAME (loaded from the store, verified, the first time)

@@ -17,13 +17,13 @@ import torch
 
 from ..errors import ToolkitError, param
 from ..files import atomic_folder
+from ..modeling.mixing import mix, parse_weights
 from ..modeling.precision import FULL_PRECISIONS, checkpoint_precision, torch_dtype
+from ..modeling.switching import use
 from ..sources.models import model_source
 from ..store import card
 from ..store.loading import load
 from ..store.store import AdapterStore
-from .mixing import mix, parse_weights
-from .switching import use
 
 # verify: batches x rows of random token ids (at most the context long), the same on every run
 VERIFY_BATCHES, VERIFY_ROWS, VERIFY_TOKENS = 3, 2, 128

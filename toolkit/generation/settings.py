@@ -9,19 +9,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..config.fields import setting
 from ..errors import ToolkitError, param
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    max_new_tokens: int = 50  # tokens generated per sequence (fewer when EOS comes first)
-    greedy: bool = False  # always the likeliest token; the default samples
-    temperature: float = 1.0  # sampling: < 1 sharpens the distribution, > 1 flattens it
-    top_k: int = 50  # sampling: only the k likeliest tokens; 0 keeps all
-    top_p: float = 1.0  # sampling: the smallest set of tokens holding this probability; 1 keeps all
-    repetition_penalty: float = 1.0  # > 1 makes tokens already in the text less likely; 1 is off
-    num_sequences: int = 1  # sequences per prompt
-    seed: int | None = None  # seeds the sampler: one seed, one set of samples; None: fresh samples
+    """How `generate` chooses tokens; the options of `gpt2-adapt generate` are derived from these fields."""
+
+    max_new_tokens: int = setting(50, "Tokens to generate per sequence.")  # fewer when EOS comes first
+    greedy: bool = setting(False, "Always take the likeliest token (the default samples).")
+    temperature: float = setting(1.0, "Sampling temperature.")  # < 1 sharpens the distribution, > 1 flattens it
+    top_k: int = setting(50, "Sample among the k likeliest tokens (0: all).")
+    top_p: float = setting(1.0, "Nucleus sampling probability mass (1: off).")  # the smallest set holding it
+    repetition_penalty: float = setting(1.0, "> 1 discourages repeated tokens (1: off).")
+    num_sequences: int = setting(1, "Sequences per prompt.")
+    seed: int | None = setting(None, "Seed the sampler: the same seed gives the same samples.")  # None: fresh
 
     def __post_init__(self):
         problems = []

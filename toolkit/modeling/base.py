@@ -14,6 +14,7 @@ from ..sources.models import model_source
 from .dropout import register_attention, use_fast_dropout
 from .precision import torch_dtype, training_precision
 from .quantization import keep_trainable, quantization_kwargs
+from .switching import base_of
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def training_attention() -> str:
 @contextlib.contextmanager
 def scoring_attention(model):
     """Within: the attention fastest forward-only (sdpa), then back to training's."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_of(model)
     training = base.config._attn_implementation
     if training == "sdpa":
         yield

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..config.names import is_valid_name
 from ..errors import ToolkitError, param
-from ..generation.mixing import describe, parse_weights
+from ..modeling.mixing import describe, parse_weights
 from ..store.manifest import BaseRecord
 from ..store.store import AdapterStore
 from .errors import BadRequest, ModelNotFound, message

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from ..generation.switching import base_of, layers_enabled, loaded_adapters
+from ..modeling.switching import base_of, layers_enabled, loaded_adapters
 
 
 def forward(model, adapter_names: list[str], **inputs):
-    """One forward pass, each row through its adapter (generation.switching.BASE: none)."""
+    """One forward pass, each row through its adapter (modeling.switching.BASE: none)."""
     with torch.inference_mode():
         if not loaded_adapters(model):  # a plain base, or a peft model whose adapters were all unloaded
             return base_of(model)(**inputs)

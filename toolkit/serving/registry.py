@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ToolkitError
-from ..generation.mixing import mix
-from ..generation.switching import BASE, loaded_adapters
+from ..modeling.mixing import mix
+from ..modeling.prompting import prompt_template
+from ..modeling.switching import BASE, loaded_adapters
 from ..records import ModelSource
-from ..store.loading import WEIGHTS, attach, check_adapters, prompt_templates
+from ..store.loading import WEIGHTS, attach, check_adapters
 from ..store.manifest import MANIFEST
 from ..store.store import AdapterStore
 from .catalog import Target
@@ -86,7 +87,7 @@ class Registry:
 
     def template(self, peft_name: str) -> str | None:
         """The prompt template recorded when `peft_name` was loaded (None: the base, a text adapter)."""
-        return prompt_templates(self.model).get(peft_name)
+        return prompt_template(self.model, peft_name)
 
     def release(self, peft_name: str) -> None:
         """A row that used `peft_name` ended."""

@@ -18,6 +18,7 @@ from ..files import read_json
 from ..modeling.base import base_from
 from ..modeling.fingerprints import tokenizer_fingerprint, weights_fingerprint
 from ..modeling.precision import LoadPrecision
+from ..modeling.prompting import record_prompt_format
 from ..modeling.tokenizer import tokenizer_from
 from ..records import ModelSource, RecordError
 from ..sources.models import model_source
@@ -28,10 +29,6 @@ log = logging.getLogger(__name__)
 
 NO_MANIFEST = f"has no readable {MANIFEST}; bring adapters trained elsewhere in with `gpt2-adapt adapters import`"
 WEIGHTS = "adapter_model.safetensors"
-# On a loaded model: adapter name -> the data section (DataSpec) of a prompt/completion adapter's recipe: its
-# template, columns, truncation and block size. Generation reads it to put a prompt to each adapter as it
-# was trained, evaluation to read its examples as training did; text adapters are not in it.
-EXAMPLES = "gpt2_adapt_examples"
 
 
 def load(
@@ -113,7 +110,7 @@ def check_adapters(store: AdapterStore, names: Sequence[str], source: ModelSourc
 def attach(model, store: AdapterStore, name: str, adapter_name: str | None = None):
     """Load a (verified) adapter onto a model under its store name (or `adapter_name`: the server loads a
     retrained adapter beside the version still generating); a plain base becomes a peft model. A
-    prompt/completion adapter's template is recorded on the model (`prompt_templates`)."""
+    prompt/completion adapter's format is recorded on the model (modeling.prompting)."""
     from peft import PeftModel
     from safetensors import SafetensorError
 
@@ -124,15 +121,12 @@ def attach(model, store: AdapterStore, name: str, adapter_name: str | None = Non
     except ToolkitError as err:  # only when loading past verification: the adapter then prompts as text
         log.warning("%s (prompting it with plain text)", err.problems[0])
         recipe = None
-    formats = {**examples_formats(model)}
-    if recipe is not None and recipe.data.examples:
-        formats[adapter_name] = recipe.data
     try:
         if isinstance(model, PeftModel):
             model.load_adapter(folder, adapter_name=adapter_name, is_trainable=False)
         else:
             model = PeftModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=False)
-        setattr(model, EXAMPLES, formats)
+        record_prompt_format(model, adapter_name, recipe.data if recipe is not None and recipe.data.examples else None)
         return model
     except torch.OutOfMemoryError:
         raise
@@ -142,16 +136,6 @@ def attach(model, store: AdapterStore, name: str, adapter_name: str | None = Non
             f"adapter {name!r}: peft cannot load {folder}: {first_line(err).rstrip(':')}; "
             "retrain it (train with overwrite) or import it again"
         ) from None
-
-
-def examples_formats(model) -> dict:
-    """The prompt/completion adapters loaded on a model, each with its recipe's data section (a DataSpec)."""
-    return getattr(model, EXAMPLES, {})
-
-
-def prompt_templates(model) -> dict[str, str]:
-    """The prompt/completion adapters loaded on a model, each with its template."""
-    return {name: spec.template for name, spec in examples_formats(model).items()}
 
 
 def verify(folder: Path, source: ModelSource, base: dict) -> list[str]:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 from ..errors import ToolkitError, param
-from ..store.loading import EXAMPLES, examples_formats, prompt_templates
+from .prompting import prompt_format, prompt_template, record_prompt_format
 from .switching import loaded_adapters, use
 
 # Mixes are peft adapters named by their weights' hash: peft's names cannot hold "." (module-dict keys).
@@ -91,11 +91,10 @@ def mix(model, weights: str | Sequence[str] | Mapping[str, float]) -> str:
     loaded = [name for name in loaded_adapters(model) if not name.startswith(MIX_PREFIX)]
     weights = parse_weights(weights, label="mix", known=loaded)
     problems = [problem for name in weights if (problem := _unmixable(model.peft_config[name], name))]
-    templates = prompt_templates(model)
-    formats = {templates.get(name) for name in weights}
-    if len(formats) > 1:
+    templates = {name: prompt_template(model, name) for name in weights}
+    if len(set(templates.values())) > 1:
         problems.append(
-            f"mix: {', '.join(map(repr, weights))} are prompted differently ({_formats(weights, templates)}); "
+            f"mix: {', '.join(map(repr, weights))} are prompted differently ({_formats(templates)}); "
             "use adapters trained on one data format and template"
         )
     if problems:
@@ -105,9 +104,8 @@ def mix(model, weights: str | Sequence[str] | Mapping[str, float]) -> str:
     if mixed not in model.peft_config:
         # With one adapter peft falls back to `linear`, which splits w * s as sqrt into A and B: the same update.
         model.add_weighted_adapter(list(weights), list(weights.values()), mixed, combination_type="cat")
-        if formats.pop() is not None:  # the mix is prompted (and its examples read) as its adapters are
-            specs = examples_formats(model)
-            setattr(model, EXAMPLES, {**specs, mixed: specs[next(iter(weights))]})
+        # The mix is prompted (and its examples read) as its adapters are.
+        record_prompt_format(model, mixed, prompt_format(model, next(iter(weights))))
     use(model, mixed)
     return mixed
 
@@ -124,12 +122,11 @@ def _unmixable(config, name: str) -> str | None:
     )
 
 
-def _formats(weights: Mapping[str, float], templates: dict[str, str]) -> str:
-    def one(name: str) -> str:
-        template = templates.get(name)
+def _formats(templates: Mapping[str, str | None]) -> str:
+    def one(name: str, template: str | None) -> str:
         return f"{name}: text" if template is None else f"{name}: template {template!r}"
 
-    return "; ".join(one(name) for name in weights)
+    return "; ".join(one(name, template) for name, template in templates.items())
 
 
 def _number(raw) -> float | None:
