@@ -11,7 +11,7 @@ from toolkit.cli.eval_cmd import eval_cmd
 from toolkit.cli.generate_cmd import generate
 from toolkit.cli.options import settings_from
 from toolkit.cli.vocabulary import option
-from toolkit.errors import render
+from toolkit.errors import spell_parameters
 from toolkit.evaluation.settings import EvalOptions
 from toolkit.generation.settings import GenerationSettings
 
@@ -35,7 +35,7 @@ def test_every_setting_is_an_option_declared_once(name):
             continue
         assert by_name[f.name].opts == ["--" + f.name.replace("_", "-")], f"{f.name} is not an option of {name}"
         if f.name not in shared:
-            assert by_name[f.name].help == render(f.metadata["help"], option)
+            assert by_name[f.name].help == spell_parameters(f.metadata["help"], option)
             assert by_name[f.name].default == f.default
             assert by_name[f.name].is_flag == isinstance(f.default, bool)
 

@@ -8,7 +8,7 @@ from dataclasses import MISSING, fields
 
 import click
 
-from ..errors import ToolkitError, render
+from ..errors import ToolkitError, spell_parameters
 from ..modeling.precision import LOAD_PRECISIONS
 from .vocabulary import option
 
@@ -88,7 +88,7 @@ def setting_options(record, **shared):
                 command = shared[f.name](command) if shared[f.name] is not None else command
                 continue
             default = None if f.default is MISSING else f.default
-            kwargs = {"help": render(f.metadata["help"], option)}
+            kwargs = {"help": spell_parameters(f.metadata["help"], option)}
             if isinstance(default, tuple):
                 kwargs.update(multiple=True)
             elif isinstance(default, bool):
