@@ -173,7 +173,7 @@ def test_the_command_line_makes_openmp_threads_sleep_before_torch_loads_unless_t
 def test_the_thread_settings_refuse_a_negative_count_and_leave_the_run_identity_alone(write_recipe):
     from toolkit.config.recipe import load_recipe
     from toolkit.errors import ToolkitError
-    from toolkit.evaluation.run import EvalOptions
+    from toolkit.evaluation.evaluate import EvalOptions
     from toolkit.serving.settings import ServerSettings
 
     recipe = write_recipe()

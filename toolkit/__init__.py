@@ -24,7 +24,7 @@ _WHERE = {
     "ToolkitError": "errors",
     "TrainingMetrics": "records",
     "create_app": "serving.app",
-    "evaluate": "evaluation.run",
+    "evaluate": "evaluation.evaluate",
     "export": "exporting.export",
     "generate": "generation.generate",
     "generate_batch": "generation.generate",

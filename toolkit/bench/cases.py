@@ -138,14 +138,14 @@ def plan_case(setup: Setup) -> dict:
 
 def eval_case(setup: Setup, precision: str, threads: int = 0) -> dict:
     """`gpt2-adapt eval` of the default run's adapter (and its base) on the training text."""
-    from ..evaluation.run import EvalOptions, load_models, read_texts, run
+    from ..evaluation.evaluate import EvalOptions, evaluate_models, load_models, read_texts
 
     work = Path(setup.work)
     os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
     texts = read_texts(files=(str(work / "train.txt"),))
     options = EvalOptions(max_tokens=setup.eval_tokens, context=setup.block_size, precision=precision, threads=threads)
     loaded = load_models(["bench"], store=str(work / "store"), precision=precision)
-    rows = run(loaded, options, texts)
+    rows = evaluate_models(loaded, options, texts)
     adapted = next(r for r in rows if r.adapter)
     return {
         "precision": precision,

@@ -129,7 +129,7 @@ def eval_cmd(int8, nf4, allow_unverified, as_json, csv_path, heatmap_path, overw
     """
     from ..distributed import is_main_process
     from ..evaluation import report
-    from ..evaluation.run import evaluate
+    from ..evaluation.evaluate import evaluate
     from ..store.store import AdapterStore
 
     values.update(

@@ -132,7 +132,7 @@ def generate(
         from ..generation import interactive as session
 
         stdin = click.get_text_stream("stdin")
-        session.run(
+        session.prompt_loop(
             lm,
             tokenizer,
             settings,

@@ -26,7 +26,7 @@ HELP = """commands:
 anything else is a prompt."""
 
 
-def run(
+def prompt_loop(
     model,
     tokenizer,
     settings: GenerationSettings,

@@ -56,7 +56,7 @@ class Text:
 
 
 @dataclass(frozen=True)
-class Loaded:
+class ModelsToScore:
     """A loaded model and the rows to score with it: peft adapters (mixes included) by name, None for the
     base (every adapter switched off, or a plain model as it is)."""
 
@@ -69,7 +69,7 @@ class Loaded:
     def config(self):
         return base_of(self.model).config
 
-    def with_row(self, adapter: str) -> Loaded:
+    def with_row(self, adapter: str) -> ModelsToScore:
         return replace(self, rows=(*self.rows, adapter))
 
 
@@ -136,7 +136,7 @@ def read_texts(
 
 def load_models(
     adapters: Sequence[str] = (), model: str | None = None, store=None, strict: bool = True, precision: str = "fp32"
-) -> Loaded:
+) -> ModelsToScore:
     """The plain `model`; or the base (`model`: a local copy of it) with each adapter loaded once and
     verified. Rows: the model; or the base and then each adapter."""
     adapters = list(adapters)
@@ -148,11 +148,11 @@ def load_models(
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     lm, tokenizer = load(adapters or None, base=model, store=store, strict=strict, precision=precision)
     name = model or _recorded_base(adapters[0], store) or base_of(lm).config.name_or_path
-    return Loaded(lm, tokenizer, name, (None, *adapters))
+    return ModelsToScore(lm, tokenizer, name, (None, *adapters))
 
 
-def run(
-    loaded: Loaded,
+def evaluate_models(
+    loaded: ModelsToScore,
     options: EvalOptions,
     texts: Sequence[Text] = (),
     tasks: Tasks | None = None,
@@ -351,7 +351,7 @@ def evaluate(
     found = prepare_tasks(tasks, include_paths) if tasks else None
     with launched():
         if in_memory:
-            loaded = Loaded(adapters, tokenizer, str(adapters.config.name_or_path), (active_adapter(adapters),))
+            loaded = ModelsToScore(adapters, tokenizer, str(adapters.config.name_or_path), (active_adapter(adapters),))
         else:
             loaded = load_models(
                 stored,
@@ -363,7 +363,8 @@ def evaluate(
             loaded = replace(loaded, rows=(None, *names))
         if weights:
             loaded = loaded.with_row(mix_adapters(loaded.model, weights))
-        return run(loaded, settings, chosen, found, default_context=recipe.data.block_size if recipe else None)
+        default_context = recipe.data.block_size if recipe else None
+        return evaluate_models(loaded, settings, chosen, found, default_context=default_context)
 
 
 def _examples_protocol(protocol: Protocol, options: EvalOptions, texts: Sequence[Text]) -> Protocol:
