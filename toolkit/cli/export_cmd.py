@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import (
-    allow_unverified_option,
-    base_option,
-    emit_json,
-    json_option,
-    store_option,
-)
+from .options import emit_json, writer_options
 
 
 @click.command()
@@ -38,32 +32,11 @@ from .options import (
 @click.option("--merged", is_flag=True, help="GGUF: also write merged.gguf, the base with the adapter merged in.")
 @click.option("--no-base", "no_base", is_flag=True, help="GGUF: leave out base.gguf.")
 @click.option("--no-adapter", "no_adapter", is_flag=True, help="GGUF: leave out adapter.gguf (with --merged).")
-@base_option
-@click.option(
-    "--verify",
-    is_flag=True,
-    help="Run every file in llama.cpp or ONNX Runtime and compare its logits with the toolkit's.",
+@writer_options(
+    verify="Run every file in llama.cpp or ONNX Runtime and compare its logits with the toolkit's.",
+    overwrite="Replace an export folder that exists.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an export folder that exists.")
-@allow_unverified_option
-@json_option
-@store_option
-def export(
-    adapters,
-    mix,
-    out,
-    format_,
-    tensor_type,
-    merged,
-    no_base,
-    no_adapter,
-    base,
-    verify,
-    overwrite,
-    allow_unverified,
-    as_json,
-    store,
-) -> None:
+def export(adapters, mix, out, format_, no_base, no_adapter, allow_unverified, as_json, **options) -> None:
     """Export adapters for llama.cpp (GGUF) or ONNX Runtime.
 
     GGUF writes adapter.gguf (a LoRA for llama.cpp's --lora) and base.gguf (the model to run it on), and with
@@ -81,44 +54,18 @@ def export(
 
     if bool(adapters) == bool(mix):
         raise ToolkitError("name the adapters to export (NAME or NAME=WEIGHT ...) or give --mix A=W,B=W, not both")
+    # The other options (tensor_type, merged, base, verify, overwrite, store) are the library's parameters.
     result = export_adapters(
         mix or list(adapters),
         out,
         format=format_,
-        tensor_type=tensor_type,
         adapter_file=not no_adapter,
         base_file=not no_base,
-        merged=merged,
-        base=base,
-        store=store,
         strict=not allow_unverified,
-        verify=verify,
-        overwrite=overwrite,
+        **options,
     )
     if as_json:
-        emit_json(
-            {
-                "path": str(result.path),
-                "format": result.format,
-                "type": result.tensor_type,
-                "files": result.files,
-                "weights": result.weights,
-                "base": result.base,
-                "full_precision": result.full_precision,
-                "checks": [
-                    {
-                        "file": c.file,
-                        "runtime": c.runtime,
-                        "what": c.what,
-                        "difference": c.difference,
-                        "tolerance": c.tolerance,
-                        "passed": c.passed,
-                    }
-                    for c in result.checks
-                ],
-                "not_verified": result.not_verified,
-            }
-        )
+        emit_json(result.to_json())
     else:
         click.echo(
             f"exported {describe(result.weights)} on {result.base} ({result.format}, {result.tensor_type}) to "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..modeling.precision import FULL_PRECISIONS
-from .options import allow_unverified_option, base_option, emit_json, json_option, store_option
+from .options import emit_json, writer_options
 
 
 @click.command()
@@ -16,17 +16,11 @@ from .options import allow_unverified_option, base_option, emit_json, json_optio
     type=click.Choice(FULL_PRECISIONS),
     help="Of the saved weights [default: the base checkpoint's own].",
 )
-@base_option
-@click.option(
-    "--verify",
-    is_flag=True,
-    help="Compare the saved model's logits with the unmerged adapters' and print the largest difference.",
+@writer_options(
+    verify="Compare the saved model's logits with the unmerged adapters' and print the largest difference.",
+    overwrite="Replace a model folder that exists.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace a model folder that exists.")
-@allow_unverified_option
-@json_option
-@store_option
-def merge(adapters, out, precision, base, verify, overwrite, allow_unverified, as_json, store) -> None:
+def merge(adapters, allow_unverified, as_json, **options) -> None:
     """Merge adapters into their base: a standalone model folder that transformers loads without peft.
 
     One adapter merges as it is; several (NAME=WEIGHT, a bare NAME weighing 1) merge as the exact weighted
@@ -41,27 +35,10 @@ def merge(adapters, out, precision, base, verify, overwrite, allow_unverified, a
     from ..generation.merging import merge as merge_adapters
     from ..modeling.mixing import describe
 
-    result = merge_adapters(
-        list(adapters),
-        out,
-        precision=precision,
-        base=base,
-        store=store,
-        strict=not allow_unverified,
-        verify=verify,
-        overwrite=overwrite,
-    )
+    # The other options (out, precision, base, verify, overwrite, store) are the library's parameters.
+    result = merge_adapters(list(adapters), strict=not allow_unverified, **options)
     if as_json:
-        emit_json(
-            {
-                "path": str(result.path),
-                "weights": result.weights,
-                "base": result.base,
-                "precision": result.precision,
-                "full_precision": result.full_precision,
-                "max_difference": result.max_difference,
-            }
-        )
+        emit_json(result.to_json())
         return
     click.echo(f"merged {describe(result.weights)} into {result.base} ({result.precision}): {result.path}")
     for name in result.full_precision:

@@ -38,6 +38,26 @@ allow_unverified_option = click.option(
 )
 
 
+def writer_options(verify: str, overwrite: str):
+    """The options that `merge` and `export` share, in their --help order: each writes files from adapters,
+    optionally checked against the unmerged adapters (`verify`: what the check does)."""
+    options = [
+        base_option,
+        click.option("--verify", is_flag=True, help=verify),
+        click.option("--overwrite", is_flag=True, help=overwrite),
+        allow_unverified_option,
+        json_option,
+        store_option,
+    ]
+
+    def decorate(command):
+        for add in reversed(options):  # as stacked decorators apply: the last one first
+            command = add(command)
+        return command
+
+    return decorate
+
+
 def precision_option(
     default: str | None = "fp32",
     help_text: str = "Load the base in this precision (int8, nf4, fp4: bitsandbytes 8-bit or 4-bit).",

@@ -12,6 +12,7 @@ and compares the logits with the toolkit's on the same tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ class Check:
     def passed(self) -> bool:
         return self.difference <= self.tolerance
 
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "passed": self.passed}
+
 
 @dataclass(frozen=True)
 class Exported:
@@ -60,6 +64,20 @@ class Exported:
     full_precision: list[str]  # adapters trained on a quantized base, exported against the full-precision one
     checks: list[Check] = field(default_factory=list)  # with verify
     not_verified: list[str] = field(default_factory=list)  # with verify: why a runtime did not run
+
+    def to_json(self) -> dict:
+        """What `gpt2-adapt export --json` prints."""
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "type": self.tensor_type,
+            "files": self.files,
+            "weights": self.weights,
+            "base": self.base,
+            "full_precision": self.full_precision,
+            "checks": [check.to_json() for check in self.checks],
+            "not_verified": self.not_verified,
+        }
 
 
 def export(

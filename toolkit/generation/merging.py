@@ -10,6 +10,7 @@ W + sum_i w_i s_i B_i A_i in float32 is exact. The result is cast to the output 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +36,13 @@ class Merged:
     weights: dict[str, float]  # adapter -> weight
     base: str  # the base the adapters were trained on
     precision: str  # of the saved weights: fp32, bf16 or fp16
-    full_precision: list[
-        str
-    ]  # adapters trained on a quantized (int8, nf4, fp4) base, merged into the full-precision one
+    # adapters trained on a quantized (int8, nf4, fp4) base, merged into the full-precision one
+    full_precision: list[str]
     max_difference: float | None  # with verify: largest |logit| difference, saved model vs unmerged adapters
+
+    def to_json(self) -> dict:
+        """What `gpt2-adapt merge --json` prints."""
+        return {**dataclasses.asdict(self), "path": str(self.path)}
 
 
 def merge(
