@@ -27,30 +27,38 @@ class GenerationSettings:
     seed: int | None = setting(None, "Seed the sampler: the same seed gives the same samples.")  # None: fresh
 
     def __post_init__(self):
-        problems = []
-        if self.max_new_tokens < 1:
-            problems.append(f"{param('max_new_tokens')}: must be at least 1 (got {self.max_new_tokens})")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            problems.append(
-                f"{param('temperature')}: must be a finite number > 0 (got {self.temperature}); "
-                f"for the likeliest tokens use {param('greedy', True)}"
-            )
-        if self.top_k < 0:
-            problems.append(f"{param('top_k')}: must be >= 0, 0 keeping all tokens (got {self.top_k})")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"{param('top_p')}: must be in (0, 1] (got {self.top_p})")
-        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
-            problems.append(
-                f"{param('repetition_penalty')}: must be a finite number > 0, 1 being off (got "
-                f"{self.repetition_penalty})"
-            )
-        if self.num_sequences < 1:
-            problems.append(f"{param('num_sequences')}: must be at least 1 (got {self.num_sequences})")
-        elif self.greedy and self.num_sequences > 1:
-            problems.append(
-                f"{param('greedy', True)} with {param('num_sequences')} > 1 would give copies of one text; "
-                "drop one of them"
-            )
+        def finite_above_zero(value: float) -> bool:
+            return value > 0 and math.isfinite(value)
+
+        # (holds, what to say when it does not)
+        checks = [
+            (self.max_new_tokens >= 1, f"{param('max_new_tokens')}: must be at least 1 (got {self.max_new_tokens})"),
+            (
+                finite_above_zero(self.temperature),
+                (
+                    f"{param('temperature')}: must be a finite number > 0 (got {self.temperature}); "
+                    f"for the likeliest tokens use {param('greedy', True)}"
+                ),
+            ),
+            (self.top_k >= 0, f"{param('top_k')}: must be >= 0, 0 keeping all tokens (got {self.top_k})"),
+            (0 < self.top_p <= 1, f"{param('top_p')}: must be in (0, 1] (got {self.top_p})"),
+            (
+                finite_above_zero(self.repetition_penalty),
+                (
+                    f"{param('repetition_penalty')}: must be a finite number > 0, 1 being off "
+                    f"(got {self.repetition_penalty})"
+                ),
+            ),
+            (self.num_sequences >= 1, f"{param('num_sequences')}: must be at least 1 (got {self.num_sequences})"),
+            (
+                not (self.greedy and self.num_sequences > 1),
+                (
+                    f"{param('greedy', True)} with {param('num_sequences')} > 1 would give copies of one text; "
+                    "drop one of them"
+                ),
+            ),
+        ]
+        problems = [message for holds, message in checks if not holds]
         if problems:
             raise ToolkitError(*problems)
 
