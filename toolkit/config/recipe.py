@@ -21,6 +21,7 @@ from pathlib import Path
 import tomli_w
 
 from ..errors import ToolkitError, param
+from .fields import setting
 from .names import NAME_RULE, default_adapter_name, is_valid_name
 
 TARGET_PRESETS = {
@@ -49,57 +50,50 @@ SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 MAX_LORA_RANK = 4096
 
 
-def _key(default, help: str):
-    """A recipe key: its default and a one-line meaning."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str = _key("gpt2", "hub id, local folder (save_pretrained output) or builtin:tiny-gpt2")
-    revision: str = _key("main", "hub branch, tag or commit (ignored for local folders)")
+    name: str = setting("gpt2", "hub id, local folder (save_pretrained output) or builtin:tiny-gpt2")
+    revision: str = setting("main", "hub branch, tag or commit (ignored for local folders)")
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: str = _key(
+    dataset: str = setting(
         "", "hub id, local folder (save_to_disk output) or builtin:python-docs / python-code / python-qa"
     )
-    config: str = _key("", "the dataset's configuration name, e.g. wikitext-103-raw-v1")
-    train_files: list[str] = _key([], "instead of dataset: local txt/json/jsonl/csv/parquet files or globs")
-    eval_files: list[str] = _key([], "evaluation files for train_files; none: carve eval_fraction out of train")
-    train_split: str = _key("train", "the dataset split to train on")
-    eval_split: str = _key(
+    config: str = setting("", "the dataset's configuration name, e.g. wikitext-103-raw-v1")
+    train_files: list[str] = setting([], "instead of dataset: local txt/json/jsonl/csv/parquet files or globs")
+    eval_files: list[str] = setting([], "evaluation files for train_files; none: carve eval_fraction out of train")
+    train_split: str = setting("train", "the dataset split to train on")
+    eval_split: str = setting(
         "validation", 'split to evaluate on; "" (or the default split missing): carve eval_fraction out of train'
     )
-    eval_fraction: float = _key(0.05, "share of training documents held out when there is no evaluation split")
-    text_column: str = _key("text", "text: the column holding the text")
-    block_size: int = _key(
+    eval_fraction: float = setting(0.05, "share of training documents held out when there is no evaluation split")
+    text_column: str = setting("text", "text: the column holding the text")
+    block_size: int = setting(
         1024, "tokens per packed training block (at most the model's context); also the evaluation's window"
     )
-    format: str = _key(
+    format: str = setting(
         "text",
         '"text" (documents: every token is learnt) or "prompt_completion" (examples: a prompt and the completion '
         "to learn, several packed per block, each seeing only its own tokens)",
     )
-    prompt_column: str = _key("prompt", "prompt_completion: the column holding the prompts")
-    completion_column: str = _key(
+    prompt_column: str = setting("prompt", "prompt_completion: the column holding the prompts")
+    completion_column: str = setting(
         "completion", "prompt_completion: the column holding the completions (EOS is added to each)"
     )
-    template: str = _key(
+    template: str = setting(
         "",
         'prompt_completion: the text around each prompt, {prompt} standing for it, e.g. "Question: '
         '{prompt}\\nAnswer: "; '
         "no other braces; empty: the prompt alone. generate and eval apply it too",
     )
-    train_on_prompt: bool = _key(
+    train_on_prompt: bool = setting(
         False,
         "prompt_completion: learn the prompt's tokens too; false: the completion's only (evaluation scores "
         "the completion's only)",
     )
-    truncate: str = _key(
+    truncate: str = setting(
         "none",
         'prompt_completion: an example longer than block_size is refused, naming its row ("none"), or its prompt\'s '
         'start is cut, the completion kept whole ("prompt_left")',
@@ -113,28 +107,28 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class LoraSpec:
-    r: int = _key(16, "rank of the LoRA update (1 to the model's width)")
-    alpha: float = _key(32.0, "LoRA scaling numerator: the update is scaled by alpha / r")
-    dropout: float = _key(0.05, "dropout on the LoRA input during training, in [0, 1)")
-    targets: str | list[str] = _key(
+    r: int = setting(16, "rank of the LoRA update (1 to the model's width)")
+    alpha: float = setting(32.0, "LoRA scaling numerator: the update is scaled by alpha / r")
+    dropout: float = setting(0.05, "dropout on the LoRA input during training, in [0, 1)")
+    targets: str | list[str] = setting(
         "attn", '"attn" (c_attn), "attn+proj" (c_attn and attn.c_proj), "all" (c_attn, c_proj, c_fc) or module names'
     )
-    use_dora: bool = _key(
+    use_dora: bool = setting(
         False, "DoRA (weight-decomposed LoRA, through peft): learn each output's magnitude apart from the direction"
     )
-    use_rslora: bool = _key(
+    use_rslora: bool = setting(
         False, "rank-stabilised LoRA (through peft): scale the update by alpha / sqrt(r) instead of alpha / r"
     )
 
 
 @dataclass(frozen=True)
 class QuantizationSpec:
-    mode: str = _key(
+    mode: str = setting(
         "none",
         '"none" (base in full precision), "int8" (bitsandbytes 8-bit base weights), "nf4" or "fp4" (bitsandbytes 4-bit '
         "base weights, QLoRA's normal float or plain float, computing in the training precision)",
     )
-    double_quant: bool = _key(
+    double_quant: bool = setting(
         True,
         "nf4/fp4: quantize the 4-bit blocks' scales too (QLoRA's double quantisation, about 0.37 bits per weight less)",
     )
@@ -142,60 +136,60 @@ class QuantizationSpec:
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    epochs: float = _key(1.0, "passes over the training blocks")
-    max_steps: int = _key(-1, "optimizer steps; > 0 overrides epochs")
-    batch_size: int = _key(8, "blocks per device per forward pass")
-    eval_batch_size: int = _key(0, "blocks per device per evaluation pass; 0: same as batch_size")
-    grad_accum: int = _key(1, "forward passes per optimizer step")
-    learning_rate: float = _key(2e-4, "peak learning rate (AdamW)")
-    scheduler: str = _key("linear", '"linear", "cosine" or "constant_with_warmup" decay after warm-up')
-    warmup_ratio: float = _key(0.03, "share of the steps spent warming the learning rate up from 0")
-    weight_decay: float = _key(0.0, "AdamW weight decay on the LoRA weights")
-    max_grad_norm: float = _key(1.0, "gradient clipping norm; 0 disables clipping")
-    eval_every: int = _key(500, "steps between evaluations (also run at the end); 0: only at the end")
-    early_stopping_patience: int = _key(
+    epochs: float = setting(1.0, "passes over the training blocks")
+    max_steps: int = setting(-1, "optimizer steps; > 0 overrides epochs")
+    batch_size: int = setting(8, "blocks per device per forward pass")
+    eval_batch_size: int = setting(0, "blocks per device per evaluation pass; 0: same as batch_size")
+    grad_accum: int = setting(1, "forward passes per optimizer step")
+    learning_rate: float = setting(2e-4, "peak learning rate (AdamW)")
+    scheduler: str = setting("linear", '"linear", "cosine" or "constant_with_warmup" decay after warm-up')
+    warmup_ratio: float = setting(0.03, "share of the steps spent warming the learning rate up from 0")
+    weight_decay: float = setting(0.0, "AdamW weight decay on the LoRA weights")
+    max_grad_norm: float = setting(1.0, "gradient clipping norm; 0 disables clipping")
+    eval_every: int = setting(500, "steps between evaluations (also run at the end); 0: only at the end")
+    early_stopping_patience: int = setting(
         0,
         "stop after this many evaluations in a row that do not lower the best perplexity by "
         "early_stopping_threshold; 0: never stop early",
     )
-    early_stopping_threshold: float = _key(
+    early_stopping_threshold: float = setting(
         0.0, "the drop in evaluation perplexity below the best so far that counts as an improvement"
     )
-    keep: str = _key(
+    keep: str = setting(
         "last",
         '"last" (the adapter of the last step) or "best" (of the evaluation with the lowest perplexity; '
         "metrics.json names its step)",
     )
-    save_every: int = _key(500, "steps between checkpoints")
-    keep_checkpoints: int = _key(2, "checkpoints kept; older ones are deleted")
-    log_every: int = _key(10, "steps between loss log lines")
-    seed: int = _key(42, "seed for LoRA initialisation, dropout and data order")
-    precision: str = _key(
+    save_every: int = setting(500, "steps between checkpoints")
+    keep_checkpoints: int = setting(2, "checkpoints kept; older ones are deleted")
+    log_every: int = setting(10, "steps between loss log lines")
+    seed: int = setting(42, "seed for LoRA initialisation, dropout and data order")
+    precision: str = setting(
         "auto",
         '"auto" (bf16, else fp16, mixed precision on CUDA; bf16 on CPUs with AVX512-BF16 or AMX, where it is '
         'much faster than fp32; fp32 on other CPUs), "fp32", "bf16" or "fp16" (CUDA only)',
     )
-    base_dropout: bool = _key(
+    base_dropout: bool = setting(
         True,
         "keep the base model's own dropout (GPT-2: 0.1 on attention, residuals and embeddings) while training; "
         "false switches it off: faster on a CPU (no random masks), a change to the training, not only to its speed",
     )
-    gradient_checkpointing: bool = _key(False, "recompute activations in the backward pass to save memory")
-    threads: int = _key(
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass to save memory")
+    threads: int = setting(
         0,
         "CPU threads to compute with; 0: chosen from the cores and their load (every core where threads sleep at "
         "barriers, the gpt2-adapt default; docs/speed.md); set it for runs that must be bit-identical",
     )
-    report_to: list[str] = _key(
+    report_to: list[str] = setting(
         [], 'Trainer loggers such as "tensorboard" (pip install -e ".[tensorboard]"); empty: none'
     )
-    fsdp: str = _key("", 'FSDP options passed to the Trainer, e.g. "full_shard auto_wrap"; empty: DDP')
-    deepspeed: str = _key("", "path of a DeepSpeed config JSON passed to the Trainer; empty: none")
+    fsdp: str = setting("", 'FSDP options passed to the Trainer, e.g. "full_shard auto_wrap"; empty: DDP')
+    deepspeed: str = setting("", "path of a DeepSpeed config JSON passed to the Trainer; empty: none")
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    name: str = _key(
+    name: str = setting(
         "", "the adapter's name in the store; empty: a slug of the dataset (its config, or the first file's name)"
     )
 
