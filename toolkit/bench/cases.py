@@ -160,7 +160,8 @@ def generation_case(setup: Setup) -> dict:
     from transformers import AutoModelForCausalLM
 
     from ..generation.merging import merge
-    from ..generation.switching import load_adapter, use
+    from ..generation.switching import load_adapter
+    from ..modeling.switching import use
     from ..store.loading import load
 
     work = Path(setup.work)

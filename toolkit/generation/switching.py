@@ -1,19 +1,16 @@
 """Loading one more adapter from the store onto a model in memory (`toolkit.load_adapter`).
 
-Switching between loaded adapters is toolkit/modeling/switching.py's; `use` is re-exported beside
-`load_adapter`, since a caller that loads an adapter usually switches to it next.
+Switching between loaded adapters (`use`) is toolkit/modeling/switching.py's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..modeling.switching import adapters_disabled, base_of, loaded_adapters, use
+from ..modeling.switching import adapters_disabled, base_of, loaded_adapters
 from ..records import ModelSource
 from ..store.loading import attach, check_adapters
 from ..store.store import AdapterStore
-
-__all__ = ["load_adapter", "use"]
 
 
 def load_adapter(model, tokenizer, name: str, *, store: AdapterStore | str | Path | None = None, strict: bool = True):

@@ -229,15 +229,6 @@ class AdapterStore:
             text = "\0"  # not TOML either: parse_recipe says so
         return parse_recipe(text, f"adapter {name!r}: recipe.toml")
 
-    def check_sound(self, name: str) -> AdapterInfo:
-        """The adapter's records, refused when any is damaged."""
-        info = self.info(name)
-        if info.problems:
-            raise ToolkitError(
-                *(f"adapter {name!r}: {p}; retrain it (train with overwrite) or import it again" for p in info.problems)
-            )
-        return info
-
     def remove(self, name: str) -> None:
         """Delete an adapter and its checkpoints, unless a run holds the name. The folder is renamed away
         first, so it vanishes at once."""
