@@ -52,3 +52,18 @@ def results_of(*args) -> list[dict]:
     result = run_cli(*args, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def tiny_llama_config(vocab_size: int):
+    """A complete causal LM's config that is not GPT-2 (one tiny Llama layer): what the toolkit must refuse."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )

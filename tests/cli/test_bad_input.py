@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import snapshot, truncate
+from helpers import snapshot, tiny_llama_config, truncate
 
 from toolkit.training.checkpoints import PROGRESS
 
@@ -169,17 +169,7 @@ def gpt2_with_pickle_weights_only(w: World) -> list:
 
 
 def llama_model(w: World) -> list:
-    from transformers import LlamaConfig
-
-    LlamaConfig(
-        vocab_size=300,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    ).save_pretrained(w.root / "llama")
+    tiny_llama_config(300).save_pretrained(w.root / "llama")
     return w.train(model={"name": str(w.root / "llama")})
 
 

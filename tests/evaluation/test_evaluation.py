@@ -22,8 +22,8 @@ import pytest
 import tomli_w
 import torch
 from conftest import tiny_recipe
-from helpers import results_of, run_cli
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from helpers import results_of, run_cli, tiny_llama_config
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from toolkit.data.packing import pack
 from toolkit.data.streams import token_stream, word_starts
@@ -546,16 +546,7 @@ def test_int8_and_bf16_bases_run_on_cpu(tiny_model, corpus_dir):
 def not_gpt2(tmp_path, tokenizer) -> Path:
     """A complete causal-LM folder (a tiny Llama with the same tokenizer) that is not GPT-2."""
     folder = tmp_path / "llama"
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    LlamaForCausalLM(tiny_llama_config(len(tokenizer))).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

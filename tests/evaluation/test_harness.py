@@ -152,20 +152,9 @@ def test_eval_by_document_reproduces_the_harness_wikitext_figures(
     task = wikitext_task(tmp_path / "tasks", pages, "localwiki", detokenize)
     theirs = harness_figures(tiny_model, task, "localwiki", max_length=context)
 
-    args = ["--detokenize", "wikitext"] if detokenize else []
-    [ours] = results_of(
-        "eval",
-        "--model",
-        tiny_model,
-        "--files",
-        task / "localwiki.jsonl",
-        "--text-column",
-        "page",
-        "--by-document",
-        "--context",
-        context,
-        *args,
-    )
+    pages_by_document = ["--files", task / "localwiki.jsonl", "--text-column", "page", "--by-document"]
+    command = ["eval", "--model", tiny_model, *pages_by_document, "--context", context]
+    [ours] = results_of(*command, *(["--detokenize", "wikitext"] if detokenize else []))
 
     assert ours["words"] == sum(len(re.split(r"\s+", p)) for p in pages)
     assert ours["bytes"] == sum(len(p.encode()) for p in pages)
@@ -176,18 +165,7 @@ def test_eval_by_document_reproduces_the_harness_wikitext_figures(
     for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
         assert abs(ours[metric] / theirs[metric] - 1) <= PARITY, (metric, ours[metric], theirs[metric])
     if detokenize:  # the rewriting is scored: the figure moves
-        [plain] = results_of(
-            "eval",
-            "--model",
-            tiny_model,
-            "--files",
-            task / "localwiki.jsonl",
-            "--text-column",
-            "page",
-            "--by-document",
-            "--context",
-            context,
-        )
+        [plain] = results_of(*command)
         assert plain["bits_per_byte"] != pytest.approx(ours["bits_per_byte"], rel=1e-3)
 
 
