@@ -17,7 +17,7 @@ from .. import __version__
 from ..distributed import is_main_process
 from ..errors import ToolkitError
 from ..threads import prepare_openmp
-from .vocabulary import option
+from .vocabulary import option, removed
 
 
 def echo_error(problem: str) -> None:
@@ -37,7 +37,9 @@ class ToolkitGroup(click.Group):
                 raise
             # A sub-command's bad arguments read like every other error: one line, with where to look.
             command = err.ctx.command_path if err.ctx else ctx.command_path
-            echo_error(f"{err.format_message().rstrip('.')}; run `{command} -h` for its usage")
+            gone = isinstance(err, click.NoSuchOption) and err.ctx and removed(err.ctx.command.name, err.option_name)
+            message = gone or err.format_message().rstrip(".")
+            echo_error(f"{message}; run `{command} -h` for its usage")
             ctx.exit(err.exit_code)
 
 
