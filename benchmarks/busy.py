@@ -150,19 +150,17 @@ def _serve(setup, threads: int, openmp_defaults: bool) -> dict:
     work = Path(setup.work)
     store = work / "serving-store"
     if not store.exists():
-        serving._make_adapters(work / "base", store, 2)
-    prompt, room = serving._prompt(work / "base")
+        serving.make_adapters(work / "base", store, 2)
+    prompt, room = serving.prompt_for(work / "base")
+    # The server as it started before: OpenMP as torch loads it by default, whatever this process inherited.
     saved = os.environ.pop("OMP_WAIT_POLICY", None) if openmp_defaults else None
-    command = serving.SERVE
-    if openmp_defaults:  # the server as it started before: OpenMP as torch loads it by default
-        serving.SERVE = "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))"
     try:
-        server = serving.Server(store, work / "base", prompt, max_batch=4)
-        server.settings["threads"] = threads
+        server = serving.Server(
+            store, work / "base", prompt, max_batch=4, threads=threads, openmp_defaults=openmp_defaults
+        )
         with server:
-            figures = serving._clients(server, ["adapter00", "adapter01"] * 2, min(32, room))
+            figures = serving.clients(server, ["adapter00", "adapter01"] * 2, min(32, room))
     finally:
-        serving.SERVE = command
         if saved is not None:
             os.environ["OMP_WAIT_POLICY"] = saved
     return {"rate": figures["tokens_per_second"], "threads": threads or "auto"}

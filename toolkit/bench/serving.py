@@ -44,26 +44,26 @@ def serving_case(setup) -> dict:
     work = Path(setup.work)
     os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")
     store = work / "serving-store"
-    names = _make_adapters(work / "base", store, ADAPTERS)
-    prompt, room = _prompt(work / "base")
+    names = make_adapters(work / "base", store, ADAPTERS)
+    prompt, room = prompt_for(work / "base")
     tokens = min(setup.new_tokens // 2, room // 4)  # the joining test's long request is 4x as long
     result = {"new_tokens": tokens, "adapters": ADAPTERS, "requests_per_client": REQUESTS_PER_CLIENT}
     with Server(store, work / "base", prompt, max_batch=ADAPTERS) as server:
         result["memory"] = _memory(server, names, AdapterStore(store))
         _tell("memory", result["memory"])
-        result["one_adapter"] = {c: _tell(f"(a) {c}", _clients(server, [names[0]] * c, tokens)) for c in setup.clients}
-        result["own_adapter"] = {c: _tell(f"(b) {c}", _clients(server, names[:c], tokens)) for c in setup.clients}
+        result["one_adapter"] = {c: _tell(f"(a) {c}", clients(server, [names[0]] * c, tokens)) for c in setup.clients}
+        result["own_adapter"] = {c: _tell(f"(b) {c}", clients(server, names[:c], tokens)) for c in setup.clients}
         result["joining"] = _tell("joining", _joining(server, names, tokens))
     result["decode_loop"] = _tell("decode loop", _decode_loop(work / "base", store, names, prompt, tokens, "fp32"))
     with Server(store, work / "base", prompt, max_batch=1) as server:
-        result["one_at_a_time"] = {c: _tell(f"(c) {c}", _clients(server, names[:c], tokens)) for c in setup.clients}
+        result["one_at_a_time"] = {c: _tell(f"(c) {c}", clients(server, names[:c], tokens)) for c in setup.clients}
     import torch
 
     from ..hardware import cpu_has_native_bf16
 
     if torch.cuda.is_available() or cpu_has_native_bf16():
         with Server(store, work / "base", prompt, max_batch=ADAPTERS, precision="bf16") as server:
-            served = _tell("(b) 16, bf16", _clients(server, names, tokens))
+            served = _tell("(b) 16, bf16", clients(server, names, tokens))
         loop = _tell("decode loop, bf16", _decode_loop(work / "base", store, names, prompt, tokens, "bf16"))
         result["bf16"] = {"own_adapter": served, "decode_loop": loop}
     return result
@@ -98,7 +98,7 @@ def _tell(what: str, figures: dict) -> dict:
     return figures
 
 
-def _make_adapters(base: Path, store: Path, count: int) -> list[str]:
+def make_adapters(base: Path, store: Path, count: int) -> list[str]:
     """Adapters like the default recipe's (r=16 on c_attn), with random weights, imported into a store."""
     import tempfile
 
@@ -131,7 +131,7 @@ def _make_adapters(base: Path, store: Path, count: int) -> list[str]:
     return names
 
 
-def _prompt(base: Path) -> tuple[str, int]:
+def prompt_for(base: Path) -> tuple[str, int]:
     """PROMPT, cut to a quarter of the model's context (a tiny model's tokenizer splits it finely), and the
     room left after it for new tokens."""
     from transformers import AutoConfig, AutoTokenizer
@@ -143,17 +143,27 @@ def _prompt(base: Path) -> tuple[str, int]:
 
 
 # As `gpt2-adapt serve` starts: OpenMP's wait policy set before torch loads (unless the environment sets one).
-SERVE = (
-    "from toolkit.threads import prepare_openmp; prepare_openmp(); "
-    "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))"
-)
+SERVE = "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))"
+# As `gpt2-adapt serve` starts: OpenMP's threads sleep at barriers (toolkit.threads) before torch loads.
+SERVE_AS_THE_CLI = "from toolkit.threads import prepare_openmp; prepare_openmp(); " + SERVE
 
 
 class Server:
     """`toolkit.serve` in a process of its own on a free port, until the block ends (then SIGTERM)."""
 
-    def __init__(self, store: Path, base: Path, prompt: str, max_batch: int, precision: str = "fp32"):
+    def __init__(
+        self,
+        store: Path,
+        base: Path,
+        prompt: str,
+        max_batch: int,
+        precision: str = "fp32",
+        threads: int = 0,
+        openmp_defaults: bool = False,
+    ):
+        """`openmp_defaults`: start the server with OpenMP as torch loads it by default (busy.py's "before")."""
         self.prompt = prompt
+        self.command = SERVE if openmp_defaults else SERVE_AS_THE_CLI
         # No request timeout: a queue of one-at-a-time requests may wait long, which is what is measured.
         self.settings = {
             "store": str(store),
@@ -163,6 +173,7 @@ class Server:
             "max_queue": 256,
             "timeout": 86400.0,
             "precision": precision,
+            "threads": threads,
         }
 
     def __enter__(self) -> Self:
@@ -172,7 +183,7 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         settings = json.dumps(self.settings | {"port": port})
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVE, settings], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", self.command, settings], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
         deadline = time.monotonic() + 300
         while True:
@@ -209,7 +220,7 @@ class Server:
         return resident_memory(self.process.pid)
 
 
-def _clients(server: Server, models: list[str], tokens: int) -> dict:
+def clients(server: Server, models: list[str], tokens: int) -> dict:
     """len(models) clients at once, each sending REQUESTS_PER_CLIENT requests in turn to its model."""
     server.complete(models[0], 2)  # warm-up
     latencies, generated, failures = [], [], []
