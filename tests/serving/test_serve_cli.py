@@ -3,6 +3,8 @@
 import pytest
 from helpers import error_lines
 
+from toolkit.errors import ToolkitError
+
 from .servers import free_socket
 
 
@@ -88,3 +90,27 @@ def test_bad_limits_are_refused(cli, args, line):
     result = cli("serve", *args)
     assert result.exit_code == 2
     assert line in error_lines(result.stderr)
+
+
+def test_the_served_base_is_chosen_by_manifests_only(store, tiny_model):
+    """Adapters copied in by hand, without a manifest, are refused by the server: they must not choose its
+    base, even when they outnumber the verified ones (their peft config names another base)."""
+    import json
+    import shutil
+
+    from toolkit.serving.catalog import choose_base
+    from toolkit.store.store import AdapterStore
+
+    adapters = AdapterStore(store)
+    for name in ("copy1", "copy2", "copy3", "copy4", "copy5"):
+        folder = store / name
+        shutil.copytree(store / "poems", folder)
+        (folder / "manifest.json").unlink()
+        config = json.loads((folder / "adapter_config.json").read_text())
+        (folder / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": "gpt2"}))
+    assert adapters.base_for(["copy1", "copy2", "quickstart"]).name == "gpt2"  # what a non-strict load uses
+    assert choose_base(adapters, None).name == str(tiny_model)
+    for name in ("quickstart", "poems", "poems8", "elsewhere"):
+        shutil.rmtree(store / name)
+    with pytest.raises(ToolkitError, match="nothing to serve"):
+        choose_base(adapters, None)

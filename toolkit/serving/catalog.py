@@ -155,8 +155,10 @@ class Catalog:
 def choose_base(store: AdapterStore, base: str | None, preload: tuple[str, ...] = ()) -> BaseRecord:
     """The base to serve: the one given, else the one the preloaded adapters record, else the one most of
     the store's adapters record; at the revision those adapters record (a pinned hub revision is kept).
-    `store.base_for` decides, as it does for every command that loads adapters."""
-    chosen = store.base_for(list(preload) or [n for n in store.names() if store.refusal(n) is None], base)
+    `store.base_for` decides, as it does for every command that loads adapters; only manifests count, since
+    the server refuses an adapter that has none."""
+    candidates = list(preload) or [n for n in store.names() if store.refusal(n) is None]
+    chosen = store.base_for(candidates, base, manifest_only=True)
     if chosen is None:
         raise ToolkitError(
             f"nothing to serve: the store {store.root} holds no adapter that records its base; "

@@ -188,9 +188,10 @@ class AdapterStore:
             problems=problems,
         )
 
-    def recorded_base(self, name: str) -> BaseRecord | None:
+    def recorded_base(self, name: str, manifest_only: bool = False) -> BaseRecord | None:
         """The base an adapter records: its manifest's or, without a readable one (written elsewhere, or
-        damaged), the one peft's adapter_config names; None when nothing names one."""
+        damaged), the one peft's adapter_config names (not with `manifest_only`: for what only a verified
+        adapter may decide); None when nothing names one."""
         folder = self.require(name)
         try:
             manifest = read_manifest(folder)
@@ -198,16 +199,19 @@ class AdapterStore:
             manifest = None
         if manifest is not None:
             return manifest.base
+        if manifest_only:
+            return None
         config = read_json(folder / "adapter_config.json")
         named, revision = config.get("base_model_name_or_path"), config.get("revision")
         if not isinstance(named, str) or not named:
             return None
         return BaseRecord(named, revision if isinstance(revision, str) and revision else "main")
 
-    def base_for(self, names: Sequence[str], base: str | None = None) -> BaseRecord | None:
+    def base_for(self, names: Sequence[str], base: str | None = None, manifest_only: bool = False) -> BaseRecord | None:
         """The base to run adapters `names` on: `base` when given, else the one most of them record (a tie
-        goes to the first named); at the revision they record for it, else main. None when none records one."""
-        recorded = [record for name in names if (record := self.recorded_base(name)) is not None]
+        goes to the first named); at the revision they record for it, else main. None when none records one.
+        `manifest_only`: count only the adapters whose manifest records a base (see recorded_base)."""
+        recorded = [record for name in names if (record := self.recorded_base(name, manifest_only)) is not None]
         if base:
             revisions = Counter(record.revision for record in recorded if record.name == base)
             return BaseRecord(base, revisions.most_common(1)[0][0] if revisions else "main")
