@@ -586,6 +586,11 @@ CASES = [
     # damaged adapters, loaded through the CLI
     case("eval-unknown-adapter", lambda w: w.stored("eval", "--adapter", "nope", "--files", w.valid()), "'nope'"),
     case(
+        "eval-adapter-twice",
+        lambda w: w.stored("eval", "--adapter", "tiny", "--adapter", "tiny", "--files", w.valid()),
+        "named once",
+    ),
+    case(
         "adapter-truncated-weights",
         damaged_adapter(lambda a: truncate(a / "adapter_model.safetensors")),
         "'tiny'",

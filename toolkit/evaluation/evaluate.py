@@ -36,7 +36,7 @@ from ..modeling.prompting import prompt_format
 from ..modeling.switching import active_adapter, base_of, running
 from ..records import EvalResult, Protocol
 from ..sources.models import model_source
-from ..store.loading import load
+from ..store.loading import load, require_distinct
 from ..store.store import AdapterStore
 from ..threads import set_threads
 from .harness import Tasks, prepare_tasks, run_tasks
@@ -297,6 +297,7 @@ def evaluate(
     settings = EvalOptions(**options)
     in_memory = adapters is not None and not isinstance(adapters, (str, list, tuple))
     names = [] if in_memory else [adapters] if isinstance(adapters, str) else list(adapters or [])
+    require_distinct(names)
     weights = parse_weights(mix) if mix else {}
     if model and (names or weights or in_memory):
         raise ToolkitError(

@@ -7,6 +7,7 @@ model, tokenizer = toolkit.load(["wikitext103", "poems"])   # both loaded once, 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,8 +54,7 @@ def load(
     precision = LoadPrecision(precision)
     store = store if isinstance(store, AdapterStore) else AdapterStore(store)
     names = [adapters] if isinstance(adapters, str) else list(adapters or [])
-    if len(set(names)) != len(names):
-        raise ToolkitError(f"adapters {', '.join(names)}: each adapter may be named once")
+    require_distinct(names)
     for name in names:
         manifest = _recorded(store.require(name))
         if strict and isinstance(manifest, str):  # say so now, before choosing a base finds none recorded
@@ -86,6 +86,16 @@ def load(
         model = attach(model, store, name)
     model.set_adapter(names[0])
     return model.eval(), tokenizer
+
+
+def require_distinct(names: Sequence[str]) -> None:
+    """One adapter named twice would be one row, one layer set, counted twice: refuse it."""
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise ToolkitError(
+            f"{param('adapters')}: {', '.join(repeated)} named more than once; each adapter may be named once, "
+            "remove the repeats"
+        )
 
 
 def check_adapters(store: AdapterStore, names: Sequence[str], source: ModelSource, tokenizer, strict: bool) -> None:
