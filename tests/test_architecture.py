@@ -130,6 +130,12 @@ def test_only_toolkit_distributed_reads_torchrun_or_owns_the_process_group():
                 isinstance(a, ast.Constant) and a.value in TORCHRUN_VARIABLES for a in node.args
             ):
                 found.append(f"{name}: reads {node.args[0].value}")
+            if (  # os.environ["RANK"]
+                isinstance(node, ast.Subscript)
+                and isinstance(node.slice, ast.Constant)
+                and node.slice.value in TORCHRUN_VARIABLES
+            ):
+                found.append(f"{name}: reads {node.slice.value}")
             if isinstance(node, ast.Attribute) and node.attr in PROCESS_GROUP_CALLS:
                 found.append(f"{name}: calls {node.attr}")
     assert found == []
@@ -282,14 +288,21 @@ def test_library_messages_name_parameters_not_options(module):
 
 
 def test_only_modeling_switching_tells_a_peft_model_from_a_plain_one():
-    """Which model runs under an adapter is modeling/switching.py's (base_of, loaded_adapters): no module
-    asks `hasattr(model, "get_base_model")` on its own."""
+    """Which model runs under an adapter is modeling/switching.py's (base_of, loaded_adapters): no other
+    module asks `hasattr(model, "get_base_model")` or calls peft's `get_base_model()` (which looks up the
+    active adapter, gone once the last one is deleted)."""
     found = [
         f"{name}: line {node.lineno}"
         for name, path in modules().items()
+        if name != "toolkit.modeling.switching"
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Call)
-        and getattr(node.func, "id", None) == "hasattr"
-        and any(isinstance(a, ast.Constant) and a.value == "get_base_model" for a in node.args)
+        and (
+            (
+                getattr(node.func, "id", None) == "hasattr"
+                and any(isinstance(a, ast.Constant) and a.value == "get_base_model" for a in node.args)
+            )
+            or getattr(node.func, "attr", None) == "get_base_model"
+        )
     ]
     assert found == []

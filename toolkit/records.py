@@ -208,7 +208,7 @@ _SCORE_CORE = ("perplexity", "mean_nll", "tokens")
 
 @dataclass(frozen=True)
 class TrainStats(JsonRecord):
-    described_as = "its train record"
+    described_as = "train"
 
     steps: int
     epochs: float
@@ -224,7 +224,7 @@ class TrainStats(JsonRecord):
 class Kept(JsonRecord):
     """Which of a run's adapters was saved (`training.keep`), and why the run ended where it did."""
 
-    described_as = "its kept record"
+    described_as = "kept"
 
     keep: str  # "last" or "best"
     step: int  # the step whose weights were saved: the last, or that of the best evaluation

@@ -23,6 +23,7 @@ from ..errors import ToolkitError, param
 from ..files import atomic_folder, read_json, write_json
 from ..generation.merging import batch_logits, check_out, load_to_merge, trained_quantized, verify_batches
 from ..modeling.mixing import parse_weights
+from ..modeling.switching import base_of
 from ..store.store import AdapterStore
 from . import gguf_files, onnx_files, runtimes
 
@@ -113,7 +114,7 @@ def export(
     full_precision = [name for name in weights if trained_quantized(store, name)]
 
     model, tokenizer, adapter = load_to_merge(weights, base=base, store=store, strict=strict)
-    config = model.get_base_model().config
+    config = base_of(model).config
     recorded = store.base_for(list(weights))
     base_label = base or (recorded.name if recorded else config.name_or_path)
     batches = [batch.tolist() for batch in verify_batches(config)] if verify else []
@@ -131,7 +132,7 @@ def export(
                 )
                 files.append(ADAPTER_FILE)
             if base_file:
-                gguf_files.write_model(tmp / BASE_FILE, model.get_base_model(), tokenizer, tensor_type)
+                gguf_files.write_model(tmp / BASE_FILE, base_of(model), tokenizer, tensor_type)
                 files.append(BASE_FILE)
         if merged or format == "onnx":
             plain = model.merge_and_unload(adapter_names=[adapter])  # the last use of `model`: it merges in place

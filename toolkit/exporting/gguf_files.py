@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ToolkitError, param
+from ..modeling.switching import base_of
 
 # --type: the GGML type of the 2-D weights; 1-D tensors (norms, biases) are always F32, as llama.cpp's
 # converter writes them.
@@ -84,7 +85,7 @@ def lora_pairs(model, adapter: str) -> list[LoraPair]:
     from peft.tuners.lora import LoraLayer
 
     pairs = []
-    for name, module in model.get_base_model().named_modules():
+    for name, module in base_of(model).named_modules():
         if not isinstance(module, LoraLayer):
             continue
         if adapter in getattr(module, "lora_embedding_A", {}):

@@ -20,7 +20,7 @@ from ..errors import ToolkitError, param
 from ..files import atomic_folder
 from ..modeling.mixing import mix, parse_weights
 from ..modeling.precision import FULL_PRECISIONS, checkpoint_precision, torch_dtype
-from ..modeling.switching import use
+from ..modeling.switching import base_of, use
 from ..sources.models import model_source
 from ..store import card
 from ..store.loading import load
@@ -73,7 +73,7 @@ def merge(
     full_precision = [name for name in weights if trained_quantized(store, name)]
 
     model, tokenizer, merged_name = load_to_merge(weights, base=base, store=store, strict=strict)
-    base_model = model.get_base_model()
+    base_model = base_of(model)
     out_precision = precision or checkpoint_precision(_checkpoint_config(base_model.config.name_or_path))
     batches = verify_batches(base_model.config) if verify else []
     reference = [batch_logits(model, batch) for batch in batches]

@@ -16,12 +16,12 @@ from ..modeling.lora import layer_names
 from ..modeling.tokenizer import tokenizer_from
 from ..sources.models import model_source, recorded_name
 from . import card
-from .manifest import BaseRecord, DataRecord, write_manifest
+from .manifest import WEIGHTS, BaseRecord, DataRecord, write_manifest
 from .store import AdapterStore
 
 log = logging.getLogger(__name__)
 
-PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+PEFT_FILES = ("adapter_config.json", WEIGHTS)
 
 
 def import_adapter(
@@ -86,7 +86,7 @@ def _read_config(folder: Path) -> dict:
             f"{folder}: a {config.get('peft_type')!r} adapter; only LoRA adapters can be imported: "
             "point at a folder that holds one (peft_type LORA)"
         )
-    if not (folder / "adapter_model.safetensors").is_file():
+    if not (folder / WEIGHTS).is_file():
         raise ToolkitError(
             f"{folder}: no adapter_model.safetensors; only safetensors are loaded (re-save it with "
             "peft's save_pretrained(safe_serialization=True))"
@@ -124,7 +124,7 @@ def _shape_problems(folder: Path, config: dict, base_model, base_name: str) -> l
             )
         ]
     try:
-        present = tensor_shapes(folder / "adapter_model.safetensors")
+        present = tensor_shapes(folder / WEIGHTS)
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for a damaged header
         return [f"adapter_model.safetensors cannot be read ({err}); save the adapter again with peft"]
     try:

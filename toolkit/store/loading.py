@@ -23,13 +23,12 @@ from ..modeling.prompting import record_prompt_format
 from ..modeling.tokenizer import tokenizer_from
 from ..records import ModelSource, RecordError
 from ..sources.models import model_source
-from .manifest import MANIFEST, Manifest, read_manifest
+from .manifest import MANIFEST, WEIGHTS, Manifest, read_manifest
 from .store import AdapterStore
 
 log = logging.getLogger(__name__)
 
 NO_MANIFEST = f"has no readable {MANIFEST}; bring adapters trained elsewhere in with `gpt2-adapt adapters import`"
-WEIGHTS = "adapter_model.safetensors"
 
 
 def load(

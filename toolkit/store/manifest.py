@@ -21,7 +21,7 @@ from ..records import RecordError, RunIdentity
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-WEIGHTS = "adapter_model.safetensors"
+WEIGHTS = "adapter_model.safetensors"  # peft's name for an adapter's weights, in a folder and a checkpoint
 _REQUIRED = object()
 
 

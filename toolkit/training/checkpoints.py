@@ -24,6 +24,7 @@ from ..errors import ToolkitError, param
 from ..files import fsync_tree, read_json, write_json
 from ..modeling.fingerprints import tensor_shapes
 from ..records import RecordError, RunIdentity, Score
+from ..store.manifest import WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ RUN_RECORD = "run.json"  # beside the checkpoints: what the run is (recipe, data
 PROGRESS = "gpt2_adapt_progress.json"  # in a checkpoint, written last: its presence marks it complete
 PREFIX = "checkpoint-"
 # What resuming reads from a checkpoint besides the marker (the Trainer resumes without the last two, silently).
-RESUME_FILES = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
+RESUME_FILES = ("trainer_state.json", WEIGHTS, "optimizer.pt", "scheduler.pt")
 
 
 def checkpoint_step(folder: Path) -> int:
@@ -79,7 +80,7 @@ def _damage(checkpoint: Path) -> str | None:
     if not isinstance(state, dict) or "global_step" not in state:
         return "trainer_state.json is not a trainer state"
     try:
-        tensor_shapes(checkpoint / "adapter_model.safetensors")
+        tensor_shapes(checkpoint / WEIGHTS)
     except (SafetensorError, OSError) as err:
         return f"adapter_model.safetensors cannot be read ({err})"
     for path in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
@@ -98,7 +99,7 @@ def load_weights(model, checkpoint: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
+    set_peft_model_state_dict(model, load_file(checkpoint / WEIGHTS))
 
 
 def training_seconds(checkpoint: Path | None) -> float:
