@@ -1,14 +1,16 @@
 """gpt2-adapt: LoRA adapters for GPT-2-family models, trained from TOML recipes.
 
-import toolkit
-result = toolkit.train(toolkit.load_recipe("recipes/quickstart.toml"), store="adapters")
-model, tokenizer = toolkit.load("quickstart")          # base + verified adapter, ready for generate()
-toolkit.generate(model, tokenizer, "The", greedy=True)   # also: use, load_adapter, mix, generate_batch
-rows = toolkit.evaluate("quickstart", files=["notes.txt"])
-toolkit.merge("quickstart", "merged/quickstart")
-toolkit.export("quickstart", "export/quickstart")       # GGUF for llama.cpp (or format="onnx")
-toolkit.serve(store="adapters", port=8000)              # every adapter behind an OpenAI-compatible API
-store = toolkit.AdapterStore("adapters")                 # names(), info(name), path(name), remove(name)
+The whole path, from a recipe to a served adapter:
+
+    import toolkit
+    result = toolkit.train(toolkit.load_recipe("recipes/quickstart.toml"), store="adapters")
+    model, tokenizer = toolkit.load("quickstart")          # base + verified adapter, ready for generate()
+    toolkit.generate(model, tokenizer, "The", greedy=True)   # also: use, load_adapter, mix, generate_batch
+    rows = toolkit.evaluate("quickstart", files=["notes.txt"])
+    toolkit.merge("quickstart", "merged/quickstart")
+    toolkit.export("quickstart", "export/quickstart")       # GGUF for llama.cpp (or format="onnx")
+    toolkit.serve(store="adapters", port=8000)              # every adapter behind an OpenAI-compatible API
+    store = toolkit.AdapterStore("adapters")                 # names(), info(name), path(name), remove(name)
 """
 
 __version__ = "0.3.0"
@@ -29,7 +31,7 @@ _WHERE = {
     "generate": "generation.generate",
     "generate_batch": "generation.generate",
     "load": "store.loading",
-    "load_adapter": "generation.switching",
+    "load_adapter": "store.loading",
     "load_recipe": "config.recipe",
     "merge": "generation.merging",
     "mix": "modeling.mixing",

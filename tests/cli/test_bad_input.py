@@ -901,7 +901,7 @@ CASES = [
         marks=NO_CUDA,
     ),
     case("generate-int8-and-nf4", lambda w: w.stored(*w.generate("--int8", "--nf4")), "--int8 and --nf4"),
-    # the spellings of 0.1, removed in 0.3.0 (CHANGELOG.md): unknown options now, refused before anything runs
+    # the spellings of 0.1, removed in 0.3.0 (CHANGELOG.md): refused before anything runs, naming the replacement
     case("removed-train-force", lambda w: w.train("--force"), "--force was removed in 0.3.0", "--allow-changed"),
     case("removed-eval-force", lambda w: w.eval("--force"), "--force was removed", "--allow-unverified"),
     case("removed-generate-force", lambda w: w.generate("--force"), "--force was removed", "--allow-unverified"),
@@ -910,7 +910,7 @@ CASES = [
     case("removed-merge-dtype", lambda w: w.merge("--dtype", "bfloat16"), "--dtype was removed", "--precision"),
     case("removed-merge-model", lambda w: w.merge("--model", str(w.tiny_model)), "--model was removed", "--base"),
     case("unknown-option", lambda w: w.train("--forse"), "No such option '--forse'"),
-    # --model is a plain model: beside adapters it no longer stands for their base
+    # --model is a plain model: beside adapters it would be taken for their base, which --base names
     case("eval-model-beside-adapter", lambda w: w.eval("--model", str(w.tiny_model)), "--model and --adapter"),
     case("generate-model-beside-adapter", lambda w: w.generate("--model", str(w.tiny_model)), "--model and --adapter"),
     case(

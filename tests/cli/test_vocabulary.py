@@ -1,5 +1,6 @@
 """One vocabulary on every command: the library names parameters, the CLI prints its options for them, and
-the spellings of 0.1 are gone (CHANGELOG.md, 0.3.0): each now fails as any unknown keyword or option does."""
+the spellings of 0.1 are gone (CHANGELOG.md, 0.3.0): a keyword fails as any unknown keyword does, and an
+option is refused with what replaces it."""
 
 import inspect
 
@@ -103,8 +104,8 @@ def test_every_command_that_reports_a_result_has_json(cli):
     assert without == []
 
 
-# The command line's spellings of 0.1, removed in 0.3.0: click refuses each before anything runs (the exit code
-# and one error line are checked for every one in test_bad_input.py); here the library's keywords.
+# The command line's spellings of 0.1, removed in 0.3.0, are refused before anything runs (the exit code and
+# the line naming the replacement are checked for every one in test_bad_input.py); here the library's keywords.
 REMOVED_KEYWORDS = [
     ("train", {"force": True}, "allow_changed"),
     ("load", {"int8": True}, "precision"),

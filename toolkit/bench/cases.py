@@ -160,9 +160,8 @@ def generation_case(setup: Setup) -> dict:
     from transformers import AutoModelForCausalLM
 
     from ..generation.merging import merge
-    from ..generation.switching import load_adapter
     from ..modeling.switching import use
-    from ..store.loading import load
+    from ..store.loading import load, load_adapter
 
     work = Path(setup.work)
     os.environ["GPT2_ADAPT_CACHE"] = str(work / "cache")

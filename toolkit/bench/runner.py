@@ -11,7 +11,7 @@ The training cases: `gpt2-adapt train` with the default recipe at the bench's ba
 another program (a bare loop, started by the benchmark and stopped after the run) keeps one core busy (each
 busy run follows its quiet one, so that both see the same moment of a shared machine), then with
 training.base_dropout=false, and the fp32, 8-bit and 4-bit (nf4) bases for the memory comparison. The
-repository's benchmarks/comparisons.py adds other pipelines' rows through `run(..., comparisons=...)`.
+repository's benchmarks/comparisons.py adds other pipelines' rows through `measure(..., comparisons=...)`.
 """
 
 from __future__ import annotations

@@ -196,10 +196,10 @@ def heatmap(results: list[EvalResult], path: Path) -> None:
         limit = max(float(np.nanmax(np.abs(values))), 1e-3)
         style = {"cmap": "RdYlGn_r", "vmin": -limit, "vmax": limit}
         bar_label = "log2(perplexity / base perplexity)" + (" (accuracy: base / row)" if (sign < 0).any() else "")
-        dark = lambda shade: abs(shade - 0.5) > 0.35
+        dark = lambda shade: abs(shade - 0.5) > 0.35  # both ends of this map are dark
     else:
         values, style, bar_label = np.log10(ppl), {"cmap": "viridis_r"}, "log10(perplexity)"
-        dark = lambda shade: shade > 0.6
+        dark = lambda shade: shade > 0.6  # viridis_r darkens towards high perplexity
 
     fig, axis = plt.subplots(figsize=figure_inches(len(rows), len(datasets)), dpi=HEATMAP_DPI)
     image = axis.imshow(values, aspect="auto", **style)

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable
 from ..errors import ToolkitError
 from ..modeling.mixing import label, mix, parse_weights
 from ..modeling.switching import active_adapter, loaded_adapters, use
+from ..store.loading import load_adapter
 from ..store.store import AdapterStore
 from .generate import generate
 from .settings import GenerationSettings
-from .switching import load_adapter
 
 HELP = """commands:
   /adapter NAME       generate with NAME (loaded from the store, verified, the first time)

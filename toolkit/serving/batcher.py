@@ -127,7 +127,7 @@ class Batcher:
     def _work(self) -> None:
         try:
             self._loop()
-        except BaseException as err:
+        except BaseException as err:  # the worker must not die silently, whatever killed it
             log.critical("the generation worker stopped", exc_info=True)
             self._fail_all(
                 WorkerStopped(

@@ -1,7 +1,10 @@
 """Load adapters from the store onto their base, after checking that they are what was trained, on it.
 
-model, tokenizer = toolkit.load("wikitext103")              # base + adapter, ready for generate()
-model, tokenizer = toolkit.load(["wikitext103", "poems"])   # both loaded once, the first active
+For example:
+
+    model, tokenizer = toolkit.load("wikitext103")              # base + adapter, ready for generate()
+    model, tokenizer = toolkit.load(["wikitext103", "poems"])   # both loaded once, the first active
+    model = toolkit.load_adapter(model, tokenizer, "poems")     # one more onto a model in memory
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..modeling.base import base_from
 from ..modeling.fingerprints import tokenizer_fingerprint, weights_fingerprint
 from ..modeling.precision import LoadPrecision
 from ..modeling.prompting import record_prompt_format
+from ..modeling.switching import adapters_disabled, base_of, loaded_adapters
 from ..modeling.tokenizer import tokenizer_from
 from ..records import ModelSource, RecordError
 from ..sources.models import model_source
@@ -190,3 +194,23 @@ def _choose_base(store: AdapterStore, names: Sequence[str], base: str | None) ->
             raise ToolkitError(f"nothing to load: name an adapter, or a base model with {param('base')}")
         raise ToolkitError(f"adapter {names[0]!r} does not record its base; pass {param('base')}")
     return chosen.name, chosen.revision
+
+
+def load_adapter(model, tokenizer, name: str, *, store: AdapterStore | str | Path | None = None, strict: bool = True):
+    """Load one more adapter from the store onto a loaded model, verified like toolkit.load does against
+    the base in memory; returns the model (a new peft model when `model` was a plain base). Does not
+    switch to it."""
+    store = store if isinstance(store, AdapterStore) else AdapterStore(store)
+    if name in loaded_adapters(model):
+        return model
+    store.require(name)
+    check_adapters(store, [name], ModelSource(base_of(model).config.name_or_path), tokenizer, strict)
+    if not loaded_adapters(model):
+        model = attach(model, store, name).eval()
+        model.base_model.disable_adapter_layers()  # the plain base runs until use() says otherwise
+        return model
+    disabled = adapters_disabled(model)
+    model = attach(model, store, name)
+    if disabled:  # a new adapter's layers start enabled; keep the base alone running
+        model.base_model.disable_adapter_layers()
+    return model

@@ -31,7 +31,7 @@ from ..sources.models import model_source
 # in 16 bits) is well under what a process really peaks at: the forward's temporaries, the backward's own
 # tensors, bitsandbytes' fp16 copies and what the allocator holds on to count too. So these are measured:
 # a least-squares fit to the peak RSS of real steps of the 124M architecture at four batch shapes on a CPU
-# (`python benchmarks/plan_memory.py` prints the fit, its residuals and the estimate against the benchmark's
+# (`python -m benchmarks.plan_memory` prints the fit, its residuals and the estimate against the benchmark's
 # rows; figures in docs/speed.md). CUDA's caching allocator holds less; there they overestimate. A 4-bit base
 # takes the int8 base's step (bitsandbytes dequantizes both the same way), not measured apart.
 MEMORY_MODEL = {  # precision: (bytes per token per hidden unit, bytes per attention score, fixed bytes)
