@@ -22,7 +22,6 @@ from .options import (
     nf4_option,
     precision_from_flags,
     precision_option,
-    refuse_model_with_adapters,
     setting_options,
     settings_from,
     store_option,
@@ -102,11 +101,9 @@ def generate(
     """
     settings = settings_from(GenerationSettings, values)
     _check_modes(interactive, batch_path, compare, prompt, prompt_file, adapters, mix, as_json)
-    refuse_model_with_adapters(model, adapters, mix)
-    if model and base:
-        raise ToolkitError(
-            "--model and --base: --model generates with a plain model, --base is the base of --adapter; give one"
-        )
+    from ..store.loading import require_model_or_adapters
+
+    require_model_or_adapters(model, base, bool(adapters), bool(mix))
     strict = not allow_unverified
     precision = precision_from_flags(precision, int8, nf4)
     from ..generation import generate as generation

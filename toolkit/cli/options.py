@@ -82,15 +82,6 @@ def precision_from_flags(precision: str | None, int8: bool, nf4: bool = False) -
     return "int8" if int8 else "nf4" if nf4 else precision
 
 
-def refuse_model_with_adapters(model: str | None, adapters, mix: str | None = None) -> None:
-    """--model runs a plain model, without adapters; the adapters' base is --base."""
-    if model and (adapters or mix):
-        raise ToolkitError(
-            f"--model and {'--adapter' if adapters else '--mix'}: --model runs a plain model without adapters; "
-            "name the adapters' base with --base"
-        )
-
-
 def emit_json(value) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 

@@ -36,7 +36,7 @@ from ..modeling.prompting import prompt_format
 from ..modeling.switching import active_adapter, base_of, running
 from ..records import EvalResult, Protocol
 from ..sources.models import model_source
-from ..store.loading import load, require_distinct
+from ..store.loading import load, require_distinct, require_model_or_adapters
 from ..store.store import AdapterStore
 from ..threads import set_threads
 from .harness import Tasks, prepare_tasks, run_tasks
@@ -299,16 +299,7 @@ def evaluate(
     names = [] if in_memory else [adapters] if isinstance(adapters, str) else list(adapters or [])
     require_distinct(names)
     weights = parse_weights(mix) if mix else {}
-    if model and (names or weights or in_memory):
-        raise ToolkitError(
-            f"{param('model')} and {param('mix') if weights and not names else param('adapters')}: "
-            f"{param('model')} runs a plain model without adapters; name the adapters' base with {param('base')}"
-        )
-    if model and base:
-        raise ToolkitError(
-            f"{param('model')} and {param('base')}: {param('model')} scores a plain model, {param('base')} is "
-            f"the base of {param('adapters')}; give one"
-        )
+    require_model_or_adapters(model, base, bool(names) or in_memory, bool(weights))
     if in_memory and tokenizer is None:
         raise ToolkitError(f"{param('tokenizer')}: a model in memory needs its tokenizer too")
     if in_memory and weights:

@@ -91,6 +91,22 @@ def load(
     return model.eval(), tokenizer
 
 
+def require_model_or_adapters(model: str | None, base: str | None, adapters: bool, mix: bool = False) -> None:
+    """`model` is a plain model, run without adapters; the adapters' base is `base`. Given beside adapters,
+    `model` would silently be taken for their base: refuse it."""
+    if model and (adapters or mix):
+        named = param("adapters") if adapters else param("mix")
+        raise ToolkitError(
+            f"{param('model')} and {named}: {param('model')} runs a plain model without adapters; "
+            f"name the adapters' base with {param('base')}"
+        )
+    if model and base:
+        raise ToolkitError(
+            f"{param('model')} and {param('base')}: {param('model')} runs a plain model, {param('base')} is the "
+            f"base of {param('adapters')}; give one"
+        )
+
+
 def require_distinct(names: Sequence[str]) -> None:
     """One adapter named twice would be one row, one layer set, counted twice: refuse it."""
     repeated = [name for name, count in Counter(names).items() if count > 1]
