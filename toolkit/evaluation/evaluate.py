@@ -379,10 +379,7 @@ def _examples_protocol(protocol: Protocol, options: EvalOptions, texts: Sequence
 def examples_format(adapters: Sequence[str], store: AdapterStore) -> DataSpec | None:
     """How adapters read text: None when they were trained on text (or imported), else the data section of
     their prompt/completion recipe (columns, template, truncation), which must be the same for all."""
-    formats = {}
-    for name in adapters:
-        recipe = store.trained_recipe(name)
-        formats[name] = recipe.data if recipe is not None and recipe.data.examples else None
+    formats = {name: store.prompt_format(name) for name in adapters}
     readings = {
         None if spec is None else (spec.prompt_column, spec.completion_column, spec.template, spec.truncate)
         for spec in formats.values()

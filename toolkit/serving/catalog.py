@@ -122,10 +122,10 @@ class Catalog:
     def _template(self, name: str) -> str | None:
         """The template `attach` will record for the adapter: its recipe's, for prompt/completion data."""
         try:
-            recipe = self.store.trained_recipe(name)
+            prompt_format = self.store.prompt_format(name)
         except ToolkitError:  # a damaged recipe: verification refuses the adapter when it is loaded
             return None
-        return recipe.data.template if recipe is not None and recipe.data.examples else None
+        return prompt_format.template if prompt_format is not None else None
 
     def _mix_template(self, weights: dict[str, float]) -> str | None:
         """A mix is prompted as its adapters are; adapters prompted differently are not mixed (toolkit.mix

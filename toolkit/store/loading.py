@@ -146,16 +146,16 @@ def attach(model, store: AdapterStore, name: str, adapter_name: str | None = Non
     folder = store.path(name)
     adapter_name = adapter_name or name
     try:
-        recipe = store.trained_recipe(name)
+        prompt_format = store.prompt_format(name)
     except ToolkitError as err:  # only when loading past verification: the adapter then prompts as text
         log.warning("%s (prompting it with plain text)", err.problems[0])
-        recipe = None
+        prompt_format = None
     try:
         if isinstance(model, PeftModel):
             model.load_adapter(folder, adapter_name=adapter_name, is_trainable=False)
         else:
             model = PeftModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=False)
-        record_prompt_format(model, adapter_name, recipe.data if recipe is not None and recipe.data.examples else None)
+        record_prompt_format(model, adapter_name, prompt_format)
         return model
     except torch.OutOfMemoryError:
         raise

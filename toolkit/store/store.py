@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.names import NAME_PATTERN, check_name
-from ..config.recipe import Recipe, parse_recipe
+from ..config.recipe import DataSpec, Recipe, parse_recipe
 from ..errors import ToolkitError, param
 from ..files import atomic_folder, json_problem, read_json
 from ..records import RecordError, TrainingMetrics
@@ -220,6 +220,13 @@ class AdapterStore:
             return None
         chosen = counts.most_common(1)[0][0]
         return next(record for record in recorded if (record.name, record.revision) == chosen)
+
+    def prompt_format(self, name: str) -> DataSpec | None:
+        """How a prompt/completion adapter reads examples and is prompted: its recipe's data section (columns,
+        template, truncation). None for an adapter trained on text, or imported (it has no recipe). A damaged
+        recipe raises ToolkitError."""
+        recipe = self.trained_recipe(name)
+        return recipe.data if recipe is not None and recipe.data.examples else None
 
     def trained_recipe(self, name: str) -> Recipe | None:
         """The resolved recipe an adapter was trained from (its data format, template, quantization, ...), or
