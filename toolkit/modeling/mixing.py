@@ -91,12 +91,9 @@ def mix(model, weights: str | Sequence[str] | Mapping[str, float]) -> str:
     loaded = [name for name in loaded_adapters(model) if not name.startswith(MIX_PREFIX)]
     weights = parse_weights(weights, label="mix", known=loaded)
     problems = [problem for name in weights if (problem := _unmixable(model.peft_config[name], name))]
-    templates = {name: prompt_template(model, name) for name in weights}
-    if len(set(templates.values())) > 1:
-        problems.append(
-            f"mix: {', '.join(map(repr, weights))} are prompted differently ({_formats(templates)}); "
-            "use adapters trained on one data format and template"
-        )
+    unlike = prompted_differently({name: prompt_template(model, name) for name in weights})
+    if unlike:
+        problems.append(unlike)
     if problems:
         raise ToolkitError(*problems)
     mixed = MIX_PREFIX + hashlib.sha256(describe(weights).encode()).hexdigest()[:16]
@@ -122,11 +119,20 @@ def _unmixable(config, name: str) -> str | None:
     )
 
 
-def _formats(templates: Mapping[str, str | None]) -> str:
+def prompted_differently(templates: Mapping[str, str | None]) -> str | None:
+    """Why adapters cannot be mixed, given each one's prompt template (None: text), or None when they can: a
+    mix is prompted as its adapters are, so they must all be prompted alike."""
+    if len(set(templates.values())) <= 1:
+        return None
+
     def one(name: str, template: str | None) -> str:
         return f"{name}: text" if template is None else f"{name}: template {template!r}"
 
-    return "; ".join(one(name, template) for name, template in templates.items())
+    return (
+        f"mix: {', '.join(map(repr, templates))} are prompted differently "
+        f"({'; '.join(one(name, template) for name, template in templates.items())}); "
+        "use adapters trained on one data format and template"
+    )
 
 
 def _number(raw) -> float | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..config.names import is_valid_name
 from ..errors import ToolkitError, param
-from ..modeling.mixing import describe, parse_weights
+from ..modeling.mixing import describe, parse_weights, prompted_differently
 from ..store.manifest import BaseRecord
 from ..store.store import AdapterStore
 from .errors import BadRequest, ModelNotFound, message
@@ -131,15 +131,9 @@ class Catalog:
         """A mix is prompted as its adapters are; adapters prompted differently are not mixed (toolkit.mix
         refuses them too: refused here, before the request is queued)."""
         templates = {name: self._template(name) for name in weights}
-        if len(set(templates.values())) > 1:
-            how = "; ".join(
-                f"{name}: text" if t is None else f"{name}: template {t!r}" for name, t in templates.items()
-            )
-            raise BadRequest(
-                f"the mix {describe(weights)!r} mixes adapters prompted differently ({how}); mix adapters "
-                "trained on one data format and template",
-                param="model",
-            )
+        unlike = prompted_differently(templates)
+        if unlike:
+            raise BadRequest(unlike, param="model")
         return next(iter(templates.values()))
 
     def _require(self, name: str, what: str) -> None:
