@@ -699,6 +699,16 @@ def test_every_kind_of_manifest_round_trips():
     assert DataRecord("Salesforce/wikitext", "wikitext-2-raw-v1").label == "Salesforce/wikitext (wikitext-2-raw-v1)"
 
 
+def test_keys_a_later_version_writes_are_kept_and_written_back():
+    """An older toolkit reading a newer manifest keeps what it does not know, so re-writing loses nothing."""
+    base = BaseRecord("gpt2", "main", "w" * 64, "t" * 64)
+    manifest = Manifest("x", "2026-12-07T10:00:00+00:00", base, DataRecord(dataset="d"), None, {}, {})
+    written = manifest.to_json() | {"signed_by": {"key": "abc"}, "license": "mit"}
+    read = Manifest.from_json(json.loads(json.dumps(written)))
+    assert read.later_keys == {"signed_by": {"key": "abc"}, "license": "mit"}
+    assert read.to_json() == written
+
+
 DAMAGES = [
     ({"created": 12345}, "manifest.json is damaged: created is '12345', not a date and time (ISO 8601)"),
     ({"created": "yesterday"}, "manifest.json is damaged: created is 'yesterday', not a date and time (ISO 8601)"),

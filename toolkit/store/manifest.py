@@ -183,6 +183,11 @@ class FileRecord:
         return cls(_text(data, "sha256", where), _field(data, "bytes", where, (int,), "a whole number"))
 
 
+_MANIFEST_KEYS = {
+    *("format", "name", "created", "base", "dataset", "recipe_sha256", "trained_with", "versions", "files", "tensors")
+}
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What `manifest.json` holds beside each adapter."""
@@ -197,6 +202,7 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)  # of the toolkit and the libraries that trained it
     trained_with: TrainedWith | None = None  # None: imported, or written before it was recorded
     format: int = MANIFEST_FORMAT
+    later_keys: dict = field(default_factory=dict)  # keys a later version wrote: kept, and written back
 
     @property
     def timestamp(self) -> int:
@@ -234,6 +240,7 @@ class Manifest:
             "versions": dict(self.versions),
             "files": {name: record.to_json() for name, record in self.files.items()},
             "tensors": {name: list(shape) for name, shape in self.tensors.items()},
+            **self.later_keys,
         }
 
     @classmethod
@@ -260,6 +267,7 @@ class Manifest:
             versions=_object(data, "versions", default={}),
             trained_with=TrainedWith.from_json(trained_with) if trained_with is not None else None,
             format=_field(data, "format", "", (int,), "a whole number", MANIFEST_FORMAT),
+            later_keys={key: value for key, value in data.items() if key not in _MANIFEST_KEYS},
         )
 
     def problems(self, folder: Path) -> list[str]:
