@@ -9,14 +9,7 @@ import sys
 import click
 
 from ..serving.settings import ServerSettings
-from .options import (
-    int8_option,
-    precision_from_flags,
-    precision_option,
-    setting_options,
-    settings_from,
-    store_option,
-)
+from .options import int8_option, precision_from_flags, precision_option, setting_options, settings_from, store_option
 
 
 @click.command()
