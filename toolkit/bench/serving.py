@@ -142,9 +142,9 @@ def prompt_for(base: Path) -> tuple[str, int]:
     return tokenizer.decode(ids), context - len(ids)
 
 
-# As `gpt2-adapt serve` starts: OpenMP's wait policy set before torch loads (unless the environment sets one).
+# The server as a Python program starts it: OpenMP as torch loads it by default.
 SERVE = "import json, sys, toolkit; toolkit.serve(**json.loads(sys.argv[1]))"
-# As `gpt2-adapt serve` starts: OpenMP's threads sleep at barriers (toolkit.threads) before torch loads.
+# As `gpt2-adapt serve` starts: OpenMP's wait policy set before torch loads (unless the environment sets one).
 SERVE_AS_THE_CLI = "from toolkit.threads import prepare_openmp; prepare_openmp(); " + SERVE
 
 
